@@ -1,0 +1,38 @@
+# One set of commands for people and CI (.ci/run calls `make test` and `make lint`).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install broker demo test unit lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+broker:
+	scripts/ensure-broker.sh
+
+demo: install broker
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh
+
+test: install broker
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit tests/adapters
+
+lint: install
+	$(BIN)/ruff check esb adapters tests bench
+	$(BIN)/ruff format --check esb adapters tests bench
+	$(BIN)/mypy
+
+bench: install broker
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

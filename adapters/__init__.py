@@ -1,0 +1,1 @@
+"""The adapters that ship with esb, one package each."""

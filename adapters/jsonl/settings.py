@@ -1,0 +1,45 @@
+"""Settings of the JSON-lines adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from esb.settings import AdapterSettings
+
+
+class JsonLinesSourceSettings(AdapterSettings):
+    """Read one event per line from a file or standard input."""
+
+    path: Path | None = Field(
+        default=None,
+        description="File to read; standard input when unset.",
+        examples=["/data/orders.jsonl"],
+    )
+    event_type: str | None = Field(
+        default=None,
+        description="Type for lines that are plain data, not CloudEvents.",
+        examples=["shop.order.created"],
+    )
+    event_source: str = Field(
+        default="urn:esb:jsonl",
+        description="Source attribute for plain data lines.",
+    )
+    id_field: str | None = Field(
+        default=None,
+        description="Field of a plain data line to use as the event id "
+        "(so re-reading the file repeats ids and sinks de-duplicate); a new UUID when unset.",
+        examples=["order_id"],
+    )
+    window: int = Field(default=256, ge=1, description="Events in flight awaiting confirm.")
+
+
+class JsonLinesSinkSettings(AdapterSettings):
+    """Append each event as one structured-mode JSON line to a file."""
+
+    path: Path = Field(description="File to append to.", examples=["/data/out.jsonl"])
+    fsync: bool = Field(
+        default=False,
+        description="fsync after every line: survives power loss, at a cost.",
+    )

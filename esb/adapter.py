@@ -1,0 +1,134 @@
+"""The adapter contract: a :class:`Source` emits events, a :class:`Sink` writes them.
+
+Both are opened before use and closed after; the runtime owns the broker,
+metrics and signals, so an adapter only speaks to its own system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from esb.envelope import CloudEvent
+from esb.settings import AdapterSettings
+
+S = TypeVar("S", bound=AdapterSettings)
+
+DEFAULT_WINDOW = 256
+
+
+class Emitter(Protocol):
+    """Where a source's events go; ``emit`` returns once the bus has them for sure."""
+
+    async def emit(self, event: CloudEvent) -> None: ...
+
+
+class Source(ABC, Generic[S]):
+    """Turns what a system emits into events.
+
+    Subclasses set ``settings_model`` and implement :meth:`run`, calling
+    :meth:`emit` (or :meth:`emit_all`) and acknowledging their own input only
+    after it returns. ``stopping`` is set on SIGTERM: finish the current item
+    and return.
+    """
+
+    settings_model: ClassVar[type[AdapterSettings]]
+
+    def __init__(self, settings: S, emitter: Emitter) -> None:
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self._emitter = emitter
+
+    async def open(self) -> None:
+        """Acquire resources (files, connections); the default holds none."""
+
+    async def close(self) -> None:
+        """Release what :meth:`open` acquired."""
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Emit events until the input ends or ``stopping`` is set."""
+
+    async def emit(self, event: CloudEvent) -> None:
+        """Publish one event; returns only after the broker confirmed it."""
+        await self._emitter.emit(event)
+
+    async def emit_all(
+        self, events: Iterable[CloudEvent] | AsyncIterable[CloudEvent], window: int = DEFAULT_WINDOW
+    ) -> int:
+        """Emit many events with up to ``window`` unconfirmed at once; returns how many.
+
+        Returns once every emitted event is confirmed; the first failure is
+        raised after the others in flight have settled. Stops taking new
+        events when ``stopping`` is set.
+        """
+        pending: set[asyncio.Task[None]] = set()
+        count = 0
+        try:
+            async for event in _aiter(events):
+                if self.stopping.is_set():
+                    break
+                if len(pending) >= window:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()
+                pending.add(asyncio.create_task(self.emit(event)))
+                count += 1
+        finally:
+            results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return count
+
+
+async def _aiter(
+    events: Iterable[CloudEvent] | AsyncIterable[CloudEvent],
+) -> AsyncIterable[CloudEvent]:
+    if isinstance(events, AsyncIterable):
+        async for event in events:
+            yield event
+    else:
+        for event in events:
+            yield event
+
+
+class Sink(ABC, Generic[S]):
+    """Writes events into a target system.
+
+    :meth:`write` returns once the effect is committed; it raises
+    :class:`~esb.errors.TransientError` to have the message retried and
+    :class:`~esb.errors.PermanentError` to have it parked. The same event may
+    arrive twice (at-least-once delivery): de-duplicate on ``event.id``.
+    """
+
+    settings_model: ClassVar[type[AdapterSettings]]
+
+    def __init__(self, settings: S) -> None:
+        self.settings = settings
+
+    async def open(self) -> None:
+        """Connect to the target; the default holds nothing."""
+
+    async def close(self) -> None:
+        """Release what :meth:`open` acquired."""
+
+    @abstractmethod
+    async def write(self, event: CloudEvent) -> None:
+        """Apply one event to the target."""
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """What an ``esb.adapters`` entry point names: a source, a sink, or both."""
+
+    name: str
+    description: str
+    source: type[Source[Any]] | None = None
+    sink: type[Sink[Any]] | None = None
+
+    def kinds(self) -> list[str]:
+        return [kind for kind in ("source", "sink") if getattr(self, kind) is not None]

@@ -1,0 +1,150 @@
+"""The one mapping between a :class:`CloudEvent` and an AMQP 0-9-1 message.
+
+esb follows the CloudEvents RabbitMQ protocol binding (the one the official
+``cloudevents`` SDK implements in ``cloudevents.core.bindings.rabbitmq``), so
+any tool that speaks it reads our messages and we read theirs.
+
+Binary mode, the form esb publishes:
+
+===================  ==========================================================
+CloudEvents          AMQP 0-9-1
+===================  ==========================================================
+``datacontenttype``  ``content_type`` property
+every other          header ``ce-<name>``, value as a string (``time`` in
+attribute            RFC 3339), extensions included
+``data``             the body: JSON via orjson, or the bytes as they are
+===================  ==========================================================
+
+For tools that show AMQP properties (the management UI, tracing), ``id`` is
+mirrored into ``message_id``, ``type`` into ``type`` and ``correlationid``
+into ``correlation_id``; on input the ``ce-`` header wins and the property is
+the fallback for plain AMQP publishers. Every message is persistent. A
+message whose ``content_type`` is ``application/cloudevents+json`` is read in
+structured mode: the body holds the whole event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractMessage
+
+from esb.envelope import CloudEvent, check_size, parse_structured, split_attributes
+from esb.errors import EnvelopeError
+
+HEADER_PREFIX = "ce-"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+
+
+def is_json(content_type: str | None) -> bool:
+    """JSON when unset (the CloudEvents default) or ``*/json`` / ``*+json``."""
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.endswith("/json") or media.endswith("+json")
+
+
+def encode_data(event: CloudEvent) -> bytes:
+    """The body for ``event.data`` under its content type."""
+    data = event.data
+    if data is None:
+        return b""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str) and not is_json(event.datacontenttype):
+        return data.encode()
+    return orjson.dumps(data)
+
+
+def to_message(event: CloudEvent, headers: Mapping[str, Any] | None = None) -> aio_pika.Message:
+    """Encode ``event`` in binary mode as a persistent AMQP message."""
+    amqp_headers: dict[str, Any] = dict(headers or {})
+    for name, value in event.attributes().items():
+        if name != "datacontenttype":
+            amqp_headers[HEADER_PREFIX + name] = value if isinstance(value, str) else str(value)
+    return aio_pika.Message(
+        body=encode_data(event),
+        message_id=event.id,
+        type=event.type,
+        content_type=event.datacontenttype,
+        correlation_id=event.correlationid,
+        headers=amqp_headers,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes | bytearray) else value
+
+
+def decode(
+    body: bytes,
+    *,
+    message_id: str | None,
+    type: str | None,
+    content_type: str | None,
+    correlation_id: str | None,
+    headers: Mapping[str, Any] | None,
+    max_body_bytes: int | None = None,
+) -> CloudEvent:
+    """Decode an AMQP message (binary or structured mode) into a validated event."""
+    if (
+        content_type is not None
+        and content_type.split(";", 1)[0].strip() == STRUCTURED_CONTENT_TYPE
+    ):
+        return parse_structured(body, max_body_bytes)
+    check_size(body, max_body_bytes)
+    attrs: dict[str, Any] = {}
+    for key, value in (headers or {}).items():
+        if key[:3].lower() == HEADER_PREFIX:
+            attrs[key[3:].lower()] = _text(value)
+    fallbacks = {"id": message_id, "type": type, "correlationid": correlation_id}
+    for name, value in fallbacks.items():
+        if name not in attrs and value is not None:
+            attrs[name] = value
+    for name in ("id", "source", "type"):
+        if name not in attrs:
+            raise EnvelopeError(
+                name,
+                f"required attribute is missing (header {HEADER_PREFIX}{name})",
+                "missing_attribute",
+            )
+    if content_type is not None:
+        attrs["datacontenttype"] = content_type
+    attrs["data"] = decode_data(body, content_type)
+    return CloudEvent.validated(**split_attributes(attrs))
+
+
+def decode_data(body: bytes, content_type: str | None) -> Any:
+    """The body as ``data``: parsed JSON, text for ``text/*``, bytes otherwise."""
+    if not body:
+        return None
+    if is_json(content_type):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise EnvelopeError("data", f"not valid JSON: {exc}", "invalid_json") from None
+    if content_type is not None and content_type.lower().startswith("text/"):
+        try:
+            return body.decode()
+        except UnicodeDecodeError:
+            raise EnvelopeError(
+                "data", "text body is not valid UTF-8", "invalid_encoding"
+            ) from None
+    return body
+
+
+def from_message(message: AbstractMessage, max_body_bytes: int | None = None) -> CloudEvent:
+    """Decode a message (delivered or built); raises :class:`EnvelopeError` naming the fault."""
+    return decode(
+        message.body,
+        message_id=message.message_id,
+        type=message.type,
+        content_type=message.content_type,
+        correlation_id=message.correlation_id,
+        headers=message.headers,
+        max_body_bytes=max_body_bytes,
+    )

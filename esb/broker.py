@@ -1,0 +1,164 @@
+"""One robust RabbitMQ connection per process, with confirmed, mandatory publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+import aiormq.exceptions
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from esb.amqp_binding import to_message
+from esb.envelope import CloudEvent
+from esb.errors import BrokerUnavailable, ConfigError, UnroutableError
+from esb.metrics import Metrics
+from esb.settings import BrokerSettings
+from esb.topology import declare_exchange
+
+log = logging.getLogger(__name__)
+
+#: Failures that mean "the broker cannot take this now", not "this message is bad".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    asyncio.TimeoutError,
+)
+
+
+class Broker:
+    """The process's connection: publisher confirms always on, every publish mandatory.
+
+    aio-pika's robust connection reconnects by itself and restores channels,
+    exchanges, queues and consumers; :meth:`publish` reports a lost confirm as
+    :class:`BrokerUnavailable` so the caller retries with the same message id.
+    """
+
+    def __init__(self, settings: BrokerSettings, service: str, metrics: Metrics) -> None:
+        self.settings = settings
+        self.service = service
+        self.metrics = metrics
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+
+    async def connect(self) -> None:
+        """Open the connection and the publishing channel, declaring the events exchange."""
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self.settings.url.get_secret_value(),
+                timeout=self.settings.connect_timeout,
+                reconnect_interval=self.settings.reconnect_interval,
+                client_properties={"connection_name": self.service},
+            )
+        except aiormq.exceptions.ProbableAuthenticationError:
+            raise ConfigError(
+                f"broker {self.settings.redacted_url()} refused the credentials"
+            ) from None
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(
+                f"cannot connect to {self.settings.redacted_url()}: {exc or type(exc).__name__}"
+            ) from None
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+        self._connection.close_callbacks.add(self._on_close)
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchange = await declare_exchange(self._channel, self.settings.exchange)
+        self.metrics.broker_connected.labels(self.service).set(1)
+        log.info("connected to %s", self.settings.redacted_url())
+
+    def _on_reconnect(self, *_: Any) -> None:
+        self.metrics.broker_connected.labels(self.service).set(1)
+        self.metrics.broker_reconnects.labels(self.service).inc()
+        log.warning("reconnected to %s", self.settings.redacted_url())
+
+    def _on_close(self, *_: Any) -> None:
+        self.metrics.broker_connected.labels(self.service).set(0)
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise RuntimeError("Broker.connect() has not been called")
+        return self._connection
+
+    @property
+    def channel(self) -> AbstractChannel:
+        if self._channel is None:
+            raise RuntimeError("Broker.connect() has not been called")
+        return self._channel
+
+    @property
+    def ready(self) -> bool:
+        """True while the connection and publishing channel are open."""
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def publish(
+        self,
+        event: CloudEvent,
+        *,
+        routing_key: str | None = None,
+        exchange: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Publish ``event`` and return once the broker confirmed it.
+
+        Raises :class:`UnroutableError` when no queue takes it and
+        :class:`BrokerUnavailable` when the broker nacks it, the connection is
+        lost or no confirm comes within ``publish_timeout``.
+        """
+        message = to_message(event, headers)
+        key = event.type if routing_key is None else routing_key
+        target = exchange if exchange is not None else self.settings.exchange
+        with self.metrics.publish_seconds.labels(self.service).time():
+            await self.publish_message(message, key, target)
+        self.metrics.published.labels(self.service, "ok").inc()
+
+    async def publish_message(
+        self, message: aio_pika.Message, routing_key: str, exchange: str
+    ) -> None:
+        """Publish an already encoded message with confirm and mandatory routing."""
+        try:
+            target = await self._exchange_named(exchange)
+            await target.publish(
+                message, routing_key, mandatory=True, timeout=self.settings.publish_timeout
+            )
+        except aiormq.exceptions.PublishError:
+            self.metrics.published.labels(self.service, "unroutable").inc()
+            raise UnroutableError(
+                f"no queue is bound for routing key {routing_key!r} on exchange {exchange!r}"
+            ) from None
+        except aiormq.exceptions.DeliveryError:
+            self.metrics.published.labels(self.service, "nacked").inc()
+            raise BrokerUnavailable(
+                f"broker refused the message for {routing_key!r} (nack)"
+            ) from None
+        except CONNECTION_ERRORS as exc:
+            self.metrics.published.labels(self.service, "unconfirmed").inc()
+            raise BrokerUnavailable(
+                f"publish to {exchange!r} not confirmed: {exc or type(exc).__name__}"
+            ) from None
+
+    async def _exchange_named(self, name: str) -> AbstractExchange:
+        if self._exchange is None:
+            raise RuntimeError("Broker.connect() has not been called")
+        if name == self.settings.exchange:
+            return self._exchange
+        if name == "":
+            return self.channel.default_exchange
+        return await self.channel.get_exchange(name, ensure=False)
+
+    async def close(self) -> None:
+        """Close the connection; unacked deliveries go back to their queues."""
+        if self._connection is not None and not self._connection.is_closed:
+            await self._connection.close()
+        self.metrics.broker_connected.labels(self.service).set(0)

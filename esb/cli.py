@@ -1,0 +1,268 @@
+"""The ``esb`` command line. User mistakes print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiormq.exceptions
+import click
+import orjson
+from pydantic.fields import FieldInfo
+
+from esb import __version__, logs
+from esb.adapter import Adapter
+from esb.broker import Broker
+from esb.envelope import CloudEvent, parse_structured
+from esb.errors import EsbError
+from esb.metrics import Metrics
+from esb.registry import load_adapter, load_all
+from esb.runtime import run_sink, run_source
+from esb.settings import AdapterSettings, ProcessSettings, load_settings
+from esb.topology import QueueSpec, declare_exchange, declare_queue, dlq_name
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="YAML settings file (sections: broker, service, consume, adapter).",
+)
+
+
+class EsbGroup(click.Group):
+    """Turns any :class:`EsbError` into a one-line message and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EsbError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+@click.group(cls=EsbGroup)
+@click.version_option(__version__, prog_name="esb")
+def main() -> None:
+    """esb: an integration bus of adapters, routes and transformers over RabbitMQ."""
+
+
+@main.group(cls=EsbGroup)
+def adapters() -> None:
+    """Installed adapters (the esb.adapters entry-point group)."""
+
+
+@adapters.command("list")
+def adapters_list() -> None:
+    """One line per installed adapter: name, kinds, description."""
+    for adapter in load_all():
+        click.echo(f"{adapter.name:<16} {','.join(adapter.kinds()):<12} {adapter.description}")
+
+
+def _describe_field(name: str, info: FieldInfo) -> str:
+    default = (
+        "required"
+        if info.is_required()
+        else f"default {info.get_default(call_default_factory=True)!r}"
+    )
+    return f"  {name}: {info.description or ''} ({default})"
+
+
+@adapters.command("show")
+@click.argument("name")
+def adapters_show(name: str) -> None:
+    """An adapter's settings, generated from its pydantic models."""
+    adapter = load_adapter(name)
+    click.echo(f"{adapter.name}: {adapter.description}")
+    for kind in adapter.kinds():
+        model: type[AdapterSettings] = getattr(adapter, kind).settings_model
+        click.echo(f"{kind} settings (ESB_ADAPTER__<NAME> or adapter.<name>):")
+        for field_name, info in model.model_fields.items():
+            click.echo(_describe_field(field_name, info))
+
+
+@main.group(cls=EsbGroup)
+def run() -> None:
+    """Run one adapter as a long-lived process."""
+
+
+def _prepare(name: str, kind: str, config_file: Path | None) -> tuple[Adapter, ProcessSettings]:
+    adapter = load_adapter(name)
+    part = getattr(adapter, kind)
+    if part is None:
+        raise click.ClickException(
+            f"adapter {name!r} has no {kind}; it offers: {', '.join(adapter.kinds())}"
+        )
+    settings = load_settings(part.settings_model, config_file)
+    logs.configure(settings.service.log_level)
+    return adapter, settings
+
+
+@run.command("source")
+@click.argument("name")
+@CONFIG_OPTION
+def run_source_command(name: str, config_file: Path | None) -> None:
+    """Run adapter NAME's source until its input ends or SIGTERM."""
+    adapter, settings = _prepare(name, "source", config_file)
+    _run(run_source(adapter, settings))
+
+
+@run.command("sink")
+@click.argument("name")
+@CONFIG_OPTION
+def run_sink_command(name: str, config_file: Path | None) -> None:
+    """Run adapter NAME's sink until SIGTERM."""
+    adapter, settings = _prepare(name, "sink", config_file)
+    _run(run_sink(adapter, settings))
+
+
+async def _connected(settings: ProcessSettings, service: str) -> Broker:
+    broker = Broker(settings.broker, service, Metrics())
+    try:
+        await broker.connect()
+    except EsbError as exc:
+        raise click.ClickException(
+            f"{exc} (is RabbitMQ running? `make broker` starts one)"
+        ) from None
+    return broker
+
+
+def _event_from_options(
+    file: Path | None, type_: str | None, source: str, data: str | None, subject: str | None
+) -> CloudEvent:
+    if file is not None:
+        try:
+            return parse_structured(file.read_bytes())
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {file}: {exc.strerror}") from None
+    if type_ is None:
+        raise click.UsageError("give an event FILE or --type")
+    try:
+        payload = orjson.loads(data) if data is not None else None
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--data") from None
+    extra = {"subject": subject} if subject else {}
+    return CloudEvent.new(type_, source, payload, **extra)
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--type", "type_", help="Event type (also the routing key).")
+@click.option("--source", default="urn:esb:cli", show_default=True, help="Event source.")
+@click.option("--data", help="Event data as JSON.")
+@click.option("--subject", help="Event subject.")
+@CONFIG_OPTION
+def publish(
+    file: Path | None,
+    type_: str | None,
+    source: str,
+    data: str | None,
+    subject: str | None,
+    config_file: Path | None,
+) -> None:
+    """Publish one event: a structured CloudEvent FILE, or built from options."""
+    event = _event_from_options(file, type_, source, data, subject)
+    settings = load_settings(None, config_file)
+
+    async def go() -> None:
+        broker = await _connected(settings, "esb-publish")
+        try:
+            await broker.publish(event)
+        finally:
+            await broker.close()
+
+    _run(go())
+    click.echo(f"published {event.id} ({event.type}), confirmed by the broker")
+
+
+@main.group(cls=EsbGroup)
+def topology() -> None:
+    """The exchange and queues esb uses."""
+
+
+QUEUE_OPTIONS = [
+    click.option("--queue", "queues", multiple=True, help="A work queue (repeatable)."),
+    click.option(
+        "--bind", "bindings", multiple=True, help="Topic pattern for --queue (default #)."
+    ),
+]
+
+
+def _queue_specs(
+    settings: ProcessSettings, queues: tuple[str, ...], bindings: tuple[str, ...]
+) -> list[QueueSpec]:
+    names = list(queues) or ([settings.consume.queue] if settings.consume.queue else [])
+    patterns = list(bindings) or settings.consume.bindings
+    return [QueueSpec(name, patterns) for name in names]
+
+
+@topology.command("declare")
+@CONFIG_OPTION
+@QUEUE_OPTIONS[0]
+@QUEUE_OPTIONS[1]
+def topology_declare(
+    config_file: Path | None, queues: tuple[str, ...], bindings: tuple[str, ...]
+) -> None:
+    """Declare the events exchange and any work queues (idempotent)."""
+    settings = load_settings(None, config_file)
+    specs = _queue_specs(settings, queues, bindings)
+
+    async def go() -> None:
+        broker = await _connected(settings, "esb-topology")
+        try:
+            channel = await broker.connection.channel()
+            await declare_exchange(channel, settings.broker.exchange)
+            for spec in specs:
+                await declare_queue(channel, spec, settings.broker)
+                bound = ", ".join(spec.bindings)
+                click.echo(f"queue {spec.name} (+ {dlq_name(spec.name)}) bound to {bound}")
+        finally:
+            await broker.close()
+
+    _run(go())
+    click.echo(f"exchange {settings.broker.exchange} (topic) declared")
+
+
+@topology.command("show")
+@CONFIG_OPTION
+@QUEUE_OPTIONS[0]
+def topology_show(config_file: Path | None, queues: tuple[str, ...]) -> None:
+    """Show the exchange and the depth of each work queue and its parking lot."""
+    settings = load_settings(None, config_file)
+    specs = _queue_specs(settings, queues, ())
+
+    async def go() -> None:
+        broker = await _connected(settings, "esb-topology")
+        try:
+            click.echo(
+                f"exchange {settings.broker.exchange} (topic) at {settings.broker.redacted_url()}"
+            )
+            for spec in specs:
+                for name in (spec.name, dlq_name(spec.name)):
+                    channel = await broker.connection.channel()
+                    try:
+                        queue = await channel.declare_queue(name, passive=True)
+                    except aiormq.exceptions.ChannelNotFoundEntity:
+                        click.echo(f"queue {name}: not declared")
+                        continue
+                    depth = queue.declaration_result.message_count
+                    consumers = queue.declaration_result.consumer_count
+                    click.echo(f"queue {name}: {depth} ready, {consumers} consumers")
+                    await channel.close()
+        finally:
+            await broker.close()
+
+    _run(go())
+
+
+logging.getLogger("aiormq").addHandler(logging.NullHandler())
+
+
+if __name__ == "__main__":
+    main()

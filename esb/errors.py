@@ -1,0 +1,60 @@
+"""The one exception tree of esb.
+
+::
+
+    EsbError
+    ├── ConfigError            setup mistakes: bad settings, unknown adapter, bad topology
+    ├── EnvelopeError          a message that is not a valid CloudEvent (always permanent)
+    └── ProcessingError        runtime failures while moving a message
+        ├── TransientError     worth retrying: timeouts, refused connections, 5xx
+        │   └── BrokerUnavailable   the broker cannot take or confirm a publish now
+        └── PermanentError     retrying cannot help: validation, 4xx, undecodable input
+            └── UnroutableError     the broker had no queue for a mandatory publish
+
+Adapters raise ``TransientError`` or ``PermanentError`` (or subclasses) so the
+runtime knows whether to retry a message or park it with its reason.
+"""
+
+from __future__ import annotations
+
+
+class EsbError(Exception):
+    """Root of every error esb raises on purpose."""
+
+
+class ConfigError(EsbError):
+    """A setup mistake the operator must fix: the process cannot start."""
+
+
+class EnvelopeError(EsbError):
+    """A message that is not a valid CloudEvent.
+
+    ``field`` names the attribute at fault and ``code`` is a short, stable
+    reason used as a metric label and in dead-letter headers.
+    """
+
+    def __init__(self, field: str, reason: str, code: str = "invalid") -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.code = code
+
+
+class ProcessingError(EsbError):
+    """A failure while moving or writing one message."""
+
+
+class TransientError(ProcessingError):
+    """Worth retrying later: the target or the broker may recover."""
+
+
+class PermanentError(ProcessingError):
+    """Retrying cannot help: the message must be parked with its reason."""
+
+
+class BrokerUnavailable(TransientError):
+    """The broker could not take or confirm a publish (connection lost, nack, timeout)."""
+
+
+class UnroutableError(PermanentError):
+    """A mandatory publish was returned: no queue is bound for its routing key."""

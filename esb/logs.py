@@ -1,0 +1,42 @@
+"""Structured JSON logs on stderr, one object per line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+
+import orjson
+
+#: ``extra=`` keys copied into the JSON record when present.
+CONTEXT_KEYS = ("service", "message_id", "correlation_id", "queue", "reason")
+
+
+class JsonFormatter(logging.Formatter):
+    """Render a record as JSON with its esb context fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in CONTEXT_KEYS:
+            value = getattr(record, key, None)
+            if value is not None:
+                doc[key] = value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+def configure(level: str) -> None:
+    """Send every log record to stderr as JSON at ``level``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aio_pika").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("aiormq").setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,65 @@
+"""Prometheus metrics of one esb process, on a registry passed in (never a global)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """The ``esb_`` metrics; labels carry service, adapter, outcome and reason, never payload."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.published = Counter(
+            "esb_published",
+            "Events published to the broker, by outcome.",
+            ["service", "outcome"],
+            registry=r,
+        )
+        self.publish_seconds = Histogram(
+            "esb_publish_seconds",
+            "Time from publish to broker confirm.",
+            ["service"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumed = Counter(
+            "esb_consumed",
+            "Deliveries handled by a consumer, by outcome (ok, parked, requeued).",
+            ["service", "adapter", "outcome"],
+            registry=r,
+        )
+        self.handle_seconds = Histogram(
+            "esb_handle_seconds",
+            "Time to handle one delivery, decode to ack.",
+            ["service", "adapter"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rejected = Counter(
+            "esb_envelope_rejected",
+            "Messages refused as invalid CloudEvents, by reason.",
+            ["service", "reason"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "esb_in_flight",
+            "Deliveries being handled right now.",
+            ["service"],
+            registry=r,
+        )
+        self.broker_connected = Gauge(
+            "esb_broker_connected",
+            "1 while the broker connection is open.",
+            ["service"],
+            registry=r,
+        )
+        self.broker_reconnects = Counter(
+            "esb_broker_reconnects",
+            "Times the connection was re-established.",
+            ["service"],
+            registry=r,
+        )

@@ -1,0 +1,49 @@
+"""Parked (dead-lettered) messages: the original message plus headers saying why."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+REASON = "x-esb-reason"
+ERROR_TYPE = "x-esb-error-type"
+ERROR = "x-esb-error"
+SERVICE = "x-esb-service"
+FAILED_AT = "x-esb-failed-at"
+ORIGINAL_EXCHANGE = "x-esb-original-exchange"
+ORIGINAL_ROUTING_KEY = "x-esb-original-routing-key"
+DELIVERY_COUNT = "x-delivery-count"
+
+_MAX_ERROR_CHARS = 500
+
+
+def parked_copy(
+    message: AbstractIncomingMessage, *, reason: str, error: BaseException, service: str
+) -> aio_pika.Message:
+    """The message to put in a parking lot: same body and properties, plus the why."""
+    headers = dict(message.headers or {})
+    headers.update(
+        {
+            REASON: reason,
+            ERROR_TYPE: type(error).__name__,
+            ERROR: str(error)[:_MAX_ERROR_CHARS],
+            SERVICE: service,
+            FAILED_AT: datetime.now(UTC).isoformat(),
+            ORIGINAL_EXCHANGE: message.exchange or "",
+            ORIGINAL_ROUTING_KEY: message.routing_key or "",
+        }
+    )
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        timestamp=message.timestamp,
+        app_id=message.app_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )

@@ -1,0 +1,177 @@
+"""Run one adapter as a process: broker, health endpoint, signals, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from esb.adapter import Adapter, Sink, Source
+from esb.broker import Broker
+from esb.consumer import Consumer
+from esb.envelope import CloudEvent
+from esb.errors import BrokerUnavailable, ConfigError
+from esb.health import HealthServer
+from esb.metrics import Metrics
+from esb.settings import ProcessSettings
+from esb.topology import QueueSpec
+
+log = logging.getLogger(__name__)
+
+
+def _until(stop: asyncio.Event) -> Any:
+    def should_stop(_: RetryCallState) -> bool:
+        return stop.is_set()
+
+    return should_stop
+
+
+def _log_retry(what: str) -> Any:
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("%s failed (attempt %d), retrying: %s", what, state.attempt_number, error)
+
+    return before_sleep
+
+
+class BrokerEmitter:
+    """A source's emitter: publishes with confirm, retrying the same event until confirmed.
+
+    A lost confirm does not mean "not published", so a retry may duplicate a
+    message; sinks de-duplicate on its id. Retries stop only when the process
+    is stopping.
+    """
+
+    def __init__(self, broker: Broker, stop: asyncio.Event) -> None:
+        self._broker = broker
+        self._stop = stop
+
+    async def emit(self, event: CloudEvent) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(BrokerUnavailable),
+            wait=wait_exponential_jitter(initial=0.05, max=5.0),
+            stop=_until(self._stop),
+            before_sleep=_log_retry(f"publish of {event.id}"),
+            reraise=True,
+        ):
+            with attempt:
+                await self._broker.publish(event)
+
+
+@dataclass
+class Process:
+    """The parts every esb process has, built from its settings."""
+
+    settings: ProcessSettings
+    service: str
+    metrics: Metrics = field(default_factory=Metrics)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.broker = Broker(self.settings.broker, self.service, self.metrics)
+
+    async def connect(self) -> None:
+        """Connect to the broker, retrying with backoff until it answers or we are told to stop."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(BrokerUnavailable),
+            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            stop=_until(self.stop),
+            before_sleep=_log_retry(f"connect to {self.settings.broker.redacted_url()}"),
+            reraise=True,
+        ):
+            with attempt:
+                await self.broker.connect()
+
+    @contextlib.asynccontextmanager
+    async def running(self, is_ready: Callable[[], bool]) -> AsyncIterator[HealthServer]:
+        """Serve health and metrics, and turn SIGTERM/SIGINT into ``stop``, within the block."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        server = HealthServer(
+            self.metrics.registry,
+            is_ready,
+            self.settings.service.health_host,
+            self.settings.service.health_port,
+        )
+        await server.start()
+        log.info("health and metrics on port %s", server.port)
+        try:
+            yield server
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.broker.close()
+            await server.stop()
+
+
+def service_name(settings: ProcessSettings, adapter: Adapter, kind: str) -> str:
+    return settings.service.name or f"{adapter.name}-{kind}"
+
+
+async def run_source(
+    adapter: Adapter, settings: ProcessSettings, stop: asyncio.Event | None = None
+) -> None:
+    """Run ``adapter``'s source until its input ends or a signal stops it."""
+    if adapter.source is None:
+        raise ConfigError(f"adapter {adapter.name!r} has no source")
+    process = Process(
+        settings, service_name(settings, adapter, "source"), stop=stop or asyncio.Event()
+    )
+    source: Source[Any] = adapter.source(
+        settings.adapter, BrokerEmitter(process.broker, process.stop)
+    )
+    async with process.running(lambda: process.broker.ready):
+        await process.connect()
+        await source.open()
+        try:
+            run = asyncio.create_task(source.run())
+            stopped = asyncio.create_task(process.stop.wait())
+            await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():
+                source.stopping.set()
+                done, _ = await asyncio.wait({run}, timeout=settings.service.shutdown_grace)
+                if not done:
+                    run.cancel()
+            stopped.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+        finally:
+            await source.close()
+
+
+async def run_sink(
+    adapter: Adapter, settings: ProcessSettings, stop: asyncio.Event | None = None
+) -> None:
+    """Consume the sink's queue into ``adapter``'s sink until a signal stops it."""
+    if adapter.sink is None:
+        raise ConfigError(f"adapter {adapter.name!r} has no sink")
+    process = Process(
+        settings, service_name(settings, adapter, "sink"), stop=stop or asyncio.Event()
+    )
+    sink: Sink[Any] = adapter.sink(settings.adapter)
+    spec = QueueSpec(
+        settings.consume.queue or f"esb.sink.{process.service}", settings.consume.bindings
+    )
+    consumer = Consumer(process.broker, sink, spec, adapter=adapter.name, metrics=process.metrics)
+    async with process.running(lambda: process.broker.ready and consumer.consuming):
+        await sink.open()
+        try:
+            await process.connect()
+            await consumer.start()
+            log.info("consuming %s", spec.name, extra={"queue": spec.name})
+            await process.stop.wait()
+            await consumer.stop(settings.service.shutdown_grace)
+        finally:
+            await sink.close()

@@ -1,0 +1,176 @@
+"""Process settings: broker, service and the adapter's own model.
+
+Values come, strongest first, from keyword arguments, environment variables
+(``ESB_`` prefix, ``__`` between levels: ``ESB_BROKER__URL``,
+``ESB_ADAPTER__PATH``) and a YAML file (``--config``) with the sections
+``broker``, ``service``, ``consume`` and ``adapter``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from esb.errors import ConfigError
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+ENV_PREFIX = "ESB_"
+
+
+class AdapterSettings(BaseModel):
+    """Base of every adapter's settings model: unknown keys are mistakes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrokerSettings(BaseModel):
+    """How to reach RabbitMQ and how esb uses it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: SecretStr = Field(
+        default=SecretStr(DEFAULT_AMQP_URL),
+        description="AMQP URL; its password is never logged.",
+        examples=["amqp://esb:secret@rabbitmq:5672/esb"],
+    )
+    exchange: str = Field(
+        default="esb.events", description="Topic exchange events are published to."
+    )
+    prefetch: int = Field(
+        default=64, ge=1, le=65535, description="Unacked deliveries per consumer."
+    )
+    queue_type: Literal["quorum", "classic"] = Field(
+        default="quorum", description="Quorum queues replicate and enforce a delivery limit."
+    )
+    delivery_limit: int = Field(
+        default=20, ge=1, description="Deliveries before a quorum queue dead-letters a message."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1, description="Larger bodies are refused as envelope errors."
+    )
+    publish_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for a publisher confirm."
+    )
+    connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds per connection attempt."
+    )
+    reconnect_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between reconnection attempts after a loss."
+    )
+
+    def redacted_url(self) -> str:
+        """The URL with its password masked, safe for logs and errors."""
+        return redact_url(self.url.get_secret_value())
+
+
+class ServiceSettings(BaseModel):
+    """The process itself: its name, health endpoint and shutdown grace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, description="Service name in metrics and logs.")
+    health_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 (containers expose the health port to probes)
+        description="Address of /healthz, /readyz, /metrics.",
+    )
+    health_port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port.")
+    shutdown_grace: float = Field(
+        default=3.0, ge=0, description="Seconds to finish in-flight work after SIGTERM."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ConsumeSettings(BaseModel):
+    """Where a sink takes its messages from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queue: str | None = Field(default=None, description="Queue name; default esb.sink.<service>.")
+    bindings: list[str] = Field(
+        default_factory=lambda: ["#"], description="Topic patterns on the event type to bind."
+    )
+
+
+class ProcessSettings(BaseSettings):
+    """Everything one esb process needs; ``adapter`` is typed per adapter."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    consume: ConsumeSettings = Field(default_factory=ConsumeSettings)
+    adapter: Any = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def load_settings(
+    adapter_settings: type[AdapterSettings] | None = None,
+    config_file: Path | None = None,
+    **overrides: Any,
+) -> ProcessSettings:
+    """Build and validate settings, turning every fault into one readable :class:`ConfigError`."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+    fields: dict[str, Any] = {}
+    if adapter_settings is not None:
+        fields["adapter"] = (adapter_settings, Field(default_factory=dict, validate_default=True))
+    base = type(
+        "ProcessSettings",
+        (ProcessSettings,),
+        {"model_config": SettingsConfigDict(yaml_file=config_file)},
+    )
+    model = cast(type[ProcessSettings], create_model("ProcessSettings", __base__=base, **fields))
+    try:
+        return model(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_settings_error(exc, config_file)) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read settings from {config_file}: {exc}") from None
+
+
+def describe_settings_error(exc: ValidationError, config_file: Path | None) -> str:
+    """One line per fault, with the environment variable that would fix it; no values shown."""
+    where = f" in {config_file}" if config_file else ""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in error["loc"]]
+        env = ENV_PREFIX + "__".join(part.upper() for part in loc)
+        if error["type"] == "extra_forbidden":
+            lines.append(f"setting {'.'.join(loc)}: unknown setting{where}")
+        else:
+            lines.append(
+                f"setting {'.'.join(loc)}: {error['msg']} (set {env} or {'.'.join(loc)}{where})"
+            )
+    return "; ".join(lines)
+
+
+def redact_url(url: str) -> str:
+    """Mask the password of a URL."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,119 @@
+"""The JSON-lines source and sink, on the in-memory bus (adapter logic only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from adapters.jsonl import JsonLinesSink, JsonLinesSource
+from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
+from esb import CloudEvent, EnvelopeError, UnroutableError
+from esb.testing import MemoryBus
+
+
+def write_lines(path: Path, *docs: object) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(doc) + b"\n" for doc in docs))
+    return path
+
+
+async def test_plain_lines_become_events_with_ids_from_a_field(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    bus.bind("orders", "shop.order.*")
+    path = write_lines(
+        tmp_path / "in.jsonl", {"order_id": 1, "total": 5}, {"order_id": 2, "total": 7}
+    )
+    source = JsonLinesSource(
+        JsonLinesSourceSettings(path=path, event_type="shop.order.created", id_field="order_id"),
+        bus,
+    )
+    events = await bus.run_source(source)
+    assert [(e.id, e.type, e.data) for e in events] == [
+        ("1", "shop.order.created", {"order_id": 1, "total": 5}),
+        ("2", "shop.order.created", {"order_id": 2, "total": 7}),
+    ]
+
+
+async def test_structured_lines_keep_their_own_attributes(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    bus.bind("all")
+    path = write_lines(
+        tmp_path / "in.jsonl",
+        {
+            "specversion": "1.0",
+            "id": "x-1",
+            "source": "urn:crm",
+            "type": "crm.deal.won",
+            "data": {"d": 1},
+        },
+    )
+    source = JsonLinesSource(JsonLinesSourceSettings(path=path), bus)
+    [event] = await bus.run_source(source)
+    assert (event.id, event.source, event.type) == ("x-1", "urn:crm", "crm.deal.won")
+
+
+async def test_a_bad_line_stops_the_run_and_names_its_line(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    bus.bind("all")
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": \n{"a": 3}\n')
+    source = JsonLinesSource(JsonLinesSourceSettings(path=path, event_type="t.x"), bus)
+    with pytest.raises(EnvelopeError, match=rf"{path}:2: not valid JSON"):
+        await bus.run_source(source)
+    assert [e.data for e in bus.published] == [{"a": 1}]
+
+
+async def test_unroutable_events_fail_the_source(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    bus.bind("crm", "crm.#")
+    path = write_lines(tmp_path / "in.jsonl", {"a": 1})
+    source = JsonLinesSource(
+        JsonLinesSourceSettings(path=path, event_type="shop.order.created"), bus
+    )
+    with pytest.raises(UnroutableError, match=r"shop\.order\.created"):
+        await bus.run_source(source)
+
+
+async def test_sink_writes_each_id_once_across_restarts(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    events = [CloudEvent.new("t.x", "urn:t", {"n": n}) for n in range(3)]
+    first = JsonLinesSink(JsonLinesSinkSettings(path=out))
+    await first.open()
+    for event in events[:2]:
+        await first.write(event)
+    await first.close()
+
+    second = JsonLinesSink(JsonLinesSinkSettings(path=out))
+    await second.open()
+    for event in events:
+        await second.write(event)
+    await second.close()
+    assert [orjson.loads(line)["id"] for line in out.read_bytes().splitlines()] == [
+        e.id for e in events
+    ]
+
+
+async def test_sink_drops_a_line_cut_short_by_a_crash(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    whole = CloudEvent.new("t.x", "urn:t", {"n": 1})
+    out.write_bytes(whole.to_structured() + b"\n" + b'{"specversion":"1.0","id":"cut')
+    sink = JsonLinesSink(JsonLinesSinkSettings(path=out))
+    await sink.open()
+    await sink.write(CloudEvent.new("t.x", "urn:t", {"n": 2}))
+    await sink.close()
+    lines = out.read_bytes().splitlines()
+    assert len(lines) == 2
+    assert orjson.loads(lines[0])["id"] == whole.id
+
+
+async def test_memory_bus_delivers_through_the_sink(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    bus.bind("out", "t.#")
+    for n in range(5):
+        await bus.emit(CloudEvent.new("t.x", "urn:t", {"n": n}))
+    sink = JsonLinesSink(JsonLinesSinkSettings(path=tmp_path / "out.jsonl"))
+    await sink.open()
+    assert await bus.drain("out", sink) == 5
+    await sink.close()
+    assert len((tmp_path / "out.jsonl").read_bytes().splitlines()) == 5

@@ -1,0 +1,102 @@
+"""Fixtures: a real RabbitMQ (AMQP_URL, then 127.0.0.1:5672, then testcontainers), unique names."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from tests.support.rabbit import HOW_TO_START, LOCAL_URL, PrivateRabbit, port_open
+
+
+def _container_url() -> Iterator[str] | None:
+    try:
+        import docker  # type: ignore[import-untyped]
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.waiting_utils import wait_for_logs
+
+        docker.from_env().ping()
+    except Exception:
+        return None
+
+    def run() -> Iterator[str]:
+        with DockerContainer("rabbitmq:3.13").with_exposed_ports(5672) as container:
+            wait_for_logs(container, "Server startup complete", timeout=120)
+            host = container.get_container_host_ip()
+            yield f"amqp://guest:guest@{host}:{container.get_exposed_port(5672)}/"
+
+    return run()
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """The shared broker every integration test uses; fails (never skips) when none is found."""
+    if url := os.environ.get("AMQP_URL"):
+        yield url
+        return
+    if port_open("127.0.0.1", 5672):
+        yield LOCAL_URL
+        return
+    container = _container_url()
+    if container is None:
+        pytest.fail(HOW_TO_START)
+    yield from container
+
+
+@dataclass
+class Names:
+    """Exchange and queue names unique to one test, so parallel runs never collide."""
+
+    prefix: str
+
+    @property
+    def exchange(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.prefix}.sink"
+
+
+@pytest.fixture
+async def names(amqp_url: str) -> AsyncIterator[Names]:
+    """Unique names, with the exchange and queues deleted after the test."""
+    names = Names(f"esbt-{uuid.uuid4().hex[:10]}")
+    yield names
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        for queue in (names.queue, names.queue + ".dlq"):
+            channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(queue)
+        channel = await connection.channel()
+        with contextlib.suppress(Exception):
+            await channel.exchange_delete(names.exchange)
+
+
+@pytest.fixture
+def esb_env(amqp_url: str, names: Names) -> dict[str, str]:
+    """Environment for an ``esb`` process on the shared broker under this test's names."""
+    return {
+        "ESB_BROKER__URL": amqp_url,
+        "ESB_BROKER__EXCHANGE": names.exchange,
+        "ESB_CONSUME__QUEUE": names.queue,
+    }
+
+
+@pytest.fixture
+def private_rabbit(tmp_path: Path) -> Iterator[PrivateRabbit]:
+    """A RabbitMQ node of this test's own, free to be stopped or killed."""
+    node = PrivateRabbit(tmp_path / "rabbit")
+    node.start()
+    try:
+        yield node
+    finally:
+        with contextlib.suppress(Exception):
+            node.kill()

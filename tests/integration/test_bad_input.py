@@ -1,0 +1,95 @@
+"""Invalid messages are parked with their reason and counted; the sink keeps running."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import aio_pika
+import orjson
+
+from esb import CloudEvent, to_message
+from esb.parking import ERROR, REASON, SERVICE
+from tests.conftest import Names
+from tests.support.processes import EsbProcess, read_ids, wait_for
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
+            return float(match.group(2))
+    return 0.0
+
+
+async def test_malformed_missing_and_oversize_messages_are_parked_and_counted(
+    esb_env: dict[str, str], names: Names, amqp_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    sink = EsbProcess(
+        ["run", "sink", "jsonl"],
+        {
+            **esb_env,
+            "ESB_ADAPTER__PATH": str(out),
+            "ESB_BROKER__MAX_BODY_BYTES": "4096",
+            "ESB_SERVICE__NAME": "bad-input-sink",
+        },
+        tmp_path / "sink.log",
+    )
+    sink.wait_ready()
+    ce = {"ce-id": "bad-1", "ce-source": "urn:t", "ce-type": "t.bad", "ce-specversion": "1.0"}
+    good = CloudEvent.new("t.good", "urn:t", {"ok": True})
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(names.exchange)
+            bad_messages = [
+                aio_pika.Message(b'{"total": 1', headers=ce),
+                aio_pika.Message(b"{}", headers={k: v for k, v in ce.items() if k != "ce-source"}),
+                aio_pika.Message(orjson.dumps({"blob": "x" * 5000}), headers=ce),
+            ]
+            for message in bad_messages:
+                await exchange.publish(message, routing_key="t.bad")
+            await exchange.publish(to_message(good), routing_key="t.good")
+
+            wait_for(lambda: read_ids(out) == [good.id], 30, sink.tail)
+            dlq = await channel.declare_queue(names.queue + ".dlq", passive=True)
+            parked = []
+            for _ in range(3):
+                message = await dlq.get(timeout=5)
+                assert message is not None
+                parked.append(message)
+                await message.ack()
+        assert sorted(str(m.headers[REASON]) for m in parked) == [
+            "invalid_json",
+            "missing_attribute",
+            "too_large",
+        ]
+        assert {str(m.headers[SERVICE]) for m in parked} == {"bad-input-sink"}
+        errors = {str(m.headers[REASON]): str(m.headers[ERROR]) for m in parked}
+        oversize = len(bad_messages[2].body)
+        assert errors["too_large"] == f"body: {oversize} bytes exceeds the limit of 4096 bytes"
+        assert errors["missing_attribute"].startswith("source: required attribute is missing")
+        assert parked[0].body == b'{"total": 1'
+
+        text = sink.metrics()
+        for reason in ("invalid_json", "missing_attribute", "too_large"):
+            assert (
+                metric(text, "esb_envelope_rejected_total", service="bad-input-sink", reason=reason)
+                == 1
+            )
+        assert (
+            metric(
+                text,
+                "esb_consumed_total",
+                service="bad-input-sink",
+                adapter="jsonl",
+                outcome="parked",
+            )
+            == 3
+        )
+        assert sink.popen.poll() is None, "the sink died on bad input"
+    finally:
+        sink.stop()

@@ -1,0 +1,67 @@
+"""The broker layer against a real RabbitMQ: confirms, mandatory routing, idempotent topology."""
+
+from __future__ import annotations
+
+import aio_pika
+import pytest
+
+from esb import Broker, BrokerSettings, CloudEvent, ConfigError, Metrics, UnroutableError
+from esb.topology import QueueSpec, declare_queue
+from tests.conftest import Names
+
+
+def settings(url: str, names: Names, **extra: object) -> BrokerSettings:
+    return BrokerSettings.model_validate({"url": url, "exchange": names.exchange, **extra})
+
+
+async def test_publish_returns_after_confirm_and_the_message_is_in_the_queue(
+    amqp_url: str, names: Names
+) -> None:
+    broker = Broker(settings(amqp_url, names), "test", Metrics())
+    await broker.connect()
+    try:
+        await declare_queue(broker.channel, QueueSpec(names.queue, ["shop.#"]), broker.settings)
+        event = CloudEvent.new("shop.order.created", "urn:shop", {"n": 1})
+        await broker.publish(event)
+        queue = await broker.channel.declare_queue(names.queue, passive=True)
+        message = await queue.get(timeout=5)
+        assert message is not None
+        assert message.headers["ce-id"] == event.id
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        await message.ack()
+    finally:
+        await broker.close()
+
+
+async def test_unroutable_publish_is_an_error_not_silence(amqp_url: str, names: Names) -> None:
+    metrics = Metrics()
+    broker = Broker(settings(amqp_url, names), "test", metrics)
+    await broker.connect()
+    try:
+        with pytest.raises(
+            UnroutableError, match=r"no queue is bound for routing key 'nobody\.listens'"
+        ):
+            await broker.publish(CloudEvent.new("nobody.listens", "urn:t"))
+    finally:
+        await broker.close()
+    value = metrics.registry.get_sample_value(
+        "esb_published_total", {"service": "test", "outcome": "unroutable"}
+    )
+    assert value == 1
+
+
+async def test_declaring_twice_is_idempotent_and_a_conflict_is_a_clear_error(
+    amqp_url: str, names: Names
+) -> None:
+    broker = Broker(settings(amqp_url, names), "test", Metrics())
+    await broker.connect()
+    try:
+        spec = QueueSpec(names.queue, ["#"])
+        first = await declare_queue(broker.channel, spec, broker.settings)
+        second = await declare_queue(broker.channel, spec, broker.settings)
+        assert first.name == second.name
+        channel = await broker.connection.channel()
+        with pytest.raises(ConfigError, match=f"queue '{names.queue}' exists with other arguments"):
+            await declare_queue(channel, spec, settings(amqp_url, names, queue_type="classic"))
+    finally:
+        await broker.close()

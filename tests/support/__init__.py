@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: broker discovery, private nodes, esb processes."""

@@ -1,0 +1,101 @@
+"""Run ``esb`` as real processes, as an operator would, and watch their output files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from tests.support.rabbit import free_port
+
+ESB = [sys.executable, "-m", "esb.cli"]
+
+
+class EsbProcess:
+    """One ``esb run ...`` subprocess with its own health port and log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.health_port = free_port()
+        self.log = log
+        full_env = {**os.environ, **env, "ESB_SERVICE__HEALTH_PORT": str(self.health_port)}
+        self._log_file = log.open("ab")
+        self.popen = subprocess.Popen(
+            [*ESB, *args], env=full_env, stdout=self._log_file, stderr=self._log_file
+        )
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/readyz", timeout=1
+            ) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.health_port}/metrics", timeout=2
+        ) as response:
+            return str(response.read().decode())
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_for(self.ready, timeout, lambda: f"esb process not ready; log:\n{self.tail()}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.popen.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        code = self.popen.wait(timeout=timeout)
+        self._log_file.close()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish, ack or close anything."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(timeout=10)
+        self._log_file.close()
+
+    stop = kill
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, message: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(message())
+
+
+def read_ids(path: Path) -> list[str]:
+    """Ids in a JSON-lines sink file, in file order (duplicates kept, to be asserted on)."""
+    if not path.exists():
+        return []
+    ids = []
+    for line in path.read_bytes().splitlines():
+        if line:
+            ids.append(str(orjson.loads(line)["id"]))
+    return ids
+
+
+def line_count(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def write_orders(path: Path, count: int) -> list[str]:
+    """A JSON-lines input of ``count`` orders; their ids are the order numbers."""
+    with path.open("wb") as out:
+        for number in range(count):
+            out.write(orjson.dumps({"order_id": f"o-{number}", "total": number * 1.25}) + b"\n")
+    return [f"o-{number}" for number in range(count)]

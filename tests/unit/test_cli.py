@@ -1,0 +1,80 @@
+"""The CLI, through click's CliRunner: exit codes and one-line messages, no tracebacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from esb import __version__
+from esb.cli import main
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_version(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"esb, version {__version__}\n"
+
+
+def test_adapters_list_shows_the_builtin_jsonl_adapter(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["adapters", "list"])
+    assert result.exit_code == 0
+    assert result.output.split()[:2] == ["jsonl", "source,sink"]
+
+
+def test_adapters_show_prints_settings_from_the_model(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["adapters", "show", "jsonl"])
+    assert result.exit_code == 0
+    assert "  path: File to append to. (required)" in result.output
+    assert "  window: Events in flight awaiting confirm. (default 256)" in result.output
+
+
+def test_unknown_adapter_is_one_line(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["run", "sink", "nosuch"])
+    assert result.exit_code == 1
+    assert result.output == "Error: unknown adapter 'nosuch'; installed adapters: jsonl\n"
+
+
+def test_missing_setting_is_one_line(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["run", "sink", "jsonl"], env={"ESB_ADAPTER__PATH": None})
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: setting adapter.path: Field required (set ESB_ADAPTER__PATH or adapter.path)\n"
+    )
+
+
+def test_publish_of_an_invalid_event_file_names_the_field(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    event = tmp_path / "event.json"
+    event.write_text('{"specversion": "1.0", "id": "1", "type": "a.b"}')
+    result = runner.invoke(main, ["publish", str(event)])
+    assert result.exit_code == 1
+    assert result.output == "Error: source: required attribute is missing\n"
+
+
+def test_publish_with_bad_json_data_is_a_usage_error(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["publish", "--type", "a.b", "--data", "{oops"])
+    assert result.exit_code == 2
+    assert "Invalid value for --data: not valid JSON" in result.output
+
+
+def test_publish_to_a_dead_broker_says_how_to_start_one(runner: CliRunner) -> None:
+    result = runner.invoke(
+        main,
+        ["publish", "--type", "a.b"],
+        env={
+            "ESB_BROKER__URL": "amqp://guest:Canary-S3cret@127.0.0.1:1/",
+            "ESB_BROKER__CONNECT_TIMEOUT": "2",
+        },
+    )
+    assert result.exit_code == 1
+    assert "cannot connect to amqp://guest:***@127.0.0.1:1/" in result.output
+    assert "make broker" in result.output
+    assert "Canary-S3cret" not in result.output

@@ -1,0 +1,86 @@
+"""The CloudEvent model refuses invalid envelopes and names the field at fault."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from esb import CloudEvent, EnvelopeError, event_from_dict, parse_structured
+
+VALID = {"specversion": "1.0", "id": "e-1", "source": "urn:shop", "type": "shop.order.created"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "code"),
+    [
+        ({"id": None}, "id", "missing_attribute"),
+        ({"source": None}, "source", "missing_attribute"),
+        ({"type": None}, "type", "missing_attribute"),
+        ({"id": ""}, "id", "invalid_attribute"),
+        ({"specversion": "0.3"}, "specversion", "wrong_specversion"),
+        ({"time": "yesterday"}, "time", "invalid_attribute"),
+        ({"time": "2026-11-25"}, "time", "invalid_attribute"),
+        ({"time": 1732500000}, "time", "invalid_attribute"),
+        ({"Bad-Name": "x"}, "extensions", "invalid_attribute"),
+    ],
+)
+def test_invalid_envelope_names_field_and_reason(
+    change: dict[str, object], field: str, code: str
+) -> None:
+    doc = {k: v for k, v in {**VALID, **change}.items() if v is not None}
+    with pytest.raises(EnvelopeError) as caught:
+        event_from_dict(doc)
+    assert caught.value.field == field
+    assert caught.value.code == code
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_rfc3339_time_with_offset_is_kept_as_an_aware_datetime() -> None:
+    event = event_from_dict({**VALID, "time": "2026-11-25T10:00:00.5+02:00"})
+    assert event.time is not None
+    assert event.time.astimezone(UTC) == datetime(2026, 11, 25, 8, 0, 0, 500000, tzinfo=UTC)
+
+
+def test_structured_mode_round_trips_attributes_extensions_and_data() -> None:
+    doc = {
+        **VALID,
+        "time": "2026-11-25T08:00:00Z",
+        "subject": "order/42",
+        "correlationid": "c-1",
+        "tenant": "acme",
+        "data": {"total": 12.5, "lines": [1, 2]},
+    }
+    event = parse_structured(orjson.dumps(doc))
+    assert event.extensions == {"tenant": "acme"}
+    assert orjson.loads(event.to_structured()) == doc
+
+
+def test_binary_data_travels_as_data_base64() -> None:
+    event = CloudEvent.new(
+        "files.pdf", "urn:scanner", b"%PDF-1.7", datacontenttype="application/pdf"
+    )
+    doc = orjson.loads(event.to_structured())
+    assert doc["data_base64"] == "JVBERi0xLjc="
+    assert parse_structured(event.to_structured()).data == b"%PDF-1.7"
+
+
+def test_undecodable_json_is_an_envelope_error() -> None:
+    with pytest.raises(EnvelopeError, match="body: not valid JSON") as caught:
+        parse_structured(b'{"id": ')
+    assert caught.value.code == "invalid_json"
+
+
+def test_body_over_the_limit_is_refused_before_parsing() -> None:
+    with pytest.raises(EnvelopeError, match="exceeds the limit of 10 bytes") as caught:
+        parse_structured(orjson.dumps(VALID), max_bytes=10)
+    assert caught.value.code == "too_large"
+
+
+def test_new_event_gets_unique_id_and_current_time() -> None:
+    first = CloudEvent.new("a.b", "urn:x")
+    second = CloudEvent.new("a.b", "urn:x")
+    assert first.id != second.id
+    assert first.time is not None
+    assert abs((datetime.now(UTC) - first.time).total_seconds()) < 5
