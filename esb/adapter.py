@@ -65,23 +65,32 @@ class Source(ABC, Generic[S]):
         raised after the others in flight have settled. Stops taking new
         events when ``stopping`` is set.
         """
-        pending: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(window)
+        failures: list[BaseException] = []
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def emit_one(event: CloudEvent) -> None:
+            try:
+                await self.emit(event)
+            except Exception as exc:
+                failures.append(exc)
+            finally:
+                slots.release()
+
         count = 0
         try:
             async for event in _aiter(events):
-                if self.stopping.is_set():
+                await slots.acquire()
+                if failures or self.stopping.is_set():
                     break
-                if len(pending) >= window:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()
-                pending.add(asyncio.create_task(self.emit(event)))
+                task = asyncio.create_task(emit_one(event))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
                 count += 1
         finally:
-            results = await asyncio.gather(*pending, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+            await asyncio.gather(*tasks)
+        if failures:
+            raise failures[0]
         return count
 
 

@@ -45,6 +45,8 @@ class Broker:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._publish_seconds = metrics.publish_seconds.labels(service)
+        self._published_ok = metrics.published.labels(service, "ok")
 
     async def connect(self) -> None:
         """Open the connection and the publishing channel, declaring the events exchange."""
@@ -119,9 +121,9 @@ class Broker:
         message = to_message(event, headers)
         key = event.type if routing_key is None else routing_key
         target = exchange if exchange is not None else self.settings.exchange
-        with self.metrics.publish_seconds.labels(self.service).time():
+        with self._publish_seconds.time():
             await self.publish_message(message, key, target)
-        self.metrics.published.labels(self.service, "ok").inc()
+        self._published_ok.inc()
 
     async def publish_message(
         self, message: aio_pika.Message, routing_key: str, exchange: str

@@ -50,6 +50,12 @@ class Consumer:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._in_flight_gauge = metrics.in_flight.labels(self.service)
+        self._handle_seconds = metrics.handle_seconds.labels(self.service, adapter)
+        self._outcomes = {
+            outcome: metrics.consumed.labels(self.service, adapter, outcome)
+            for outcome in ("ok", "parked", "requeued", "unsettled")
+        }
 
     @property
     def consuming(self) -> bool:
@@ -86,15 +92,13 @@ class Consumer:
             return
         self._in_flight += 1
         self._idle.clear()
-        self.metrics.in_flight.labels(self.service).inc()
+        self._in_flight_gauge.inc()
         started = time.perf_counter()
         try:
             await self._handle(message)
         finally:
-            self.metrics.handle_seconds.labels(self.service, self.adapter).observe(
-                time.perf_counter() - started
-            )
-            self.metrics.in_flight.labels(self.service).dec()
+            self._handle_seconds.observe(time.perf_counter() - started)
+            self._in_flight_gauge.dec()
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
@@ -157,4 +161,4 @@ class Consumer:
                 "channel gone before settling; the broker will redeliver",
                 extra={"message_id": message.message_id},
             )
-        self.metrics.consumed.labels(self.service, self.adapter, outcome).inc()
+        self._outcomes[outcome].inc()

@@ -102,7 +102,7 @@ class CloudEvent(BaseModel):
     def validated(cls, **attributes: Any) -> CloudEvent:
         """Validate attributes into an event, raising :class:`EnvelopeError` on the first fault."""
         try:
-            return cls(**attributes)
+            return cls.model_validate(attributes)
         except ValidationError as exc:
             raise envelope_error(exc) from None
 

@@ -58,6 +58,12 @@ class BrokerEmitter:
         self._stop = stop
 
     async def emit(self, event: CloudEvent) -> None:
+        try:
+            await self._broker.publish(event)
+        except BrokerUnavailable:
+            await self._retry(event)
+
+    async def _retry(self, event: CloudEvent) -> None:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(BrokerUnavailable),
             wait=wait_exponential_jitter(initial=0.05, max=5.0),
