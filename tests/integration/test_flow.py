@@ -149,20 +149,23 @@ def test_source_and_sink_ride_through_a_broker_restart(
     expected = write_orders(tmp_path / "orders.jsonl", N)
     out = tmp_path / "out.jsonl"
     sink = start_sink(env, out, tmp_path / "sink.log")
+    # One event in flight at a time keeps the stream going long enough to stop the broker mid-way.
     source = EsbProcess(
         ["run", "source", "jsonl"],
-        source_env(env, tmp_path / "orders.jsonl"),
+        {**source_env(env, tmp_path / "orders.jsonl"), "ESB_ADAPTER__WINDOW": "1"},
         tmp_path / "source.log",
     )
     try:
-        wait_lines(out, 1_000, 60, sink)
+        wait_lines(out, 500, 60, sink)
         private_rabbit.stop()
+        assert source.popen.poll() is None, "the source finished before the broker stopped"
         assert line_count(out) < N, "the broker stopped after the stream ended"
         time.sleep(2)
         private_rabbit.start()
         assert source.wait(timeout=120) == 0, source.tail()
         wait_lines(out, N, 90, sink)
-        assert "reconnected" in sink.tail()
+        assert "reconnected" in sink.log.read_text()
+        assert "retrying" in source.log.read_text()
     finally:
         sink.stop()
         source.stop()
