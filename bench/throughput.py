@@ -30,7 +30,7 @@ from esb import (
     to_message,
 )
 from esb.consumer import Consumer
-from esb.runtime import BrokerEmitter
+from esb.runtime import BrokerEmitter, write_to
 from esb.topology import QueueSpec, declare_queue
 
 WINDOW = 256
@@ -152,7 +152,7 @@ class _Counting(Sink[AdapterSettings]):
 
 async def sdk_consume(broker: Broker, spec: QueueSpec, count: int) -> float:
     sink = _Counting(count)
-    consumer = Consumer(broker, sink, spec, adapter="bench", metrics=broker.metrics)
+    consumer = Consumer(broker, write_to(sink), spec, adapter="bench", metrics=broker.metrics)
     started = time.perf_counter()
     await consumer.start()
     await sink.done.wait()

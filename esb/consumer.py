@@ -1,18 +1,21 @@
-"""A sink's delivery loop: decode, write, then ack; park what can never succeed."""
+"""The delivery loop of every consumer (sink, router, transformer): decode, handle, then ack.
+
+What can never succeed is parked in the queue's ``.dlq`` with its reason.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from esb.adapter import Sink
 from esb.amqp_binding import from_message
 from esb.broker import CONNECTION_ERRORS, Broker
+from esb.envelope import CloudEvent
 from esb.errors import EnvelopeError, PermanentError, ProcessingError, TransientError
 from esb.metrics import Metrics
 from esb.parking import parked_copy
@@ -20,13 +23,16 @@ from esb.topology import QueueSpec, declare_queue, dlq_name
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[CloudEvent, AbstractIncomingMessage], Awaitable[None]]
+
 #: An ack or nack that fails for these is redelivered by the broker: nothing to do.
 SETTLE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError)
 
 
 class Consumer:
-    """Feeds one queue's deliveries to a :class:`Sink`, acking only after ``write`` returned.
+    """Feeds one queue's deliveries to ``handler``, acking only after it returned.
 
+    ``handler`` gets the decoded event and the delivery (for its headers).
     Envelope errors and :class:`PermanentError` are parked in the queue's
     ``.dlq`` with their reason, then acked; :class:`TransientError` and
     unexpected exceptions requeue the message, and the quorum queue's delivery
@@ -35,10 +41,16 @@ class Consumer:
     """
 
     def __init__(
-        self, broker: Broker, sink: Sink[Any], spec: QueueSpec, *, adapter: str, metrics: Metrics
+        self,
+        broker: Broker,
+        handler: Handler,
+        spec: QueueSpec,
+        *,
+        adapter: str,
+        metrics: Metrics,
     ) -> None:
         self.broker = broker
-        self.sink = sink
+        self.handler = handler
         self.spec = spec
         self.adapter = adapter
         self.metrics = metrics
@@ -116,17 +128,15 @@ class Consumer:
             await self._park(message, exc.code, exc)
             return
         try:
-            await self.sink.write(event)
+            await self.handler(event, message)
         except PermanentError as exc:
-            log.warning("sink refused the event: %s", exc, extra={"message_id": event.id})
+            log.warning("refused the event: %s", exc, extra={"message_id": event.id})
             await self._park(message, "permanent", exc)
         except TransientError as exc:
-            log.warning("sink failed, requeueing: %s", exc, extra={"message_id": event.id})
+            log.warning("failed, requeueing: %s", exc, extra={"message_id": event.id})
             await self._settle(message, "requeued", requeue=True)
         except Exception:
-            log.exception(
-                "sink raised an unexpected error, requeueing", extra={"message_id": event.id}
-            )
+            log.exception("unexpected error, requeueing", extra={"message_id": event.id})
             await self._settle(message, "requeued", requeue=True)
         else:
             await self._settle(message, "ok")

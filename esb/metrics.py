@@ -57,6 +57,50 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        self.routed = Counter(
+            "esb_routed",
+            "Copies the router sent down a route.",
+            ["service", "route"],
+            registry=r,
+        )
+        self.unrouted = Counter(
+            "esb_unrouted",
+            "Events no route matched, sent to esb.unrouted.",
+            ["service"],
+            registry=r,
+        )
+        self.route_errors = Counter(
+            "esb_route_condition_errors",
+            "Route conditions that failed to evaluate on an event (treated as no match).",
+            ["service", "route"],
+            registry=r,
+        )
+        self.route_seconds = Histogram(
+            "esb_route_seconds",
+            "Time to match one event against every route.",
+            ["service"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reloads = Counter(
+            "esb_routes_reloads",
+            "Route reloads on SIGHUP, by outcome.",
+            ["service", "outcome"],
+            registry=r,
+        )
+        self.steps = Counter(
+            "esb_steps",
+            "Transformer steps run, by kind and outcome.",
+            ["service", "kind", "outcome"],
+            registry=r,
+        )
+        self.step_seconds = Histogram(
+            "esb_step_seconds",
+            "Time to run one transformer step.",
+            ["service", "kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.broker_reconnects = Counter(
             "esb_broker_reconnects",
             "Times the connection was re-established.",

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from aio_pika.abc import AbstractIncomingMessage
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -19,11 +21,14 @@ from tenacity import (
 
 from esb.adapter import Adapter, Sink, Source
 from esb.broker import Broker
-from esb.consumer import Consumer
+from esb.consumer import Consumer, Handler
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError
 from esb.health import HealthServer
 from esb.metrics import Metrics
+from esb.routing.loader import load_routes
+from esb.routing.services import RouterService, TransformerService
+from esb.routing.slip import ROUTER_QUEUE, STEP_KINDS
 from esb.settings import ProcessSettings
 from esb.topology import QueueSpec
 
@@ -122,6 +127,15 @@ class Process:
             await server.stop()
 
 
+def write_to(sink: Sink[Any]) -> Handler:
+    """The consumer handler of a sink: write the event; the delivery itself is not its concern."""
+
+    async def handle(event: CloudEvent, _: AbstractIncomingMessage) -> None:
+        await sink.write(event)
+
+    return handle
+
+
 def service_name(settings: ProcessSettings, adapter: Adapter, kind: str) -> str:
     return settings.service.name or f"{adapter.name}-{kind}"
 
@@ -170,14 +184,75 @@ async def run_sink(
     spec = QueueSpec(
         settings.consume.queue or f"esb.sink.{process.service}", settings.consume.bindings
     )
-    consumer = Consumer(process.broker, sink, spec, adapter=adapter.name, metrics=process.metrics)
-    async with process.running(lambda: process.broker.ready and consumer.consuming):
-        await sink.open()
-        try:
-            await process.connect()
+    consumer = Consumer(
+        process.broker, write_to(sink), spec, adapter=adapter.name, metrics=process.metrics
+    )
+    await sink.open()
+    try:
+        await serve(process, [consumer])
+    finally:
+        await sink.close()
+
+
+async def serve(
+    process: Process,
+    consumers: list[Consumer],
+    on_connect: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Connect, start ``consumers`` and run until stopped; then drain them within the grace."""
+    ready = lambda: process.broker.ready and all(c.consuming for c in consumers)  # noqa: E731
+    async with process.running(ready):
+        await process.connect()
+        if on_connect is not None:
+            await on_connect()
+        for consumer in consumers:
             await consumer.start()
-            log.info("consuming %s", spec.name, extra={"queue": spec.name})
-            await process.stop.wait()
-            await consumer.stop(settings.service.shutdown_grace)
-        finally:
-            await sink.close()
+            log.info("consuming %s", consumer.spec.name, extra={"queue": consumer.spec.name})
+        await process.stop.wait()
+        await asyncio.gather(*(c.stop(process.settings.service.shutdown_grace) for c in consumers))
+
+
+async def run_router(
+    settings: ProcessSettings, routes_dir: Path, stop: asyncio.Event | None = None
+) -> None:
+    """Route events from the events exchange until stopped; SIGHUP reloads the routes."""
+    table = load_routes(routes_dir)
+    process = Process(settings, settings.service.name or "router", stop=stop or asyncio.Event())
+    router = RouterService(process.broker, table, routes_dir)
+    consumer = Consumer(
+        process.broker,
+        router.handle,
+        QueueSpec(ROUTER_QUEUE, ["#"]),
+        adapter="router",
+        metrics=process.metrics,
+    )
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(router.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    try:
+        await serve(process, [consumer], on_connect=router.declare)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
+async def run_transformers(
+    settings: ProcessSettings, kinds: list[str], stop: asyncio.Event | None = None
+) -> None:
+    """Run the step kinds ``kinds`` (all when empty) until stopped."""
+    process = Process(
+        settings, settings.service.name or "transformer", stop=stop or asyncio.Event()
+    )
+    service = TransformerService(process.broker, kinds or STEP_KINDS)
+    consumers = [
+        Consumer(
+            process.broker, service.handle, spec, adapter="transformer", metrics=process.metrics
+        )
+        for spec in service.queues()
+    ]
+    await serve(process, consumers)

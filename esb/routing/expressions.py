@@ -1,0 +1,132 @@
+"""Route conditions and computed values in CEL, the Common Expression Language.
+
+CEL (via the Rust-backed ``common-expression-language`` package) is safe by
+construction: no I/O, no loops beyond macros over the event's own (size-bounded)
+data, no Python ``eval``. Expressions are compiled once when routes load; a
+syntax error, an unknown name or a type error between attributes and literals
+is refused there. Evaluation builds one context per event and reuses it for
+every route (building it costs more than evaluating an expression).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import cel
+
+from esb.envelope import CloudEvent
+
+MAX_EXPRESSION_CHARS = 4096
+
+#: Names an expression may use: the CloudEvents attributes, ``data`` and ``extensions``.
+VARIABLES = frozenset(
+    {
+        "id",
+        "source",
+        "type",
+        "specversion",
+        "time",
+        "subject",
+        "datacontenttype",
+        "dataschema",
+        "data",
+        "correlationid",
+        "causationid",
+        "traceparent",
+        "extensions",
+    }
+)
+
+_BOUND_NAME = r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*{name}\s*,"
+
+
+class ExpressionError(ValueError):
+    """An expression that cannot be compiled, or failed on one event."""
+
+
+def _probe() -> dict[str, Any]:
+    """An event of every attribute with no data: type errors among attributes and literals show."""
+    values: dict[str, Any] = {name: "probe" for name in VARIABLES}
+    values.update(time=datetime(2000, 1, 1, tzinfo=UTC), data={}, extensions={})
+    return values
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A compiled CEL expression with its source text."""
+
+    source: str
+    program: Any = field(repr=False, compare=False)
+
+    @classmethod
+    def compile(cls, source: str) -> Expression:
+        """Compile ``source`` or raise :class:`ExpressionError` saying why."""
+        if len(source) > MAX_EXPRESSION_CHARS:
+            raise ExpressionError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
+        try:
+            program = cel.compile(source)
+        except ValueError as exc:
+            raise ExpressionError(
+                _first_line(str(exc)).removeprefix("Failed to parse expression ")
+            ) from None
+        unknown = [
+            name
+            for name in program.variables()
+            if name not in VARIABLES
+            and not re.search(_BOUND_NAME.format(name=re.escape(name)), source)
+        ]
+        if unknown:
+            known = ", ".join(sorted(VARIABLES))
+            raise ExpressionError(f"unknown name {unknown[0]!r} (use one of {known})")
+        try:
+            program.execute(_probe())
+        except (TypeError, RuntimeError) as exc:
+            raise ExpressionError(f"{source!r}: {_reason(str(exc))}") from None
+        except Exception:  # noqa: S110 - a missing data field is expected: the probe has no data
+            pass
+        return cls(source, program)
+
+    def evaluate(self, context: cel.Context) -> Any:
+        """The value on one event; :class:`ExpressionError` on a missing field or a type."""
+        try:
+            return self.program.execute(context)
+        except KeyError as exc:
+            raise ExpressionError(f"no such field {exc}") from None
+        except Exception as exc:
+            raise ExpressionError(_reason(str(exc))) from None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _reason(text: str) -> str:
+    """The first sentence of a CEL error; the rest is generic advice."""
+    return _first_line(text).split(". ", 1)[0]
+
+
+def event_variables(event: CloudEvent) -> dict[str, Any]:
+    """The CEL variables of one event."""
+    return {
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "specversion": event.specversion,
+        "time": event.time,
+        "subject": event.subject,
+        "datacontenttype": event.datacontenttype,
+        "dataschema": event.dataschema,
+        "data": event.data,
+        "correlationid": event.correlationid,
+        "causationid": event.causationid,
+        "traceparent": event.traceparent,
+        "extensions": dict(event.extensions),
+    }
+
+
+def event_context(event: CloudEvent) -> cel.Context:
+    """One evaluation context per event, shared by every route's expressions."""
+    return cel.Context(event_variables(event))

@@ -1,0 +1,96 @@
+"""``esb routes test``: dry runs of one event, and route tests as data run like a test suite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from esb.envelope import CloudEvent, event_from_dict
+from esb.errors import EnvelopeError
+from esb.routing.engine import dry_run
+from esb.routing.loader import RouteTable
+from esb.routing.model import RouteTest
+
+Echo = Callable[[str], None]
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def explain(table: RouteTable, event: CloudEvent, echo: Echo) -> None:
+    """Print which routes match ``event``, each step's output, and what each sink receives."""
+    runs, errors = dry_run(table, event)
+    for route, reason in errors:
+        echo(f"route {route}: condition failed on this event (no match): {reason}")
+    if not runs:
+        echo("no route matches: the router sends this event to esb.unrouted")
+        return
+    for run in runs:
+        echo(f"route {run.route} matches")
+        for trace in run.trace:
+            echo(f"  {trace.step} -> {_json(trace.data)}")
+        if run.error is not None:
+            echo(f"  FAILS: {run.error} (the transformer parks it)")
+            continue
+        if run.delivered is not None:
+            for sink in run.sinks:
+                echo(f"  sink {sink} receives: {_json(run.delivered.data)}")
+
+
+@dataclass
+class TestResult:
+    file: str
+    name: str
+    failures: list[str]
+
+
+def case_event(test: RouteTest) -> CloudEvent:
+    defaults = {"specversion": "1.0", "id": f"test-{test.name}", "source": "urn:esb:route-test"}
+    doc = {**defaults, **test.event}
+    return event_from_dict(doc)
+
+
+def run_case(table: RouteTable, test: RouteTest) -> list[str]:
+    """The ways ``test`` fails on ``table``; empty when it passes."""
+    try:
+        event = case_event(test)
+    except EnvelopeError as exc:
+        return [f"event is not a valid CloudEvent: {exc}"]
+    runs, errors = dry_run(table, event)
+    failures = [f"route {route}: condition failed: {reason}" for route, reason in errors]
+    actual: dict[tuple[str, str], Any] = {}
+    for run in runs:
+        if run.error is not None:
+            failures.append(f"route {run.route}: {run.error}")
+            continue
+        for sink in run.sinks:
+            actual[(run.route, sink)] = run.delivered.data if run.delivered else None
+    expected = {(e.route, e.to): e for e in test.expect}
+    for key in sorted(set(expected) - set(actual)):
+        failures.append(f"expected a delivery by route {key[0]} to {key[1]}; none")
+    for key in sorted(set(actual) - set(expected)):
+        failures.append(f"unexpected delivery by route {key[0]} to {key[1]}: {_json(actual[key])}")
+    for key in sorted(set(actual) & set(expected)):
+        want = expected[key]
+        if "data" in want.model_fields_set and actual[key] != want.data:
+            got, wanted = _json(actual[key]), _json(want.data)
+            failures.append(f"route {key[0]} to {key[1]}: data {got} != expected {wanted}")
+    return failures
+
+
+def run_tests(table: RouteTable, echo: Echo) -> list[TestResult]:
+    """Run every test case of the routes directory, printing one line per case."""
+    results = []
+    for path, test in table.tests:
+        failures = run_case(table, test)
+        results.append(TestResult(path.name, test.name, failures))
+        echo(f"{'PASS' if not failures else 'FAIL'} {path.name}::{test.name}")
+        for failure in failures:
+            echo(f"    {failure}")
+    passed = sum(1 for r in results if not r.failures)
+    echo(f"{passed} passed, {len(results) - passed} failed")
+    return results

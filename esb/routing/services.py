@@ -1,0 +1,176 @@
+"""The router and transformer services: the routing engine wired to RabbitMQ.
+
+Both are consumers whose handler publishes (with confirm) before returning,
+so the input is acked only after every output is safely in its next queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from pathlib import Path
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from esb.broker import Broker
+from esb.envelope import CloudEvent
+from esb.errors import ConfigError, PermanentError
+from esb.metrics import Metrics
+from esb.routing.engine import apply_step, match, route_copy
+from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
+from esb.routing.slip import (
+    HEADER,
+    ROUTER_QUEUE,
+    STEP_KINDS,
+    UNROUTED_QUEUE,
+    Slip,
+    sink_queue,
+    step_queue,
+)
+from esb.topology import QueueSpec, declare_queue
+
+log = logging.getLogger(__name__)
+
+UNROUTED_HEADER = "x-esb-unrouted"
+
+
+async def _all(publishes: Iterable[Awaitable[None]]) -> None:
+    """Await every publish; raise the first failure only after all have settled."""
+    results = await asyncio.gather(*publishes, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def routing_queues(table: RouteTable) -> list[QueueSpec]:
+    """The router's own queue, the unrouted queue, and every hop the routes can send to."""
+    kinds = sorted({step.kind for route in table.routes for step in route.steps})
+    return [
+        QueueSpec(ROUTER_QUEUE, ["#"]),
+        QueueSpec(UNROUTED_QUEUE, []),
+        *(QueueSpec(step_queue(kind), []) for kind in kinds),
+        *(QueueSpec(sink_queue(sink), []) for sink in sorted(table.sinks)),
+    ]
+
+
+class RouterService:
+    """Sends one copy of each event down every route it matches, or to ``esb.unrouted``."""
+
+    def __init__(self, broker: Broker, table: RouteTable, routes_dir: Path | None = None) -> None:
+        self.broker = broker
+        self.table = table
+        self.routes_dir = routes_dir
+        metrics: Metrics = broker.metrics
+        service = broker.service
+        self._metrics = metrics
+        self._service = service
+        self._unrouted = metrics.unrouted.labels(service)
+        self._route_seconds = metrics.route_seconds.labels(service)
+
+    async def declare(self) -> None:
+        """Declare every queue the current routes can publish to, so no publish is unroutable."""
+        for spec in routing_queues(self.table):
+            await declare_queue(self.broker.channel, spec, self.broker.settings)
+
+    async def reload(self) -> bool:
+        """Load the routes again; on any fault keep serving the old ones."""
+        if self.routes_dir is None:
+            return False
+        try:
+            table = load_routes(self.routes_dir)
+        except (RoutesInvalid, ConfigError) as exc:
+            self._metrics.reloads.labels(self._service, "refused").inc()
+            log.error("route reload refused, the old routes keep serving:\n%s", exc)
+            return False
+        old = self.table
+        self.table = table
+        try:
+            await self.declare()
+        except Exception:
+            self.table = old
+            self._metrics.reloads.labels(self._service, "refused").inc()
+            log.exception("route reload could not declare its queues; the old routes keep serving")
+            return False
+        self._metrics.reloads.labels(self._service, "ok").inc()
+        log.info("routes reloaded: %d routes", len(table.routes))
+        return True
+
+    async def handle(self, event: CloudEvent, message: AbstractIncomingMessage) -> None:
+        table = self.table
+        started = time.perf_counter()
+        matches = match(table, event)
+        self._route_seconds.observe(time.perf_counter() - started)
+        for route, reason in matches.errors:
+            self._metrics.route_errors.labels(self._service, route).inc()
+            log.warning(
+                "route %s: condition failed, treated as no match: %s",
+                route,
+                reason,
+                extra={"message_id": event.id},
+            )
+        if not matches.routes:
+            await self.broker.publish(
+                event,
+                routing_key=UNROUTED_QUEUE,
+                exchange="",
+                headers={
+                    UNROUTED_HEADER: "no route matched",
+                    "x-esb-original-routing-key": message.routing_key or "",
+                },
+            )
+            self._unrouted.inc()
+            return
+        await _all(self._send(route, event) for route in matches.routes)
+
+    async def _send(self, route: CompiledRoute, event: CloudEvent) -> None:
+        copy = route_copy(route, event)
+        slip = Slip(route.name, route.steps, route.to)
+        headers = {HEADER: slip.encode()}
+        await _all(
+            self.broker.publish(copy, routing_key=queue, exchange="", headers=headers)
+            for queue in slip.next_queues()
+        )
+        self._metrics.routed.labels(self._service, route.name).inc()
+
+
+class TransformerService:
+    """Does the first step on a message's slip and forwards the result to the next hop."""
+
+    def __init__(self, broker: Broker, kinds: Iterable[str] = STEP_KINDS) -> None:
+        self.broker = broker
+        self.kinds = list(kinds)
+        unknown = [kind for kind in self.kinds if kind not in STEP_KINDS]
+        if unknown:
+            raise ConfigError(f"unknown step kind {unknown[0]!r}; kinds: {', '.join(STEP_KINDS)}")
+        self._metrics = broker.metrics
+        self._service = broker.service
+
+    def queues(self) -> list[QueueSpec]:
+        return [QueueSpec(step_queue(kind), []) for kind in self.kinds]
+
+    async def handle(self, event: CloudEvent, message: AbstractIncomingMessage) -> None:
+        slip = Slip.decode(message.headers)
+        if not slip.steps:
+            raise PermanentError(f"route {slip.route}: the slip has no step left for a transformer")
+        spec = slip.steps[0]
+        started = time.perf_counter()
+        try:
+            output = apply_step(spec, event, slip.position)
+        except ConfigError as exc:
+            self._metrics.steps.labels(self._service, spec.kind, "failed").inc()
+            raise PermanentError(f"route {slip.route}: step {slip.position}: {exc}") from None
+        except PermanentError as exc:
+            self._metrics.steps.labels(self._service, spec.kind, "failed").inc()
+            raise PermanentError(f"route {slip.route}: step {slip.position}: {exc}") from None
+        self._metrics.step_seconds.labels(self._service, spec.kind).observe(
+            time.perf_counter() - started
+        )
+        following = slip.popped()
+        headers = {HEADER: following.encode()}
+        await _all(
+            self.broker.publish(output, routing_key=queue, exchange="", headers=headers)
+            for queue in following.next_queues()
+        )
+        self._metrics.steps.labels(self._service, spec.kind, "ok").inc()

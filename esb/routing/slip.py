@@ -1,0 +1,72 @@
+"""The routing slip: the steps still to do and the sinks at the end, carried in a header.
+
+Each transformer does the first step, pops it and forwards to the next hop
+named here, so no service knows the topology.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from esb.errors import PermanentError
+from esb.routing.steps import StepSpec
+
+HEADER = "x-esb-slip"
+ROUTER_QUEUE = "esb.router"
+UNROUTED_QUEUE = "esb.unrouted"
+STEP_KINDS = ("map", "convert", "validate", "transform")
+
+
+def step_queue(kind: str) -> str:
+    return f"esb.transform.{kind}"
+
+
+def sink_queue(sink: str) -> str:
+    return f"esb.sink.{sink}"
+
+
+@dataclass(frozen=True)
+class Slip:
+    route: str
+    steps: list[StepSpec]
+    to: list[str]
+    position: int = 1
+
+    def next_queues(self) -> list[str]:
+        """Where the message goes next: the next step's transformer, or every sink."""
+        if self.steps:
+            return [step_queue(self.steps[0].kind)]
+        return [sink_queue(sink) for sink in self.to]
+
+    def popped(self) -> Slip:
+        return Slip(self.route, self.steps[1:], self.to, self.position + 1)
+
+    def encode(self) -> str:
+        return orjson.dumps(
+            {
+                "route": self.route,
+                "steps": [s.to_json() for s in self.steps],
+                "to": self.to,
+                "position": self.position,
+            }
+        ).decode()
+
+    @classmethod
+    def decode(cls, headers: Mapping[str, Any] | None) -> Slip:
+        raw = (headers or {}).get(HEADER)
+        if raw is None:
+            raise PermanentError(f"no {HEADER} header: this message did not come from the router")
+        try:
+            doc = orjson.loads(raw)
+            return cls(
+                doc["route"],
+                [StepSpec.from_json(s) for s in doc["steps"]],
+                list(doc["to"]),
+                int(doc["position"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise PermanentError(f"{HEADER} header is not a routing slip: {exc}") from None

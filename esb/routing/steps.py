@@ -1,0 +1,244 @@
+"""The step kinds a route can chain: map, convert, validate and custom transformers.
+
+A step is compiled from its resolved spec (a JSON-able dict carried on the
+routing slip), so a transformer process needs no route files: it does what
+the slip says. Compiled steps are cached by spec.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+import cel
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ValidationError
+
+from esb.envelope import CloudEvent
+from esb.errors import ConfigError, PermanentError
+from esb.routing.conversions import Converter, compile_conversion
+from esb.routing.expressions import Expression, ExpressionError, event_variables
+from esb.routing.model import Conversion, FieldRule, MapSpec
+
+TRANSFORMERS_GROUP = "esb.transformers"
+SCHEMAS_GROUP = "esb.schemas"
+
+_MISSING = object()
+
+
+def get_path(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _MISSING
+        data = data[part]
+    return data
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        child = data.get(part)
+        if not isinstance(child, dict):
+            child = data[part] = {}
+        data = child
+    data[last] = value
+
+
+def drop_path(data: Any, path: str) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        if not isinstance(data, dict):
+            return
+        data = data.get(part)
+    if isinstance(data, dict):
+        data.pop(last, None)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A resolved step: its kind, a label for errors and lineage, and its JSON-able config."""
+
+    kind: str
+    name: str
+    config: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "config": self.config}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> StepSpec:
+        return cls(doc["kind"], doc["name"], doc["config"])
+
+
+class CompiledStep:
+    """A step ready to run: ``apply`` returns the new data, or raises PermanentError."""
+
+    def __init__(self, spec: StepSpec, run: Callable[[CloudEvent], Any]) -> None:
+        self.spec = spec
+        self._run = run
+
+    def apply(self, event: CloudEvent) -> Any:
+        try:
+            return self._run(event)
+        except PermanentError as exc:
+            raise PermanentError(f"{self.spec.label}: {exc}") from None
+
+
+def _compile_map(spec: MapSpec) -> Callable[[CloudEvent], Any]:
+    rules: list[tuple[str, FieldRule, Expression | None]] = []
+    for target, raw in spec.fields.items():
+        rule = FieldRule(expr=raw) if isinstance(raw, str) else raw
+        try:
+            expression = Expression.compile(rule.expr) if rule.expr is not None else None
+        except ExpressionError as exc:
+            raise ConfigError(f"field {target}: {exc}") from None
+        rules.append((target, rule, expression))
+
+    needs_context = any(expression is not None for _, _, expression in rules)
+
+    def run(event: CloudEvent) -> Any:
+        if spec.keep and not isinstance(event.data, dict):
+            raise PermanentError("keep: true needs object data")
+        out: dict[str, Any] = copy.deepcopy(event.data) if spec.keep else {}
+        context = cel.Context(event_variables(event)) if needs_context else cel.Context()
+        for target, rule, expression in rules:
+            if expression is None:
+                value = copy.deepcopy(rule.const)
+            else:
+                has_default = "default" in rule.model_fields_set
+                try:
+                    value = expression.evaluate(context)
+                except ExpressionError as exc:
+                    if not has_default:
+                        raise PermanentError(f"field {target}: {exc}") from None
+                    value = None
+                if value is None and has_default:
+                    value = copy.deepcopy(rule.default)
+            set_path(out, target, value)
+        for path in spec.drop:
+            drop_path(out, path)
+        return out
+
+    return run
+
+
+def _compile_convert(conversions: list[Conversion]) -> Callable[[CloudEvent], Any]:
+    try:
+        compiled: list[tuple[Conversion, Converter]] = [
+            (c, compile_conversion(c)) for c in conversions
+        ]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+    def run(event: CloudEvent) -> Any:
+        if not isinstance(event.data, dict):
+            raise PermanentError("convert needs object data")
+        out = copy.deepcopy(event.data)
+        for conversion, convert in compiled:
+            value = get_path(out, conversion.field)
+            if value is _MISSING or value is None:
+                if conversion.optional:
+                    continue
+                raise PermanentError(f"field {conversion.field}: missing")
+            try:
+                set_path(out, conversion.field, convert(value))
+            except (ValueError, ArithmeticError) as exc:
+                raise PermanentError(f"field {conversion.field}: {exc}") from None
+        return out
+
+    return run
+
+
+def _compile_schema(schema: dict[str, Any]) -> Callable[[CloudEvent], Any]:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ConfigError(f"not a valid JSON Schema: {exc.message}") from None
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+    def run(event: CloudEvent) -> Any:
+        error = next(
+            iter(sorted(validator.iter_errors(event.data), key=lambda e: list(e.path))), None
+        )
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            raise PermanentError(f"{where}: {error.message}")
+        return event.data
+
+    return run
+
+
+def load_entry_point(group: str, name: str) -> Any:
+    for entry in entry_points(group=group):
+        if entry.name == name:
+            try:
+                return entry.load()
+            except ImportError as exc:
+                raise ConfigError(f"{group} {name!r} cannot be imported: {exc}") from None
+    known = ", ".join(sorted(e.name for e in entry_points(group=group))) or "none installed"
+    raise ConfigError(f"unknown {group} entry point {name!r} ({known})")
+
+
+def _compile_model(name: str) -> Callable[[CloudEvent], Any]:
+    model = load_entry_point(SCHEMAS_GROUP, name)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise ConfigError(f"{SCHEMAS_GROUP} {name!r} is not a pydantic model")
+
+    def run(event: CloudEvent) -> Any:
+        try:
+            model.model_validate(event.data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = "/".join(str(p) for p in first["loc"]) or "(root)"
+            raise PermanentError(f"{where}: {first['msg']}") from None
+        return event.data
+
+    return run
+
+
+def _compile_transform(name: str) -> Callable[[CloudEvent], Any]:
+    function = load_entry_point(TRANSFORMERS_GROUP, name)
+    if not callable(function):
+        raise ConfigError(f"{TRANSFORMERS_GROUP} {name!r} is not callable")
+
+    def run(event: CloudEvent) -> Any:
+        try:
+            return function(event)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentError(f"{type(exc).__name__}: {exc}") from None
+
+    return run
+
+
+def compile_step(spec: StepSpec) -> CompiledStep:
+    """Compile a resolved step; ConfigError when its config cannot work."""
+    return _compile_cached(orjson.dumps(spec.to_json(), option=orjson.OPT_SORT_KEYS))
+
+
+@lru_cache(maxsize=1024)
+def _compile_cached(key: bytes) -> CompiledStep:
+    spec = StepSpec.from_json(orjson.loads(key))
+    config = spec.config
+    if spec.kind == "map":
+        run = _compile_map(MapSpec.model_validate(config))
+    elif spec.kind == "convert":
+        run = _compile_convert([Conversion.model_validate(c) for c in config["conversions"]])
+    elif spec.kind == "validate" and "schema" in config:
+        run = _compile_schema(config["schema"])
+    elif spec.kind == "validate":
+        run = _compile_model(spec.name)
+    elif spec.kind == "transform":
+        run = _compile_transform(spec.name)
+    else:
+        raise ConfigError(f"unknown step kind {spec.kind!r}")
+    return CompiledStep(spec, run)
