@@ -25,10 +25,11 @@ from esb.registry import load_adapter, load_all
 from esb.routing.graph import dot, mermaid
 from esb.routing.loader import RoutesInvalid, load_routes
 from esb.routing.report import explain, run_tests
+from esb.routing.services import routing_queues
 from esb.routing.slip import STEP_KINDS
 from esb.runtime import run_router, run_sink, run_source, run_transformers
 from esb.settings import AdapterSettings, ProcessSettings, load_settings
-from esb.topology import QueueSpec, declare_exchange, declare_queue, dlq_name
+from esb.topology import QueueNames, QueueSpec, declare_exchange, declare_queue, dlq_name
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -306,29 +307,49 @@ def topology() -> None:
 QUEUE_OPTIONS = [
     click.option("--queue", "queues", multiple=True, help="A work queue (repeatable)."),
     click.option(
-        "--bind", "bindings", multiple=True, help="Topic pattern for --queue (default #)."
+        "--bind",
+        "bindings",
+        multiple=True,
+        help="Topic pattern for --queue on the events exchange (default: consume.bindings).",
+    ),
+    click.option(
+        "--routes",
+        "routes_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="Also every queue this routes directory needs (router, transformers, sinks).",
     ),
 ]
 
 
 def _queue_specs(
-    settings: ProcessSettings, queues: tuple[str, ...], bindings: tuple[str, ...]
+    settings: ProcessSettings,
+    queues: tuple[str, ...],
+    bindings: tuple[str, ...],
+    routes_dir: Path | None = None,
 ) -> list[QueueSpec]:
     names = list(queues) or ([settings.consume.queue] if settings.consume.queue else [])
     patterns = list(bindings) or settings.consume.bindings
-    return [QueueSpec(name, patterns) for name in names]
+    specs = [QueueSpec(name, patterns) for name in names]
+    if routes_dir is not None:
+        queue_names = QueueNames(settings.broker.prefix)
+        specs.extend(routing_queues(load_routes(routes_dir), queue_names))
+    return specs
 
 
 @topology.command("declare")
 @CONFIG_OPTION
 @QUEUE_OPTIONS[0]
 @QUEUE_OPTIONS[1]
+@QUEUE_OPTIONS[2]
 def topology_declare(
-    config_file: Path | None, queues: tuple[str, ...], bindings: tuple[str, ...]
+    config_file: Path | None,
+    queues: tuple[str, ...],
+    bindings: tuple[str, ...],
+    routes_dir: Path | None,
 ) -> None:
-    """Declare the events exchange and any work queues (idempotent)."""
+    """Declare the events exchange and work queues with their parking lots (idempotent)."""
     settings = load_settings(None, config_file)
-    specs = _queue_specs(settings, queues, bindings)
+    specs = _queue_specs(settings, queues, bindings, routes_dir)
 
     async def go() -> None:
         broker = await _connected(settings, "esb-topology")
@@ -337,8 +358,8 @@ def topology_declare(
             await declare_exchange(channel, settings.broker.exchange)
             for spec in specs:
                 await declare_queue(channel, spec, settings.broker)
-                bound = ", ".join(spec.bindings)
-                click.echo(f"queue {spec.name} (+ {dlq_name(spec.name)}) bound to {bound}")
+                bound = f"bound to {', '.join(spec.bindings)}" if spec.bindings else "not bound"
+                click.echo(f"queue {spec.name} (+ {dlq_name(spec.name)}) {bound}")
         finally:
             await broker.close()
 
@@ -349,10 +370,13 @@ def topology_declare(
 @topology.command("show")
 @CONFIG_OPTION
 @QUEUE_OPTIONS[0]
-def topology_show(config_file: Path | None, queues: tuple[str, ...]) -> None:
+@QUEUE_OPTIONS[2]
+def topology_show(
+    config_file: Path | None, queues: tuple[str, ...], routes_dir: Path | None
+) -> None:
     """Show the exchange and the depth of each work queue and its parking lot."""
     settings = load_settings(None, config_file)
-    specs = _queue_specs(settings, queues, ())
+    specs = _queue_specs(settings, queues, (), routes_dir)
 
     async def go() -> None:
         broker = await _connected(settings, "esb-topology")

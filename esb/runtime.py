@@ -28,9 +28,9 @@ from esb.health import HealthServer
 from esb.metrics import Metrics
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService, TransformerService
-from esb.routing.slip import ROUTER_QUEUE, STEP_KINDS
+from esb.routing.slip import STEP_KINDS
 from esb.settings import ProcessSettings
-from esb.topology import QueueSpec
+from esb.topology import QueueNames, QueueSpec
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,8 @@ async def run_sink(
     )
     sink: Sink[Any] = adapter.sink(settings.adapter)
     spec = QueueSpec(
-        settings.consume.queue or f"esb.sink.{process.service}", settings.consume.bindings
+        settings.consume.queue or QueueNames(settings.broker.prefix).sink(process.service),
+        settings.consume.bindings,
     )
     consumer = Consumer(
         process.broker, write_to(sink), spec, adapter=adapter.name, metrics=process.metrics
@@ -222,7 +223,7 @@ async def run_router(
     consumer = Consumer(
         process.broker,
         router.handle,
-        QueueSpec(ROUTER_QUEUE, ["#"]),
+        QueueSpec(router.names.router, ["#"]),
         adapter="router",
         metrics=process.metrics,
     )

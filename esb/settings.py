@@ -45,6 +45,11 @@ class BrokerSettings(BaseModel):
     exchange: str = Field(
         default="esb.events", description="Topic exchange events are published to."
     )
+    prefix: str = Field(
+        default="esb",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Prefix of the queues esb names: <prefix>.router, <prefix>.sink.<name>, ...",
+    )
     prefetch: int = Field(
         default=64, ge=1, le=65535, description="Unacked deliveries per consumer."
     )
@@ -96,7 +101,9 @@ class ConsumeSettings(BaseModel):
 
     queue: str | None = Field(default=None, description="Queue name; default esb.sink.<service>.")
     bindings: list[str] = Field(
-        default_factory=lambda: ["#"], description="Topic patterns on the event type to bind."
+        default_factory=list,
+        description="Topic patterns on the events exchange to bind the queue to directly; "
+        "none when routes feed the sink.",
     )
 
 

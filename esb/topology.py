@@ -20,6 +20,27 @@ from esb.settings import BrokerSettings
 DLQ_SUFFIX = ".dlq"
 
 
+@dataclass(frozen=True)
+class QueueNames:
+    """The queue names of one esb installation, under its prefix."""
+
+    prefix: str = "esb"
+
+    @property
+    def router(self) -> str:
+        return f"{self.prefix}.router"
+
+    @property
+    def unrouted(self) -> str:
+        return f"{self.prefix}.unrouted"
+
+    def step(self, kind: str) -> str:
+        return f"{self.prefix}.transform.{kind}"
+
+    def sink(self, name: str) -> str:
+        return f"{self.prefix}.sink.{name}"
+
+
 def dlq_name(queue: str) -> str:
     """The parking lot of a work queue."""
     return queue + DLQ_SUFFIX

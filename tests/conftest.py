@@ -87,6 +87,7 @@ def esb_env(amqp_url: str, names: Names) -> dict[str, str]:
         "ESB_BROKER__URL": amqp_url,
         "ESB_BROKER__EXCHANGE": names.exchange,
         "ESB_CONSUME__QUEUE": names.queue,
+        "ESB_CONSUME__BINDINGS": '["#"]',
     }
 
 

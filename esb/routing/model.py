@@ -181,13 +181,24 @@ class Route(Strict):
 
 
 class Expectation(Strict):
-    """What one sink should receive in a route test."""
+    """What one sink should receive in a route test, or the error a step should raise."""
 
     route: str = Field(description="The route that delivers it.")
-    to: str = Field(description="The sink.")
+    to: str | None = Field(default=None, description="The sink; required unless error is given.")
     data: Any = Field(
         default=None, description="The exact data the sink receives; unchecked when absent."
     )
+    error: str | None = Field(
+        default=None,
+        description="Instead of a delivery, a step fails with an error containing this text "
+        "(the transformer parks the message).",
+    )
+
+    @model_validator(mode="after")
+    def _sink_or_error(self) -> Expectation:
+        if (self.to is None) == (self.error is None):
+            raise ValueError("give to (a delivery) or error (a step failure), not both")
+        return self
 
 
 class RouteTest(Strict):

@@ -20,16 +20,8 @@ from esb.errors import ConfigError, PermanentError
 from esb.metrics import Metrics
 from esb.routing.engine import apply_step, match, route_copy
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
-from esb.routing.slip import (
-    HEADER,
-    ROUTER_QUEUE,
-    STEP_KINDS,
-    UNROUTED_QUEUE,
-    Slip,
-    sink_queue,
-    step_queue,
-)
-from esb.topology import QueueSpec, declare_queue
+from esb.routing.slip import HEADER, STEP_KINDS, Slip
+from esb.topology import QueueNames, QueueSpec, declare_queue
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +36,14 @@ async def _all(publishes: Iterable[Awaitable[None]]) -> None:
             raise result
 
 
-def routing_queues(table: RouteTable) -> list[QueueSpec]:
+def routing_queues(table: RouteTable, names: QueueNames) -> list[QueueSpec]:
     """The router's own queue, the unrouted queue, and every hop the routes can send to."""
     kinds = sorted({step.kind for route in table.routes for step in route.steps})
     return [
-        QueueSpec(ROUTER_QUEUE, ["#"]),
-        QueueSpec(UNROUTED_QUEUE, []),
-        *(QueueSpec(step_queue(kind), []) for kind in kinds),
-        *(QueueSpec(sink_queue(sink), []) for sink in sorted(table.sinks)),
+        QueueSpec(names.router, ["#"]),
+        QueueSpec(names.unrouted, []),
+        *(QueueSpec(names.step(kind), []) for kind in kinds),
+        *(QueueSpec(names.sink(sink), []) for sink in sorted(table.sinks)),
     ]
 
 
@@ -62,6 +54,7 @@ class RouterService:
         self.broker = broker
         self.table = table
         self.routes_dir = routes_dir
+        self.names = QueueNames(broker.settings.prefix)
         metrics: Metrics = broker.metrics
         service = broker.service
         self._metrics = metrics
@@ -71,7 +64,7 @@ class RouterService:
 
     async def declare(self) -> None:
         """Declare every queue the current routes can publish to, so no publish is unroutable."""
-        for spec in routing_queues(self.table):
+        for spec in routing_queues(self.table, self.names):
             await declare_queue(self.broker.channel, spec, self.broker.settings)
 
     async def reload(self) -> bool:
@@ -113,7 +106,7 @@ class RouterService:
         if not matches.routes:
             await self.broker.publish(
                 event,
-                routing_key=UNROUTED_QUEUE,
+                routing_key=self.names.unrouted,
                 exchange="",
                 headers={
                     UNROUTED_HEADER: "no route matched",
@@ -130,7 +123,7 @@ class RouterService:
         headers = {HEADER: slip.encode()}
         await _all(
             self.broker.publish(copy, routing_key=queue, exchange="", headers=headers)
-            for queue in slip.next_queues()
+            for queue in slip.next_queues(self.names)
         )
         self._metrics.routed.labels(self._service, route.name).inc()
 
@@ -141,6 +134,7 @@ class TransformerService:
     def __init__(self, broker: Broker, kinds: Iterable[str] = STEP_KINDS) -> None:
         self.broker = broker
         self.kinds = list(kinds)
+        self.names = QueueNames(broker.settings.prefix)
         unknown = [kind for kind in self.kinds if kind not in STEP_KINDS]
         if unknown:
             raise ConfigError(f"unknown step kind {unknown[0]!r}; kinds: {', '.join(STEP_KINDS)}")
@@ -148,7 +142,7 @@ class TransformerService:
         self._service = broker.service
 
     def queues(self) -> list[QueueSpec]:
-        return [QueueSpec(step_queue(kind), []) for kind in self.kinds]
+        return [QueueSpec(self.names.step(kind), []) for kind in self.kinds]
 
     async def handle(self, event: CloudEvent, message: AbstractIncomingMessage) -> None:
         slip = Slip.decode(message.headers)
@@ -171,6 +165,6 @@ class TransformerService:
         headers = {HEADER: following.encode()}
         await _all(
             self.broker.publish(output, routing_key=queue, exchange="", headers=headers)
-            for queue in following.next_queues()
+            for queue in following.next_queues(self.names)
         )
         self._metrics.steps.labels(self._service, spec.kind, "ok").inc()

@@ -14,19 +14,10 @@ import orjson
 
 from esb.errors import PermanentError
 from esb.routing.steps import StepSpec
+from esb.topology import QueueNames
 
 HEADER = "x-esb-slip"
-ROUTER_QUEUE = "esb.router"
-UNROUTED_QUEUE = "esb.unrouted"
 STEP_KINDS = ("map", "convert", "validate", "transform")
-
-
-def step_queue(kind: str) -> str:
-    return f"esb.transform.{kind}"
-
-
-def sink_queue(sink: str) -> str:
-    return f"esb.sink.{sink}"
 
 
 @dataclass(frozen=True)
@@ -36,11 +27,11 @@ class Slip:
     to: list[str]
     position: int = 1
 
-    def next_queues(self) -> list[str]:
+    def next_queues(self, names: QueueNames) -> list[str]:
         """Where the message goes next: the next step's transformer, or every sink."""
         if self.steps:
-            return [step_queue(self.steps[0].kind)]
-        return [sink_queue(sink) for sink in self.to]
+            return [names.step(self.steps[0].kind)]
+        return [names.sink(sink) for sink in self.to]
 
     def popped(self) -> Slip:
         return Slip(self.route, self.steps[1:], self.to, self.position + 1)

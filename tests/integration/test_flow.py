@@ -145,6 +145,7 @@ def test_source_and_sink_ride_through_a_broker_restart(
         "ESB_BROKER__URL": private_rabbit.url,
         "ESB_BROKER__EXCHANGE": names.exchange,
         "ESB_CONSUME__QUEUE": names.queue,
+        "ESB_CONSUME__BINDINGS": '["#"]',
     }
     expected = write_orders(tmp_path / "orders.jsonl", N)
     out = tmp_path / "out.jsonl"
