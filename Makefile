@@ -33,6 +33,7 @@ lint: install
 
 bench: install broker
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/routing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import aio_pika
@@ -12,15 +11,7 @@ from esb import CloudEvent, to_message
 from esb.parking import ERROR, REASON, SERVICE
 from tests.conftest import Names
 from tests.support.processes import EsbProcess, read_ids, wait_for
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
-        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
-            return float(match.group(2))
-    return 0.0
+from tests.support.prometheus import metric
 
 
 async def test_malformed_missing_and_oversize_messages_are_parked_and_counted(

@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
+from esb.routing import model as routes
 from esb.settings import BrokerSettings, ConsumeSettings, ServiceSettings
 
 DOCS = Path(__file__).parents[2] / "docs"
@@ -27,6 +28,17 @@ def section(text: str, heading: str) -> str:
         ("settings.md", "## consume", ConsumeSettings),
         ("adapters/jsonl.md", "## Source", JsonLinesSourceSettings),
         ("adapters/jsonl.md", "## Sink", JsonLinesSinkSettings),
+        ("routes.md", "### File (`RouteFile`)", routes.RouteFile),
+        ("routes.md", "### Sink (`SinkDecl`)", routes.SinkDecl),
+        ("routes.md", "### Route (`Route`)", routes.Route),
+        ("routes.md", "### Step (`Step`)", routes.Step),
+        ("routes.md", "### Map (`MapSpec`)", routes.MapSpec),
+        ("routes.md", "### Field rule (`FieldRule`)", routes.FieldRule),
+        ("routes.md", "### Conversion (`Conversion`)", routes.Conversion),
+        ("routes.md", "### Date (`DateConversion`)", routes.DateConversion),
+        ("routes.md", "### Date and time (`DateTimeConversion`)", routes.DateTimeConversion),
+        ("routes.md", "### Money (`DecimalConversion`)", routes.DecimalConversion),
+        ("routes.md", "### Unit (`UnitConversion`)", routes.UnitConversion),
     ],
 )
 def test_every_setting_is_documented_and_nothing_else(
@@ -34,4 +46,11 @@ def test_every_setting_is_documented_and_nothing_else(
 ) -> None:
     table = section((DOCS / doc).read_text(), heading)
     documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
-    assert documented == set(model.model_fields)
+    assert documented == {info.alias or name for name, info in model.model_fields.items()}
+
+
+def test_route_tests_and_expectations_are_documented() -> None:
+    table = section((DOCS / "routes.md").read_text(), "### Test case (`RouteTest`)")
+    documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    fields = set(routes.RouteTest.model_fields) | set(routes.Expectation.model_fields)
+    assert documented == fields
