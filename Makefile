@@ -20,15 +20,20 @@ broker:
 demo: install broker
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh
 
-test: install broker
+ASYNCAPI_SCHEMA := .cache/asyncapi-3.0.0.json
+
+$(ASYNCAPI_SCHEMA): scripts/fetch-asyncapi-schema.py
+	$(BIN)/python scripts/fetch-asyncapi-schema.py $@
+
+test: install broker $(ASYNCAPI_SCHEMA)
 	$(BIN)/pytest
 
-unit: install
+unit: install $(ASYNCAPI_SCHEMA)
 	$(BIN)/pytest tests/unit tests/adapters
 
 lint: install
-	$(BIN)/ruff check esb adapters tests bench
-	$(BIN)/ruff format --check esb adapters tests bench
+	$(BIN)/ruff check esb adapters tests bench scripts
+	$(BIN)/ruff format --check esb adapters tests bench scripts
 	$(BIN)/mypy
 
 bench: install broker
@@ -36,4 +41,4 @@ bench: install broker
 	$(BIN)/python bench/routing.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ from typing import Any
 import aiormq.exceptions
 import click
 import orjson
+import yaml
 from pydantic.fields import FieldInfo
 
 from esb import __version__, logs
@@ -22,6 +23,7 @@ from esb.envelope import CloudEvent, parse_structured
 from esb.errors import EsbError
 from esb.metrics import Metrics
 from esb.registry import load_adapter, load_all
+from esb.routing.catalog import catalog as build_catalog
 from esb.routing.graph import dot, mermaid
 from esb.routing.loader import RoutesInvalid, load_routes
 from esb.routing.report import explain, run_tests
@@ -238,6 +240,37 @@ def routes_graph(routes_dir: Path, fmt: str) -> None:
     if result.returncode != 0:
         raise click.ClickException(f"dot failed: {result.stderr.decode().strip()}")
     click.echo(result.stdout.decode(), nl=False)
+
+
+@main.command()
+@click.option(
+    "--routes",
+    "routes_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Routes directory (*.yaml).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
+)
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="File to write.")
+@CONFIG_OPTION
+def catalog(routes_dir: Path, fmt: str, output: Path | None, config_file: Path | None) -> None:
+    """Write an AsyncAPI 3.0 document of the whole bus from the route files."""
+    settings = load_settings(None, config_file)
+    document = build_catalog(load_routes(routes_dir), settings.broker, __version__)
+    if fmt == "json":
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
+    else:
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.write_text(text)
+    click.echo(
+        f"wrote {output}: {len(document['channels'])} channels, "
+        f"{len(document['operations'])} operations"
+    )
 
 
 async def _connected(settings: ProcessSettings, service: str) -> Broker:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from esb.errors import ConfigError
 from esb.routing.expressions import Expression, ExpressionError
-from esb.routing.model import MapSpec, Route, RouteFile, RouteTest, SinkDecl, Step
+from esb.routing.model import MapSpec, Route, RouteFile, RouteTest, SinkDecl, SourceDecl, Step
 from esb.routing.steps import StepSpec, compile_step
 from esb.topic import topic_matches
 
@@ -65,7 +65,9 @@ class RouteTable:
     """Everything a routes directory declares, validated and compiled."""
 
     routes: list[CompiledRoute] = field(default_factory=list)
+    sources: dict[str, SourceDecl] = field(default_factory=dict)
     sinks: dict[str, SinkDecl] = field(default_factory=dict)
+    schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     tests: list[tuple[Path, RouteTest]] = field(default_factory=list)
 
     def route(self, name: str) -> CompiledRoute:
@@ -155,9 +157,15 @@ def load_routes(directory: Path) -> RouteTable:
 
     table = RouteTable()
     maps: dict[str, MapSpec] = {}
-    schemas: dict[str, dict[str, Any]] = {}
+    schemas = table.schemas
+    sections = (
+        ("sources", table.sources),
+        ("sinks", table.sinks),
+        ("maps", maps),
+        ("schemas", schemas),
+    )
     for p in parsed:
-        for section, target in (("sinks", table.sinks), ("maps", maps), ("schemas", schemas)):
+        for section, target in sections:
             for name, value in getattr(p.model, section).items():
                 if name in target:
                     faults.append(

@@ -28,6 +28,14 @@ class SinkDecl(Strict):
     description: str = Field(default="", description="What the target system is.")
 
 
+class SourceDecl(Strict):
+    """A source instance and the event types it publishes: for the catalog and graphs."""
+
+    adapter: str | None = Field(default=None, description="Adapter that runs it.")
+    description: str = Field(default="", description="What the source system is.")
+    emits: list[str] = Field(default_factory=list, description="Event types it publishes.")
+
+
 class FieldRule(Strict):
     """One output field: a CEL ``expr`` or a ``const``, with an optional ``default``."""
 
@@ -216,6 +224,9 @@ class RouteTest(Strict):
 class RouteFile(Strict):
     """One ``routes/*.yaml`` file."""
 
+    sources: dict[str, SourceDecl] = Field(
+        default_factory=dict, description="Source instances by name."
+    )
     sinks: dict[str, SinkDecl] = Field(default_factory=dict, description="Sink instances by name.")
     maps: dict[str, MapSpec] = Field(default_factory=dict, description="Named mappings.")
     schemas: dict[str, dict[str, Any]] = Field(

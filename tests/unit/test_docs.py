@@ -29,6 +29,7 @@ def section(text: str, heading: str) -> str:
         ("adapters/jsonl.md", "## Source", JsonLinesSourceSettings),
         ("adapters/jsonl.md", "## Sink", JsonLinesSinkSettings),
         ("routes.md", "### File (`RouteFile`)", routes.RouteFile),
+        ("routes.md", "### Source (`SourceDecl`)", routes.SourceDecl),
         ("routes.md", "### Sink (`SinkDecl`)", routes.SinkDecl),
         ("routes.md", "### Route (`Route`)", routes.Route),
         ("routes.md", "### Step (`Step`)", routes.Step),
