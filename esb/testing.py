@@ -1,21 +1,29 @@
-"""An in-memory bus for unit tests of adapter logic.
+"""In-memory doubles of the bus for unit tests of adapters and routes.
 
-It follows the real runtime's rules (topic bindings, mandatory publishing,
-ack after write, park on :class:`PermanentError` or a bad envelope, requeue on
-anything else up to a delivery limit) without a broker. The project's own
-tests of the bus run against RabbitMQ; this is for adapter authors.
+:class:`MemoryBus` follows the real runtime's rules without a broker: topic
+bindings, mandatory publishing, ack after write, park on
+:class:`PermanentError` or a bad envelope, requeue anything else to the head
+of the queue, and park after ``delivery_limit`` redeliveries, as RabbitMQ's
+quorum queues do. :class:`FlowHarness` runs a routes directory's router,
+transformers and sinks on it, with fault injection. A contract suite
+(``tests/contract``) runs the same scenarios against this bus and RabbitMQ,
+so it cannot drift from the broker's behaviour.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from esb.adapter import Sink, Source
 from esb.amqp_binding import from_message, to_message
 from esb.envelope import CloudEvent
-from esb.errors import EnvelopeError, PermanentError, UnroutableError
+from esb.errors import EnvelopeError, PermanentError, TransientError, UnroutableError
+from esb.routing.engine import apply_step, match, route_copy
+from esb.routing.loader import RouteTable
+from esb.settings import AdapterSettings
 from esb.topic import topic_matches
 
 
@@ -76,8 +84,13 @@ class MemoryBus:
             await source.close()
         return self.published[before:]
 
-    async def drain(self, queue: str, sink: Sink[Any]) -> int:
-        """Deliver every message of ``queue`` to ``sink`` until none is left; returns writes."""
+    async def drain(self, queue: str, sink: Sink[Any], *, duplicates: bool = False) -> int:
+        """Deliver every message of ``queue`` to ``sink`` until none is left; returns writes.
+
+        With ``duplicates``, each successful delivery is delivered once more, as
+        at-least-once delivery may (a consumer that died after writing, before
+        its ack): the sink must de-duplicate.
+        """
         q = self.queues[queue]
         written = 0
         while q.messages:
@@ -92,10 +105,98 @@ class MemoryBus:
             except PermanentError as exc:
                 q.parked.append(Parked(event, "permanent", exc, attempt))
             except Exception as exc:
-                if attempt >= self.delivery_limit:
+                if attempt > self.delivery_limit:
                     q.parked.append(Parked(event, "delivery_limit", exc, attempt))
                 else:
-                    q.messages.append((message, attempt + 1))
+                    q.messages.appendleft((message, attempt + 1))
             else:
                 written += 1
+                if duplicates:
+                    await sink.write(event)
         return written
+
+
+class RecordingSink(Sink[AdapterSettings]):
+    """A sink for tests: records what it wrote, and fails on demand.
+
+    ``transient_failures`` makes the first N attempts of each event raise
+    :class:`TransientError`; ``permanent_if`` makes an event raise
+    :class:`PermanentError` every time. ``attempts`` counts writes per id;
+    ``written`` holds each id once, in order, as an idempotent sink would.
+    """
+
+    settings_model: ClassVar[type[AdapterSettings]] = AdapterSettings
+
+    def __init__(
+        self,
+        *,
+        transient_failures: int = 0,
+        permanent_if: Callable[[CloudEvent], bool] | None = None,
+    ) -> None:
+        super().__init__(AdapterSettings())
+        self.transient_failures = transient_failures
+        self.permanent_if = permanent_if
+        self.attempts: Counter[str] = Counter()
+        self.written: list[CloudEvent] = []
+
+    @property
+    def ids(self) -> list[str]:
+        return [event.id for event in self.written]
+
+    async def write(self, event: CloudEvent) -> None:
+        self.attempts[event.id] += 1
+        if self.permanent_if is not None and self.permanent_if(event):
+            raise PermanentError(f"refused {event.id}")
+        if self.attempts[event.id] <= self.transient_failures:
+            raise TransientError(f"target unavailable for {event.id}")
+        if event.id not in self.ids:
+            self.written.append(event)
+
+
+class FlowHarness:
+    """A routes directory's router, transformers and sinks, in memory.
+
+    ``publish`` does what the router and transformers do (same matching, same
+    steps, same derived ids); ``run`` drains each sink's queue through its
+    sink with the runtime's retry and parking rules. A step that fails parks
+    the message in ``step_failures``; an event no route matches lands in
+    ``unrouted``.
+    """
+
+    def __init__(
+        self, table: RouteTable, sinks: Mapping[str, Sink[Any]], *, delivery_limit: int = 20
+    ) -> None:
+        self.table = table
+        self.sinks = dict(sinks)
+        self.bus = MemoryBus(delivery_limit=delivery_limit)
+        for name in table.sinks:
+            self.bus.queues[name] = MemoryQueue(name, [])
+        self.unrouted: list[CloudEvent] = []
+        self.step_failures: list[Parked] = []
+
+    async def publish(self, event: CloudEvent) -> None:
+        matches = match(self.table, event)
+        if not matches.routes:
+            self.unrouted.append(event)
+            return
+        for route in matches.routes:
+            current = route_copy(route, event)
+            try:
+                for position, spec in enumerate(route.steps, start=1):
+                    current = apply_step(spec, current, position)
+            except PermanentError as exc:
+                self.step_failures.append(Parked(current, "permanent", exc, 1))
+                continue
+            message = to_message(current)
+            for sink in route.to:
+                self.bus.queues[sink].messages.append((message, 1))
+
+    async def run(self, *, duplicates: bool = False) -> dict[str, int]:
+        """Deliver every queued message to its sink; returns writes per sink."""
+        return {
+            name: await self.bus.drain(name, sink, duplicates=duplicates)
+            for name, sink in self.sinks.items()
+        }
+
+    def parked(self, sink: str) -> list[Parked]:
+        return self.bus.queues[sink].parked

@@ -47,11 +47,11 @@ async def test_transient_failures_are_retried_and_permanent_ones_parked() -> Non
     )
 
 
-async def test_a_message_failing_every_time_is_parked_at_the_delivery_limit() -> None:
+async def test_a_message_failing_every_time_is_parked_after_the_delivery_limit() -> None:
     bus = MemoryBus(delivery_limit=3)
     queue = bus.bind("q")
     event = CloudEvent.new("t.x", "urn:t", {"bad": False})
     await bus.emit(event)
     sink = FlakySink(failures=100)
     assert await bus.drain("q", sink) == 0
-    assert [(p.reason, p.attempts) for p in queue.parked] == [("delivery_limit", 3)]
+    assert [(p.reason, p.attempts) for p in queue.parked] == [("delivery_limit", 4)]
