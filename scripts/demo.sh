@@ -1,54 +1,50 @@
 #!/usr/bin/env bash
-# The example integration, end to end on the local RabbitMQ: a shop's order
-# export (JSON lines) flows through the bus into a fulfilment file.
+# The example integrations of routes/, end to end on the local RabbitMQ: a shop's
+# orders and a CRM's won deals flow through the router and transformers into
+# six target systems (JSON-lines stand-ins until the real adapters land).
 set -euo pipefail
 
-out_dir="${DEMO_DIR:-demo-out}"
-rm -rf "$out_dir"
-mkdir -p "$out_dir"
+out="${DEMO_DIR:-demo-out}"
+rm -rf "$out"
+mkdir -p "$out"
 export ESB_BROKER__EXCHANGE="esb.demo.events"
-export ESB_CONSUME__QUEUE="esb.demo.fulfilment"
-export ESB_CONSUME__BINDINGS='["shop.order.*"]'
+export ESB_BROKER__PREFIX="esb.demo"
+export ESB_SERVICE__LOG_LEVEL=WARNING
+sinks=(shipping-api inventory-db customer-email accounting-db marketing-api audit-log)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
 
-python - "$out_dir/orders.jsonl" <<'PY'
-import json, sys
-with open(sys.argv[1], "w") as out:
-    for n in range(1, 1001):
-        out.write(json.dumps({"order_id": f"SO-{n:05d}", "customer": f"C-{n % 97:03d}",
-                              "total": round(n * 1.37, 2), "currency": "EUR"}) + "\n")
-PY
-echo "1. a shop exported 1000 orders to $out_dir/orders.jsonl"
+ready() { python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$1/readyz', timeout=1)" 2>/dev/null; }
+start() {  # port, log name, command...
+  local port=$1 name=$2; shift 2
+  ESB_SERVICE__HEALTH_PORT=$port "$@" 2>"$out/$name.log" &
+  pids+=($!)
+}
 
-ESB_ADAPTER__PATH="$out_dir/fulfilment.jsonl" ESB_SERVICE__HEALTH_PORT=9101 \
-  esb run sink jsonl 2>"$out_dir/sink.log" &
-sink_pid=$!
-trap 'kill $sink_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:9101/readyz', timeout=1)" \
-    2>/dev/null && break
-  sleep 0.1
+python scripts/demo_data.py "$out" > "$out/expected.txt"
+echo "1. the shop exported orders and the CRM exported won deals:"
+sed 's/^/     /' "$out/expected.txt" | head -n 2
+
+start 18100 router esb run router --routes routes
+start 18101 transformer esb run transformer
+port=18102
+for sink in "${sinks[@]}"; do
+  ESB_SERVICE__NAME=$sink ESB_ADAPTER__PATH="$out/$sink.jsonl" start $port "$sink" esb run sink jsonl
+  port=$((port + 1))
 done
-echo "2. the fulfilment sink is consuming $ESB_CONSUME__QUEUE (metrics: http://127.0.0.1:9101/metrics)"
+for p in $(seq 18100 $((port - 1))); do
+  for _ in $(seq 1 150); do ready "$p" && break; sleep 0.1; done
+  ready "$p" || { echo "service on port $p did not become ready; see $out/*.log" >&2; exit 1; }
+done
+echo "2. router, transformer and ${#sinks[@]} sinks are running (metrics: http://127.0.0.1:18100/metrics ...)"
 
 started=$(date +%s.%N)
-ESB_ADAPTER__PATH="$out_dir/orders.jsonl" ESB_ADAPTER__EVENT_TYPE=shop.order.created \
-  ESB_ADAPTER__EVENT_SOURCE=urn:demo:shop ESB_ADAPTER__ID_FIELD=order_id ESB_SERVICE__HEALTH_PORT=9102 \
-  esb run source jsonl 2>"$out_dir/source.log"
-echo "3. the source published them all; the broker confirmed every one"
+ESB_SERVICE__HEALTH_PORT=18120 ESB_ADAPTER__PATH="$out/shop-orders.jsonl" esb run source jsonl 2>"$out/shop-source.log"
+ESB_SERVICE__HEALTH_PORT=18121 ESB_ADAPTER__PATH="$out/crm-deals.jsonl" esb run source jsonl 2>"$out/crm-source.log"
+echo "3. both sources published everything, confirmed by the broker"
 
-for _ in $(seq 1 300); do
-  [ "$(wc -l <"$out_dir/fulfilment.jsonl" 2>/dev/null || echo 0)" -ge 1000 ] && break
-  sleep 0.1
-done
-elapsed=$(python -c "import time,sys; print(f'{time.time()-float(sys.argv[1]):.2f}')" "$started")
-delivered=$(wc -l <"$out_dir/fulfilment.jsonl")
-echo "4. fulfilment received $delivered orders in ${elapsed}s; the first one:"
-head -n 1 "$out_dir/fulfilment.jsonl"
-echo
-python -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9101/metrics').read().decode())" \
-  | grep -E '^esb_consumed_total' || true
-kill -TERM $sink_pid
-wait $sink_pid || true
-trap - EXIT
-[ "$delivered" -eq 1000 ] || { echo "demo failed: $delivered of 1000 delivered; see $out_dir/*.log" >&2; exit 1; }
-echo "demo done: files and logs in $out_dir/"
+python scripts/demo_wait.py "$out" "$started"
+esb routes graph routes > "$out/flows.mmd"
+echo "   the flows as a Mermaid graph: $out/flows.mmd"
+echo "demo done: each system's file, the logs and the graph are in $out/"
