@@ -1,6 +1,11 @@
 """The delivery loop of every consumer (sink, router, transformer): decode, handle, then ack.
 
-What can never succeed is parked in the queue's ``.dlq`` with its reason.
+What fails is classified (:mod:`esb.failures`): a transient failure goes to a
+delay queue and comes back later (:mod:`esb.retry`); a permanent one, or one
+out of retries, is parked in the queue's ``.dlq`` with its reason. When the
+target is plainly down the circuit opens (:mod:`esb.circuit`): consuming
+stops and a probe tries one message now and then, so messages wait in the
+queue instead of spending their retries.
 """
 
 from __future__ import annotations
@@ -10,15 +15,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from esb.amqp_binding import from_message
 from esb.broker import CONNECTION_ERRORS, Broker
+from esb.circuit import CircuitBreaker, State
 from esb.envelope import CloudEvent
-from esb.errors import EnvelopeError, PermanentError, ProcessingError, TransientError
+from esb.errors import EnvelopeError, ProcessingError
+from esb.failures import Verdict, classify, retry_after
 from esb.metrics import Metrics
 from esb.parking import parked_copy
+from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
+from esb.settings import CircuitSettings, FailureSettings, RetrySettings
 from esb.topology import QueueSpec, declare_queue, dlq_name
 
 log = logging.getLogger(__name__)
@@ -28,16 +38,17 @@ Handler = Callable[[CloudEvent, AbstractIncomingMessage], Awaitable[None]]
 #: An ack or nack that fails for these is redelivered by the broker: nothing to do.
 SETTLE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError)
 
+OUTCOMES = ("ok", "parked", "retried", "returned", "requeued", "unsettled")
+
 
 class Consumer:
     """Feeds one queue's deliveries to ``handler``, acking only after it returned.
 
     ``handler`` gets the decoded event and the delivery (for its headers).
-    Envelope errors and :class:`PermanentError` are parked in the queue's
-    ``.dlq`` with their reason, then acked; :class:`TransientError` and
-    unexpected exceptions requeue the message, and the quorum queue's delivery
-    limit parks one that never succeeds. Acks that cannot reach the broker
-    (the channel died) are dropped: the broker redelivers those messages.
+    Every outcome is settled only after its effect is safe: a retry or a
+    parked copy is confirmed by the broker before the original is acked. If
+    the copy cannot be published, the original is requeued. Acks that cannot
+    reach the broker (the channel died) are dropped: the broker redelivers.
     """
 
     def __init__(
@@ -48,46 +59,65 @@ class Consumer:
         *,
         adapter: str,
         metrics: Metrics,
+        retry: RetrySettings | None = None,
+        failures: FailureSettings | None = None,
+        circuit: CircuitSettings | None = None,
     ) -> None:
         self.broker = broker
         self.handler = handler
         self.spec = spec
         self.adapter = adapter
         self.metrics = metrics
+        self.retry = retry or RetrySettings()
+        self.failures = failures
         self.service = broker.service
+        state_gauge = metrics.circuit_state.labels(self.service)
+        self.circuit = CircuitBreaker(
+            circuit or CircuitSettings(threshold=0), on_change=lambda s: state_gauge.set(int(s))
+        )
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._stopping = False
+        self._probe: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._in_flight_gauge = metrics.in_flight.labels(self.service)
         self._handle_seconds = metrics.handle_seconds.labels(self.service, adapter)
-        self._outcomes = {
-            outcome: metrics.consumed.labels(self.service, adapter, outcome)
-            for outcome in ("ok", "parked", "requeued", "unsettled")
-        }
+        self._outcomes = {o: metrics.consumed.labels(self.service, adapter, o) for o in OUTCOMES}
 
     @property
     def consuming(self) -> bool:
-        return self._tag is not None and not self._stopping
+        """Ready: consuming, or paused on purpose by an open circuit."""
+        return not self._stopping and (self._tag is not None or self.circuit.state != State.CLOSED)
 
     async def start(self) -> None:
-        """Declare the queue and its parking lot, then start consuming."""
+        """Declare the queue, its parking lot and delay queues, then start consuming."""
         self._channel = await self.broker.connection.channel()
         await self._channel.set_qos(prefetch_count=self.broker.settings.prefetch)
         self._queue = await declare_queue(self._channel, self.spec, self.broker.settings)
-        self._tag = await self._queue.consume(self._on_message)
+        await declare_retry_queues(self._channel, self.spec.name, self.retry.max_retries)
+        await self._consume()
+
+    async def _consume(self) -> None:
+        if self._queue is not None and self._tag is None and not self._stopping:
+            self._tag = await self._queue.consume(self._on_message)
+
+    async def _cancel(self) -> None:
+        tag, self._tag = self._tag, None
+        if self._queue is not None and tag is not None:
+            try:
+                await self._queue.cancel(tag)
+            except CONNECTION_ERRORS:
+                log.warning("could not cancel the consumer of %s", self.spec.name)
 
     async def stop(self, grace: float) -> None:
         """Stop taking deliveries and give in-flight ones ``grace`` seconds to finish."""
         self._stopping = True
-        if self._queue is not None and self._tag is not None:
-            try:
-                await self._queue.cancel(self._tag)
-            except CONNECTION_ERRORS:
-                log.warning("could not cancel the consumer; closing the channel instead")
+        if self._probe is not None:
+            self._probe.cancel()
+        await self._cancel()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=grace)
         except TimeoutError:
@@ -116,6 +146,7 @@ class Consumer:
                 self._idle.set()
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
+        attempts = attempts_so_far(message)
         try:
             event = from_message(message, self.broker.settings.max_body_bytes)
         except EnvelopeError as exc:
@@ -125,37 +156,133 @@ class Consumer:
                 exc,
                 extra={"message_id": message.message_id, "reason": exc.code},
             )
-            await self._park(message, exc.code, exc)
+            await self._park(message, exc.code, exc, attempts)
             return
+        was_open = self.circuit.state == State.OPEN
         try:
             await self.handler(event, message)
-        except PermanentError as exc:
-            log.warning("refused the event: %s", exc, extra={"message_id": event.id})
-            await self._park(message, "permanent", exc)
-        except TransientError as exc:
-            log.warning("failed, requeueing: %s", exc, extra={"message_id": event.id})
-            await self._settle(message, "requeued", requeue=True)
-        except Exception:
-            log.exception("unexpected error, requeueing", extra={"message_id": event.id})
-            await self._settle(message, "requeued", requeue=True)
+        except Exception as exc:
+            await self._failed(message, event, exc, attempts, was_open)
         else:
+            if self.circuit.state != State.CLOSED:
+                log.info("target answers again: closing the circuit of %s", self.spec.name)
+                await self._consume()
+            self.circuit.success()
             await self._settle(message, "ok")
 
-    async def _park(
-        self, message: AbstractIncomingMessage, reason: str, exc: BaseException
+    async def _failed(
+        self,
+        message: AbstractIncomingMessage,
+        event: CloudEvent,
+        exc: Exception,
+        attempts: int,
+        was_open: bool,
     ) -> None:
-        parked = parked_copy(message, reason=reason, error=exc, service=self.service)
+        verdict = classify(exc, self.failures)
+        extra = {"message_id": event.id}
+        if verdict is Verdict.PARK:
+            log.warning("refused, parking: %s", exc, extra=extra)
+            if self.circuit.state == State.HALF_OPEN:
+                self.circuit.success()
+                await self._consume()
+            await self._park(message, "permanent", exc, attempts + 1)
+            return
+        if not isinstance(exc, ProcessingError):
+            log.exception("unexpected error, retrying", extra=extra)
+        if verdict is Verdict.PAUSE or was_open or self.circuit.state == State.HALF_OPEN:
+            # The target is down: this message did not get a fair try, so it does not count.
+            log.warning("target down (%s); returning the message uncounted", exc, extra=extra)
+            await self._open_circuit(trip=True)
+            await self._return(message)
+            return
+        if self.circuit.failure():
+            log.warning(
+                "%d failures in a row: opening the circuit of %s",
+                self.circuit.failures,
+                self.spec.name,
+            )
+            await self._open_circuit(trip=False)
+        await self._retry(message, exc, attempts + 1)
+
+    async def _open_circuit(self, *, trip: bool) -> None:
+        if trip and self.circuit.state != State.OPEN:
+            self.circuit.trip()
+        await self._cancel()
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_later())
+
+    async def _probe_later(self) -> None:
+        """Wait, then try one message; its outcome closes the circuit or opens it again."""
+        while not self._stopping and self.circuit.state == State.OPEN:
+            await asyncio.sleep(self.circuit.seconds_until_probe())
+            if self._stopping or self._queue is None:
+                return
+            self.circuit.probing()
+            try:
+                message = await self._queue.get(no_ack=False, fail=False, timeout=5)
+            except CONNECTION_ERRORS:
+                self.circuit.trip()
+                continue
+            if message is None:
+                await self._consume()  # nothing to probe with: the next delivery is the probe
+                return
+            await self._on_message(message)
+
+    async def _retry(self, message: AbstractIncomingMessage, exc: Exception, attempt: int) -> None:
+        if attempt > self.retry.max_retries:
+            log.warning(
+                "out of retries after %d attempts, parking: %s",
+                attempt,
+                exc,
+                extra={"message_id": message.message_id},
+            )
+            await self._park(message, "retries_exhausted", exc, attempt)
+            return
+        delay = max(backoff(self.retry, attempt), retry_after(exc) or 0.0)
+        copy = retry_copy(message, attempt=attempt, delay=delay, error=exc, service=self.service)
+        await self._republish(message, copy, retry_queue(self.spec.name, attempt), "retried")
+
+    async def _return(self, message: AbstractIncomingMessage) -> None:
+        copy = aio_pika.Message(
+            body=message.body,
+            headers=dict(message.headers or {}),
+            content_type=message.content_type,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            type=message.type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await self._republish(message, copy, self.spec.name, "returned")
+
+    async def _park(
+        self, message: AbstractIncomingMessage, reason: str, exc: BaseException, attempts: int
+    ) -> None:
+        copy = parked_copy(
+            message,
+            reason=reason,
+            error=exc,
+            service=self.service,
+            queue=self.spec.name,
+            attempts=attempts,
+        )
+        await self._republish(message, copy, dlq_name(self.spec.name), "parked")
+
+    async def _republish(
+        self, message: AbstractIncomingMessage, copy: aio_pika.Message, queue: str, outcome: str
+    ) -> None:
+        """Put ``copy`` in ``queue`` (confirmed), then ack the original; else requeue it."""
         try:
-            await self.broker.publish_message(parked, dlq_name(self.spec.name), exchange="")
+            await self.broker.publish_message(copy, queue, exchange="")
         except ProcessingError as publish_error:
             log.error(
-                "could not park the message, requeueing it: %s",
+                "could not move the message to %s, requeueing it: %s",
+                queue,
                 publish_error,
                 extra={"message_id": message.message_id},
             )
             await self._settle(message, "requeued", requeue=True)
             return
-        await self._settle(message, "parked")
+        await self._settle(message, outcome)
 
     async def _settle(
         self, message: AbstractIncomingMessage, outcome: str, requeue: bool = False

@@ -45,7 +45,15 @@ class ProcessingError(EsbError):
 
 
 class TransientError(ProcessingError):
-    """Worth retrying later: the target or the broker may recover."""
+    """Worth retrying later: the target or the broker may recover.
+
+    ``retry_after`` (seconds) is the earliest the target wants to be asked
+    again, as an HTTP ``Retry-After`` says; the retry waits at least that long.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentError(ProcessingError):

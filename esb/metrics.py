@@ -51,6 +51,12 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        self.circuit_state = Gauge(
+            "esb_circuit_state",
+            "A consumer's circuit: 0 closed, 1 open, 2 half-open (probing).",
+            ["service"],
+            registry=r,
+        )
         self.broker_connected = Gauge(
             "esb_broker_connected",
             "1 while the broker connection is open.",

@@ -12,27 +12,45 @@ ERROR_TYPE = "x-esb-error-type"
 ERROR = "x-esb-error"
 SERVICE = "x-esb-service"
 FAILED_AT = "x-esb-failed-at"
+ATTEMPTS = "x-esb-attempts"
+FIRST_FAILED_AT = "x-esb-first-failed-at"
+LAST_FAILED_AT = "x-esb-last-failed-at"
 ORIGINAL_EXCHANGE = "x-esb-original-exchange"
 ORIGINAL_ROUTING_KEY = "x-esb-original-routing-key"
-DELIVERY_COUNT = "x-delivery-count"
+ORIGINAL_QUEUE = "x-esb-original-queue"
 
 _MAX_ERROR_CHARS = 500
 
 
+def short_error(error: BaseException) -> str:
+    return str(error)[:_MAX_ERROR_CHARS]
+
+
 def parked_copy(
-    message: AbstractIncomingMessage, *, reason: str, error: BaseException, service: str
+    message: AbstractIncomingMessage,
+    *,
+    reason: str,
+    error: BaseException,
+    service: str,
+    queue: str,
+    attempts: int,
 ) -> aio_pika.Message:
     """The message to put in a parking lot: same body and properties, plus the why."""
+    now = datetime.now(UTC).isoformat()
     headers = dict(message.headers or {})
+    headers.setdefault(FIRST_FAILED_AT, now)
+    headers.setdefault(ORIGINAL_EXCHANGE, message.exchange or "")
+    headers.setdefault(ORIGINAL_ROUTING_KEY, message.routing_key or "")
     headers.update(
         {
             REASON: reason,
             ERROR_TYPE: type(error).__name__,
-            ERROR: str(error)[:_MAX_ERROR_CHARS],
+            ERROR: short_error(error),
             SERVICE: service,
-            FAILED_AT: datetime.now(UTC).isoformat(),
-            ORIGINAL_EXCHANGE: message.exchange or "",
-            ORIGINAL_ROUTING_KEY: message.routing_key or "",
+            FAILED_AT: now,
+            LAST_FAILED_AT: now,
+            ATTEMPTS: attempts,
+            ORIGINAL_QUEUE: queue,
         }
     )
     return aio_pika.Message(

@@ -186,7 +186,14 @@ async def run_sink(
         settings.consume.bindings,
     )
     consumer = Consumer(
-        process.broker, write_to(sink), spec, adapter=adapter.name, metrics=process.metrics
+        process.broker,
+        write_to(sink),
+        spec,
+        adapter=adapter.name,
+        metrics=process.metrics,
+        retry=settings.retry,
+        failures=settings.failures,
+        circuit=settings.circuit,
     )
     await sink.open()
     try:
@@ -226,6 +233,7 @@ async def run_router(
         QueueSpec(router.names.router, ["#"]),
         adapter="router",
         metrics=process.metrics,
+        retry=settings.retry,
     )
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[bool]] = set()
@@ -252,7 +260,13 @@ async def run_transformers(
     service = TransformerService(process.broker, kinds or STEP_KINDS)
     consumers = [
         Consumer(
-            process.broker, service.handle, spec, adapter="transformer", metrics=process.metrics
+            process.broker,
+            service.handle,
+            spec,
+            adapter="transformer",
+            metrics=process.metrics,
+            retry=settings.retry,
+            failures=settings.failures,
         )
         for spec in service.queues()
     ]

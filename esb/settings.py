@@ -94,6 +94,58 @@ class ServiceSettings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class RetrySettings(BaseModel):
+    """Delayed retries of transient failures, through delay queues (no consumer sleeps)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_retries: int = Field(
+        default=5, ge=0, le=30, description="Retries before a message is parked."
+    )
+    initial_delay: float = Field(default=1.0, gt=0, description="Seconds before the first retry.")
+    multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this much longer.")
+    max_delay: float = Field(default=300.0, gt=0, description="Longest wait between two attempts.")
+    jitter: float = Field(
+        default=0.2, ge=0, lt=1, description="Random spread of each delay, as a fraction of it."
+    )
+
+
+class FailureSettings(BaseModel):
+    """Operator overrides of how failures are classified, by exception type or HTTP status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retry: list[str | int] = Field(
+        default_factory=list,
+        description="Exception type names or HTTP statuses to retry.",
+        examples=[["LockTimeout", 409]],
+    )
+    park: list[str | int] = Field(
+        default_factory=list,
+        description="Exception type names or HTTP statuses to park at once.",
+        examples=[[422]],
+    )
+    pause: list[str | int] = Field(
+        default_factory=list,
+        description="Exception type names or HTTP statuses that pause the sink (open its circuit).",
+        examples=[[401, 403]],
+    )
+
+
+class CircuitSettings(BaseModel):
+    """When a target is plainly down, stop consuming and probe instead of burning retries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: int = Field(
+        default=5,
+        ge=0,
+        description="Consecutive transient failures that open the circuit; 0 disables.",
+    )
+    open_seconds: float = Field(default=2.0, gt=0, description="First wait before a probe.")
+    max_open_seconds: float = Field(default=30.0, gt=0, description="Longest wait between probes.")
+
+
 class ConsumeSettings(BaseModel):
     """Where a sink takes its messages from."""
 
@@ -117,6 +169,9 @@ class ProcessSettings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     consume: ConsumeSettings = Field(default_factory=ConsumeSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    failures: FailureSettings = Field(default_factory=FailureSettings)
+    circuit: CircuitSettings = Field(default_factory=CircuitSettings)
     adapter: Any = None
 
     @classmethod

@@ -1,10 +1,10 @@
 """In-memory doubles of the bus for unit tests of adapters and routes.
 
 :class:`MemoryBus` follows the real runtime's rules without a broker: topic
-bindings, mandatory publishing, ack after write, park on
-:class:`PermanentError` or a bad envelope, requeue anything else to the head
-of the queue, and park after ``delivery_limit`` redeliveries, as RabbitMQ's
-quorum queues do. :class:`FlowHarness` runs a routes directory's router,
+bindings, mandatory publishing, ack after write, failures classified as the
+consumer does (:func:`esb.failures.classify`), a retried message put back at
+the tail of its queue after its backoff (on a virtual clock: tests never
+sleep), and parking when retries run out. :class:`FlowHarness` runs a routes directory's router,
 transformers and sinks on it, with fault injection. A contract suite
 (``tests/contract``) runs the same scenarios against this bus and RabbitMQ,
 so it cannot drift from the broker's behaviour.
@@ -12,6 +12,7 @@ so it cannot drift from the broker's behaviour.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,9 +22,11 @@ from esb.adapter import Sink, Source
 from esb.amqp_binding import from_message, to_message
 from esb.envelope import CloudEvent
 from esb.errors import EnvelopeError, PermanentError, TransientError, UnroutableError
+from esb.failures import Verdict, classify, retry_after
+from esb.retry import backoff
 from esb.routing.engine import apply_step, match, route_copy
 from esb.routing.loader import RouteTable
-from esb.settings import AdapterSettings
+from esb.settings import AdapterSettings, RetrySettings
 from esb.topic import topic_matches
 
 
@@ -43,16 +46,17 @@ class MemoryQueue:
 
     name: str
     bindings: list[str]
-    messages: deque[tuple[Any, int]] = field(default_factory=deque)
+    messages: deque[tuple[Any, int]] = field(default_factory=deque)  # (message, failed attempts)
     parked: list[Parked] = field(default_factory=list)
 
 
 class MemoryBus:
     """Publish, bind and deliver in memory; every event passes through the real AMQP codec."""
 
-    def __init__(self, delivery_limit: int = 20, max_body_bytes: int = 1_048_576) -> None:
-        self.delivery_limit = delivery_limit
+    def __init__(self, retry: RetrySettings | None = None, max_body_bytes: int = 1_048_576) -> None:
+        self.retry = retry or RetrySettings()
         self.max_body_bytes = max_body_bytes
+        self.clock = 0.0
         self.queues: dict[str, MemoryQueue] = {}
         self.published: list[CloudEvent] = []
 
@@ -72,7 +76,7 @@ class MemoryBus:
             raise UnroutableError(f"no queue is bound for routing key {event.type!r}")
         self.published.append(event)
         for queue in targets:
-            queue.messages.append((message, 1))
+            queue.messages.append((message, 0))
 
     async def run_source(self, source: Source[Any]) -> list[CloudEvent]:
         """Open, run and close ``source``; returns the events it emitted."""
@@ -85,7 +89,7 @@ class MemoryBus:
         return self.published[before:]
 
     async def drain(self, queue: str, sink: Sink[Any], *, duplicates: bool = False) -> int:
-        """Deliver every message of ``queue`` to ``sink`` until none is left; returns writes.
+        """Deliver every message of ``queue`` to ``sink``, retries included; returns writes.
 
         With ``duplicates``, each successful delivery is delivered once more, as
         at-least-once delivery may (a consumer that died after writing, before
@@ -93,22 +97,30 @@ class MemoryBus:
         """
         q = self.queues[queue]
         written = 0
-        while q.messages:
-            message, attempt = q.messages.popleft()
+        waiting: list[tuple[float, int, Any, int]] = []
+        order = 0
+        while q.messages or waiting:
+            if not q.messages:
+                due, _, message, attempts = heapq.heappop(waiting)
+                self.clock = max(self.clock, due)
+                q.messages.append((message, attempts))
+            message, attempts = q.messages.popleft()
             try:
                 event = from_message(message, self.max_body_bytes)
             except EnvelopeError as exc:
-                q.parked.append(Parked(None, exc.code, exc, attempt))
+                q.parked.append(Parked(None, exc.code, exc, attempts))
                 continue
             try:
                 await sink.write(event)
-            except PermanentError as exc:
-                q.parked.append(Parked(event, "permanent", exc, attempt))
             except Exception as exc:
-                if attempt > self.delivery_limit:
-                    q.parked.append(Parked(event, "delivery_limit", exc, attempt))
+                if classify(exc) is Verdict.PARK:
+                    q.parked.append(Parked(event, "permanent", exc, attempts + 1))
+                elif attempts + 1 > self.retry.max_retries:
+                    q.parked.append(Parked(event, "retries_exhausted", exc, attempts + 1))
                 else:
-                    q.messages.appendleft((message, attempt + 1))
+                    delay = max(backoff(self.retry, attempts + 1), retry_after(exc) or 0.0)
+                    order += 1
+                    heapq.heappush(waiting, (self.clock + delay, order, message, attempts + 1))
             else:
                 written += 1
                 if duplicates:
@@ -164,11 +176,15 @@ class FlowHarness:
     """
 
     def __init__(
-        self, table: RouteTable, sinks: Mapping[str, Sink[Any]], *, delivery_limit: int = 20
+        self,
+        table: RouteTable,
+        sinks: Mapping[str, Sink[Any]],
+        *,
+        retry: RetrySettings | None = None,
     ) -> None:
         self.table = table
         self.sinks = dict(sinks)
-        self.bus = MemoryBus(delivery_limit=delivery_limit)
+        self.bus = MemoryBus(retry=retry)
         for name in table.sinks:
             self.bus.queues[name] = MemoryQueue(name, [])
         self.unrouted: list[CloudEvent] = []
@@ -189,7 +205,7 @@ class FlowHarness:
                 continue
             message = to_message(current)
             for sink in route.to:
-                self.bus.queues[sink].messages.append((message, 1))
+                self.bus.queues[sink].messages.append((message, 0))
 
     async def run(self, *, duplicates: bool = False) -> dict[str, int]:
         """Deliver every queued message to its sink; returns writes per sink."""

@@ -12,9 +12,7 @@ ROUTES = Path(__file__).parents[1] / "routes"
 
 
 def harness(**sinks: RecordingSink) -> FlowHarness:
-    return FlowHarness(
-        load_routes(ROUTES), {k.replace("_", "-"): v for k, v in sinks.items()}, delivery_limit=5
-    )
+    return FlowHarness(load_routes(ROUTES), {k.replace("_", "-"): v for k, v in sinks.items()})
 
 
 async def test_three_routes_reach_three_sinks_once_despite_failures_and_duplicates() -> None:

@@ -1,57 +1,42 @@
-"""The in-memory bus applies the runtime's rules: park permanent failures, retry the rest."""
+"""MemoryBus retries on a virtual clock with the consumer's backoff; parks when out of retries."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from esb import CloudEvent, TransientError
+from esb.settings import RetrySettings
+from esb.testing import MemoryBus, RecordingSink
 
-from esb import AdapterSettings, CloudEvent, PermanentError, Sink, TransientError
-from esb.testing import MemoryBus
-
-
-class FlakySink(Sink[AdapterSettings]):
-    """Fails transiently ``failures`` times per event, and permanently for data {"bad": true}."""
-
-    settings_model: ClassVar[type[AdapterSettings]] = AdapterSettings
-
-    def __init__(self, failures: int) -> None:
-        super().__init__(AdapterSettings())
-        self.failures = failures
-        self.calls: dict[str, int] = {}
-        self.written: list[str] = []
-
-    async def write(self, event: CloudEvent) -> None:
-        self.calls[event.id] = self.calls.get(event.id, 0) + 1
-        if event.data.get("bad"):
-            raise PermanentError("order has no lines")
-        if self.calls[event.id] <= self.failures:
-            raise TransientError("503 from target")
-        self.written.append(event.id)
+NO_JITTER = RetrySettings(max_retries=3, initial_delay=1.0, multiplier=2.0, jitter=0)
 
 
-async def test_transient_failures_are_retried_and_permanent_ones_parked() -> None:
-    bus = MemoryBus(delivery_limit=5)
-    queue = bus.bind("q", "#")
-    good = CloudEvent.new("t.x", "urn:t", {"bad": False})
-    bad = CloudEvent.new("t.x", "urn:t", {"bad": True})
-    await bus.emit(good)
-    await bus.emit(bad)
-    sink = FlakySink(failures=2)
+async def test_retries_wait_their_backoff_on_the_virtual_clock() -> None:
+    bus = MemoryBus(retry=NO_JITTER)
+    bus.bind("q")
+    await bus.emit(CloudEvent.new("t.x", "urn:t", {}))
+    sink = RecordingSink(transient_failures=2)
     assert await bus.drain("q", sink) == 1
-    assert sink.written == [good.id]
-    assert sink.calls == {good.id: 3, bad.id: 1}
-    [parked] = queue.parked
-    assert (parked.event, parked.reason, str(parked.error)) == (
-        bad,
-        "permanent",
-        "order has no lines",
-    )
+    assert bus.clock == 1.0 + 2.0
 
 
-async def test_a_message_failing_every_time_is_parked_after_the_delivery_limit() -> None:
-    bus = MemoryBus(delivery_limit=3)
+async def test_retry_after_from_the_target_is_honoured() -> None:
+    class SlowDown(RecordingSink):
+        async def write(self, event: CloudEvent) -> None:
+            self.attempts[event.id] += 1
+            if self.attempts[event.id] == 1:
+                raise TransientError("429 Too Many Requests", retry_after=30)
+            self.written.append(event)
+
+    bus = MemoryBus(retry=NO_JITTER)
+    bus.bind("q")
+    await bus.emit(CloudEvent.new("t.x", "urn:t", {}))
+    assert await bus.drain("q", SlowDown()) == 1
+    assert bus.clock == 30.0
+
+
+async def test_a_message_out_of_retries_is_parked_with_its_attempts() -> None:
+    bus = MemoryBus(retry=NO_JITTER)
     queue = bus.bind("q")
-    event = CloudEvent.new("t.x", "urn:t", {"bad": False})
-    await bus.emit(event)
-    sink = FlakySink(failures=100)
-    assert await bus.drain("q", sink) == 0
-    assert [(p.reason, p.attempts) for p in queue.parked] == [("delivery_limit", 4)]
+    await bus.emit(CloudEvent.new("t.x", "urn:t", {}))
+    assert await bus.drain("q", RecordingSink(transient_failures=100)) == 0
+    assert [(p.reason, p.attempts) for p in queue.parked] == [("retries_exhausted", 4)]
+    assert bus.clock == 1.0 + 2.0 + 4.0

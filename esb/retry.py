@@ -1,0 +1,102 @@
+"""Delayed retries through delay queues: a message waiting to retry blocks nobody.
+
+A work queue ``Q`` has delay queues ``Q.retry.1`` ... ``Q.retry.N``, one per
+retry. A failed message is published to ``Q.retry.<n>`` with a per-message
+expiration (the backoff with jitter) and acked; when it expires RabbitMQ
+dead-letters it back to ``Q``. Every message in one delay queue waits about
+the same time, so expirations stay in order (per-message TTLs only expire at
+the head of a queue). Headers count the attempts and keep the first failure.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from esb.parking import (
+    ATTEMPTS,
+    ERROR,
+    ERROR_TYPE,
+    FIRST_FAILED_AT,
+    LAST_FAILED_AT,
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_ROUTING_KEY,
+    SERVICE,
+    short_error,
+)
+from esb.settings import RetrySettings
+
+
+def retry_queue(queue: str, attempt: int) -> str:
+    return f"{queue}.retry.{attempt}"
+
+
+def attempts_so_far(message: AbstractIncomingMessage) -> int:
+    """Failed attempts recorded on the message before this delivery."""
+    value = (message.headers or {}).get(ATTEMPTS, 0)
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+
+
+def backoff(settings: RetrySettings, attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds before retry ``attempt`` (1-based): exponential, capped, with jitter."""
+    base = min(settings.initial_delay * settings.multiplier ** (attempt - 1), settings.max_delay)
+    spread = base * settings.jitter
+    return max(0.001, base + (rng or random).uniform(-spread, spread))
+
+
+async def declare_retry_queues(channel: AbstractChannel, queue: str, retries: int) -> None:
+    """The delay queues of ``queue``: expired messages dead-letter back to it."""
+    for attempt in range(1, retries + 1):
+        await channel.declare_queue(
+            retry_queue(queue, attempt),
+            durable=True,
+            arguments={
+                "x-queue-type": "classic",
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue,
+            },
+        )
+
+
+def retry_copy(
+    message: AbstractIncomingMessage,
+    *,
+    attempt: int,
+    delay: float,
+    error: BaseException,
+    service: str,
+) -> aio_pika.Message:
+    """The message to put in a delay queue: same body and properties, failure headers updated."""
+    now = datetime.now(UTC).isoformat()
+    headers: dict[str, Any] = dict(message.headers or {})
+    headers.setdefault(FIRST_FAILED_AT, now)
+    headers.setdefault(ORIGINAL_EXCHANGE, message.exchange or "")
+    headers.setdefault(ORIGINAL_ROUTING_KEY, message.routing_key or "")
+    headers.update(
+        {
+            ATTEMPTS: attempt,
+            LAST_FAILED_AT: now,
+            ERROR_TYPE: type(error).__name__,
+            ERROR: short_error(error),
+            SERVICE: service,
+        }
+    )
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        app_id=message.app_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        expiration=timedelta(seconds=delay),
+    )
