@@ -1,0 +1,177 @@
+"""Retries, parking and the circuit breaker on a real RabbitMQ, with a flaky or dead target."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from esb import Broker, BrokerSettings, CloudEvent, Metrics, TransientError
+from esb.consumer import Consumer
+from esb.retry import retry_queue
+from esb.runtime import BrokerEmitter, write_to
+from esb.settings import CircuitSettings, RetrySettings
+from esb.testing import RecordingSink
+from esb.topology import QueueSpec, declare_queue, dlq_name
+
+# Ten retries: a message failing eleven times in a row at 30% happens once in 600,000.
+RETRY = RetrySettings(max_retries=10, initial_delay=0.1, multiplier=2.0, max_delay=1.0, jitter=0.2)
+# Retries that run out (0.7 s) long before a 4 s outage ends.
+SHORT_RETRY = RetrySettings(max_retries=3, initial_delay=0.1, jitter=0)
+
+
+@pytest.fixture
+async def broker(amqp_url: str) -> AsyncIterator[Broker]:
+    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
+    settings = BrokerSettings.model_validate(
+        {"url": amqp_url, "exchange": f"{prefix}.events", "prefix": prefix, "prefetch": 32}
+    )
+    broker = Broker(settings, "failures", Metrics())
+    await broker.connect()
+    yield broker
+    queue = f"{prefix}.sink"
+    names = [queue, dlq_name(queue), *(retry_queue(queue, n) for n in range(1, 11))]
+    for name in names:
+        channel = await broker.connection.channel()
+        await channel.queue_delete(name)
+    channel = await broker.connection.channel()
+    await channel.exchange_delete(settings.exchange)
+    await broker.close()
+
+
+def sample(broker: Broker, name: str, **labels: str) -> float:
+    value = broker.metrics.registry.get_sample_value(name, {"service": "failures", **labels})
+    return value or 0.0
+
+
+async def run_flow(
+    broker: Broker,
+    sink: Any,
+    count: int,
+    circuit: CircuitSettings,
+    until: Any,
+    retry: RetrySettings = RETRY,
+) -> Consumer:
+    spec = QueueSpec(f"{broker.settings.prefix}.sink", ["#"])
+    consumer = Consumer(
+        broker,
+        write_to(sink),
+        spec,
+        adapter="test",
+        metrics=broker.metrics,
+        retry=retry,
+        circuit=circuit,
+    )
+    await declare_queue(broker.channel, spec, broker.settings)
+    emitter = BrokerEmitter(broker, asyncio.Event())
+    for n in range(count):
+        await emitter.emit(CloudEvent.new("shop.order.created", "urn:t", {"n": n}, id=f"o-{n}"))
+    await consumer.start()
+    deadline = time.monotonic() + 60
+    while not until() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the sink's state
+        await asyncio.sleep(0.05)
+    await consumer.stop(grace=5)
+    return consumer
+
+
+async def parked(broker: Broker) -> int:
+    channel = await broker.connection.channel()
+    declared = await channel.declare_queue(dlq_name(f"{broker.settings.prefix}.sink"), passive=True)
+    return int(declared.declaration_result.message_count or 0)
+
+
+class FlakyTarget(RecordingSink):
+    """Answers 503 to about 30% of calls, like an overloaded API."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.random = random.Random(7)
+
+    async def write(self, event: CloudEvent) -> None:
+        self.attempts[event.id] += 1
+        if self.random.random() < 0.3:
+            raise TransientError("HTTP 503: Service Unavailable")
+        if event.id not in self.ids:
+            self.written.append(event)
+
+
+async def test_a_target_failing_30_percent_gets_every_message_once(broker: Broker) -> None:
+    target = FlakyTarget()
+    count = 500
+    await run_flow(
+        broker,
+        target,
+        count,
+        CircuitSettings(threshold=0),
+        until=lambda: len(target.written) == count,
+    )
+    assert sorted(target.ids) == sorted(f"o-{n}" for n in range(count))
+    assert await parked(broker) == 0
+    retried = sample(broker, "esb_consumed_total", adapter="test", outcome="retried")
+    assert retried == sum(target.attempts.values()) - count > 50
+
+
+class DownFor(RecordingSink):
+    """A target that refuses every call for ``seconds`` after the first one, then recovers."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.down_since: float | None = None
+        self.calls_while_down = 0
+
+    async def write(self, event: CloudEvent) -> None:
+        now = time.monotonic()
+        self.down_since = self.down_since or now
+        if now - self.down_since < self.seconds:
+            self.calls_while_down += 1
+            raise TransientError("connection refused")
+        await super().write(event)
+
+
+async def test_a_dead_target_opens_the_circuit_and_nothing_is_parked(broker: Broker) -> None:
+    target = DownFor(seconds=4)
+    count = 200
+    states: list[float] = []
+
+    def done() -> bool:
+        states.append(sample(broker, "esb_circuit_state"))
+        return len(target.written) == count
+
+    await run_flow(
+        broker,
+        target,
+        count,
+        CircuitSettings(threshold=5, open_seconds=0.2, max_open_seconds=1.0),
+        retry=SHORT_RETRY,
+        until=done,
+    )
+    assert sorted(target.ids) == sorted(f"o-{n}" for n in range(count))
+    assert await parked(broker) == 0
+    assert 1.0 in states
+    assert states[-1] == 0.0
+    assert target.calls_while_down < count
+    assert sample(broker, "esb_consumed_total", adapter="test", outcome="returned") > 0
+
+
+async def test_without_a_circuit_the_same_outage_and_retries_park_messages(broker: Broker) -> None:
+    target = DownFor(seconds=4)
+    count = 50
+    await run_flow(
+        broker,
+        target,
+        count,
+        CircuitSettings(threshold=0),
+        retry=SHORT_RETRY,
+        until=lambda: (
+            sample(broker, "esb_consumed_total", adapter="test", outcome="parked")
+            + len(target.written)
+            >= count
+        ),
+    )
+    assert await parked(broker) > 0
