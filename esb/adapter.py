@@ -115,6 +115,9 @@ class Sink(ABC, Generic[S]):
     """
 
     settings_model: ClassVar[type[AdapterSettings]]
+    #: True when the target de-duplicates by itself (an upsert keyed by the event id, a file
+    #: that knows its ids): the runtime then keeps no idempotency store for this sink.
+    naturally_idempotent: ClassVar[bool] = False
 
     def __init__(self, settings: S) -> None:
         self.settings = settings

@@ -45,6 +45,12 @@ class Metrics:
             ["service", "reason"],
             registry=r,
         )
+        self.duplicates = Counter(
+            "esb_duplicates",
+            "Deliveries a sink had already applied, acked without a write.",
+            ["service"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "esb_in_flight",
             "Deliveries being handled right now.",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import Counter
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -25,6 +26,7 @@ from esb.consumer import Consumer, Handler
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError
 from esb.health import HealthServer
+from esb.idempotency import IdempotencyStore, build_store
 from esb.metrics import Metrics
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService, TransformerService
@@ -127,11 +129,24 @@ class Process:
             await server.stop()
 
 
-def write_to(sink: Sink[Any]) -> Handler:
-    """The consumer handler of a sink: write the event; the delivery itself is not its concern."""
+def write_to(
+    sink: Sink[Any],
+    store: IdempotencyStore | None = None,
+    duplicates: Counter | None = None,
+) -> Handler:
+    """The consumer handler of a sink: write each event once, as far as ``store`` remembers."""
 
     async def handle(event: CloudEvent, _: AbstractIncomingMessage) -> None:
+        if store is None:
+            await sink.write(event)
+            return
+        if await store.seen(event.id):
+            if duplicates is not None:
+                duplicates.inc()
+            log.info("already applied, skipping", extra={"message_id": event.id})
+            return
         await sink.write(event)
+        await store.remember(event.id)
 
     return handle
 
@@ -185,9 +200,12 @@ async def run_sink(
         settings.consume.queue or QueueNames(settings.broker.prefix).sink(process.service),
         settings.consume.bindings,
     )
+    store = (
+        None if sink.naturally_idempotent else build_store(settings.idempotency, process.service)
+    )
     consumer = Consumer(
         process.broker,
-        write_to(sink),
+        write_to(sink, store, process.metrics.duplicates.labels(process.service)),
         spec,
         adapter=adapter.name,
         metrics=process.metrics,
@@ -195,11 +213,15 @@ async def run_sink(
         failures=settings.failures,
         circuit=settings.circuit,
     )
+    if store is not None:
+        await store.open()
     await sink.open()
     try:
         await serve(process, [consumer])
     finally:
         await sink.close()
+        if store is not None:
+            await store.close()
 
 
 async def serve(

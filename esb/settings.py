@@ -146,6 +146,27 @@ class CircuitSettings(BaseModel):
     max_open_seconds: float = Field(default=30.0, gt=0, description="Longest wait between probes.")
 
 
+class IdempotencySettings(BaseModel):
+    """Where a sink remembers the message ids it applied, so a redelivery is not applied twice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["sqlite", "postgres", "none"] = Field(
+        default="sqlite",
+        description="sqlite: a file beside the process; postgres: shared by replicas; "
+        "none: the adapter's target de-duplicates by itself.",
+    )
+    path: Path | None = Field(
+        default=None, description="SQLite file; default <service>.idempotency.sqlite3 here."
+    )
+    dsn: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL connection string (backend postgres).",
+        examples=["postgresql://esb@db/esb"],
+    )
+    ttl_hours: float = Field(default=168.0, gt=0, description="How long an id is remembered.")
+
+
 class ConsumeSettings(BaseModel):
     """Where a sink takes its messages from."""
 
@@ -172,6 +193,7 @@ class ProcessSettings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     failures: FailureSettings = Field(default_factory=FailureSettings)
     circuit: CircuitSettings = Field(default_factory=CircuitSettings)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     adapter: Any = None
 
     @classmethod

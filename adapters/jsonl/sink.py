@@ -20,6 +20,7 @@ class JsonLinesSink(Sink[JsonLinesSinkSettings]):
     """
 
     settings_model: ClassVar[type[AdapterSettings]] = JsonLinesSinkSettings
+    naturally_idempotent: ClassVar[bool] = True
 
     def __init__(self, settings: JsonLinesSinkSettings) -> None:
         super().__init__(settings)
