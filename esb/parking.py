@@ -19,6 +19,32 @@ ORIGINAL_EXCHANGE = "x-esb-original-exchange"
 ORIGINAL_ROUTING_KEY = "x-esb-original-routing-key"
 ORIGINAL_QUEUE = "x-esb-original-queue"
 
+#: What a failure adds to a message (esb's headers and RabbitMQ's dead-lettering ones);
+#: a replay removes them so the message starts afresh. The routing slip is kept.
+FAILURE_HEADERS = frozenset(
+    {
+        REASON,
+        ERROR_TYPE,
+        ERROR,
+        SERVICE,
+        FAILED_AT,
+        ATTEMPTS,
+        FIRST_FAILED_AT,
+        LAST_FAILED_AT,
+        ORIGINAL_EXCHANGE,
+        ORIGINAL_ROUTING_KEY,
+        ORIGINAL_QUEUE,
+        "x-death",
+        "x-delivery-count",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+    }
+)
+
 _MAX_ERROR_CHARS = 500
 
 

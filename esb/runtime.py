@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,6 +242,24 @@ async def serve(
         await asyncio.gather(*(c.stop(process.settings.service.shutdown_grace) for c in consumers))
 
 
+@contextlib.contextmanager
+def reload_on_sighup(reload: Callable[[], Coroutine[Any, Any, bool]]) -> Iterator[None]:
+    """Run ``reload`` on every SIGHUP while the block runs."""
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
 async def run_router(
     settings: ProcessSettings, routes_dir: Path, stop: asyncio.Event | None = None
 ) -> None:
@@ -257,29 +275,26 @@ async def run_router(
         metrics=process.metrics,
         retry=settings.retry,
     )
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[bool]] = set()
-
-    def on_sighup() -> None:
-        task = loop.create_task(router.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    try:
+    with reload_on_sighup(router.reload):
         await serve(process, [consumer], on_connect=router.declare)
-    finally:
-        loop.remove_signal_handler(signal.SIGHUP)
 
 
 async def run_transformers(
-    settings: ProcessSettings, kinds: list[str], stop: asyncio.Event | None = None
+    settings: ProcessSettings,
+    kinds: list[str],
+    routes_dir: Path | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Run the step kinds ``kinds`` (all when empty) until stopped."""
+    """Run the step kinds ``kinds`` (all when empty) until stopped.
+
+    With ``routes_dir`` each step runs its route's current definition and
+    SIGHUP reloads it; without, each runs the definition its slip carries.
+    """
+    table = load_routes(routes_dir) if routes_dir is not None else None
     process = Process(
         settings, settings.service.name or "transformer", stop=stop or asyncio.Event()
     )
-    service = TransformerService(process.broker, kinds or STEP_KINDS)
+    service = TransformerService(process.broker, kinds or STEP_KINDS, table, routes_dir)
     consumers = [
         Consumer(
             process.broker,
@@ -292,4 +307,5 @@ async def run_transformers(
         )
         for spec in service.queues()
     ]
-    await serve(process, consumers)
+    with reload_on_sighup(service.reload):
+        await serve(process, consumers)

@@ -27,7 +27,7 @@ echo "1. the shop exported orders and the CRM exported won deals:"
 sed 's/^/     /' "$out/expected.txt" | head -n 2
 
 start 18100 router esb run router --routes routes
-start 18101 transformer esb run transformer
+start 18101 transformer esb run transformer --routes routes
 port=18102
 for sink in "${sinks[@]}"; do
   ESB_SERVICE__NAME=$sink ESB_ADAPTER__PATH="$out/$sink.jsonl" start $port "$sink" esb run sink jsonl

@@ -21,6 +21,7 @@ from esb.metrics import Metrics
 from esb.routing.engine import apply_step, match, route_copy
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
 from esb.routing.slip import HEADER, STEP_KINDS, Slip
+from esb.routing.steps import StepSpec
 from esb.topology import QueueNames, QueueSpec, declare_queue
 
 log = logging.getLogger(__name__)
@@ -47,20 +48,49 @@ def routing_queues(table: RouteTable, names: QueueNames) -> list[QueueSpec]:
     ]
 
 
+class LiveRoutes:
+    """A routes directory's table, reloaded on demand; a faulty directory keeps the old one."""
+
+    def __init__(self, table: RouteTable, routes_dir: Path | None, metrics: Metrics, service: str):
+        self.table = table
+        self.routes_dir = routes_dir
+        self._metrics = metrics
+        self._service = service
+
+    def load(self) -> RouteTable | None:
+        """The directory's new table, or None (logged and counted) when it has faults."""
+        if self.routes_dir is None:
+            return None
+        try:
+            return load_routes(self.routes_dir)
+        except (RoutesInvalid, ConfigError) as exc:
+            self.outcome("refused")
+            log.error("route reload refused, the old routes keep serving:\n%s", exc)
+            return None
+
+    def outcome(self, outcome: str) -> None:
+        self._metrics.reloads.labels(self._service, outcome).inc()
+        if outcome == "ok":
+            log.info("routes reloaded: %d routes", len(self.table.routes))
+
+
 class RouterService:
     """Sends one copy of each event down every route it matches, or to ``esb.unrouted``."""
 
     def __init__(self, broker: Broker, table: RouteTable, routes_dir: Path | None = None) -> None:
         self.broker = broker
-        self.table = table
-        self.routes_dir = routes_dir
         self.names = QueueNames(broker.settings.prefix)
         metrics: Metrics = broker.metrics
         service = broker.service
         self._metrics = metrics
         self._service = service
+        self.live = LiveRoutes(table, routes_dir, metrics, service)
         self._unrouted = metrics.unrouted.labels(service)
         self._route_seconds = metrics.route_seconds.labels(service)
+
+    @property
+    def table(self) -> RouteTable:
+        return self.live.table
 
     async def declare(self) -> None:
         """Declare every queue the current routes can publish to, so no publish is unroutable."""
@@ -68,26 +98,19 @@ class RouterService:
             await declare_queue(self.broker.channel, spec, self.broker.settings)
 
     async def reload(self) -> bool:
-        """Load the routes again; on any fault keep serving the old ones."""
-        if self.routes_dir is None:
+        """Load the routes again and declare their queues; on any fault keep the old ones."""
+        table = self.live.load()
+        if table is None:
             return False
-        try:
-            table = load_routes(self.routes_dir)
-        except (RoutesInvalid, ConfigError) as exc:
-            self._metrics.reloads.labels(self._service, "refused").inc()
-            log.error("route reload refused, the old routes keep serving:\n%s", exc)
-            return False
-        old = self.table
-        self.table = table
+        old, self.live.table = self.live.table, table
         try:
             await self.declare()
         except Exception:
-            self.table = old
-            self._metrics.reloads.labels(self._service, "refused").inc()
+            self.live.table = old
+            self.live.outcome("refused")
             log.exception("route reload could not declare its queues; the old routes keep serving")
             return False
-        self._metrics.reloads.labels(self._service, "ok").inc()
-        log.info("routes reloaded: %d routes", len(table.routes))
+        self.live.outcome("ok")
         return True
 
     async def handle(self, event: CloudEvent, message: AbstractIncomingMessage) -> None:
@@ -129,10 +152,27 @@ class RouterService:
 
 
 class TransformerService:
-    """Does the first step on a message's slip and forwards the result to the next hop."""
+    """Does the first step on a message's slip and forwards the result to the next hop.
 
-    def __init__(self, broker: Broker, kinds: Iterable[str] = STEP_KINDS) -> None:
+    With a routes directory it runs the step's current definition (so a route
+    fixed and reloaded applies to messages replayed from a parking lot); when
+    the route no longer has that step, or without a directory, it runs the
+    definition the slip carries, as routed.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        kinds: Iterable[str] = STEP_KINDS,
+        table: RouteTable | None = None,
+        routes_dir: Path | None = None,
+    ) -> None:
         self.broker = broker
+        self.live = (
+            LiveRoutes(table, routes_dir, broker.metrics, broker.service)
+            if table is not None
+            else None
+        )
         self.kinds = list(kinds)
         self.names = QueueNames(broker.settings.prefix)
         unknown = [kind for kind in self.kinds if kind not in STEP_KINDS]
@@ -144,11 +184,32 @@ class TransformerService:
     def queues(self) -> list[QueueSpec]:
         return [QueueSpec(self.names.step(kind), []) for kind in self.kinds]
 
+    async def reload(self) -> bool:
+        if self.live is None:
+            return False
+        table = self.live.load()
+        if table is None:
+            return False
+        self.live.table = table
+        self.live.outcome("ok")
+        return True
+
+    def current(self, slip: Slip) -> StepSpec:
+        """The step to run: the route's current definition when it still has this step."""
+        routed = slip.steps[0]
+        if self.live is None:
+            return routed
+        route = next((r for r in self.live.table.routes if r.name == slip.route), None)
+        if route is None or len(route.steps) < slip.position:
+            return routed
+        now = route.steps[slip.position - 1]
+        return now if (now.kind, now.name) == (routed.kind, routed.name) else routed
+
     async def handle(self, event: CloudEvent, message: AbstractIncomingMessage) -> None:
         slip = Slip.decode(message.headers)
         if not slip.steps:
             raise PermanentError(f"route {slip.route}: the slip has no step left for a transformer")
-        spec = slip.steps[0]
+        spec = self.current(slip)
         started = time.perf_counter()
         try:
             output = apply_step(spec, event, slip.position)

@@ -42,7 +42,9 @@ async def deployment(
         "ESB_BROKER__PREFIX": prefix,
     }
     router = EsbProcess(["run", "router", "--routes", str(ROUTES)], env, tmp_path / "router.log")
-    transformer = EsbProcess(["run", "transformer"], env, tmp_path / "transformer.log")
+    transformer = EsbProcess(
+        ["run", "transformer", "--routes", str(ROUTES)], env, tmp_path / "transformer.log"
+    )
     names = QueueNames(prefix)
     try:
         router.wait_ready()

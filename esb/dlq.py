@@ -1,0 +1,141 @@
+"""Operator tools for parking lots: list, show, replay and purge parked messages.
+
+A parking lot is read by taking its messages without acking them; those not
+replayed go back when the channel closes. Replay publishes a message (with
+confirm) to the queue it failed in, its failure headers cleared and its id
+kept so sinks de-duplicate, and only then acks the parked copy: a crash in
+between leaves the message in both places, never in neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq.exceptions
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from esb.amqp_binding import from_message
+from esb.broker import Broker
+from esb.envelope import CloudEvent
+from esb.errors import ConfigError, EnvelopeError
+from esb.parking import ATTEMPTS, ERROR, FAILED_AT, FAILURE_HEADERS, ORIGINAL_QUEUE, REASON
+from esb.routing.expressions import Expression, event_context
+from esb.topology import DLQ_SUFFIX, dlq_name
+
+
+def parking_lot(queue: str) -> str:
+    """Accept a work queue or its parking lot's name."""
+    return queue if queue.endswith(DLQ_SUFFIX) else dlq_name(queue)
+
+
+@dataclass
+class Parked:
+    """One parked message as an operator sees it."""
+
+    message: AbstractIncomingMessage
+    event: CloudEvent | None
+
+    @property
+    def id(self) -> str:
+        return self.message.message_id or str(self.header("ce-id") or "")
+
+    def header(self, name: str) -> Any:
+        value = (self.message.headers or {}).get(name)
+        return value.decode() if isinstance(value, bytes) else value
+
+    @property
+    def reason(self) -> str:
+        reason = self.header(REASON) or self.header("x-first-death-reason")
+        return str(reason) if reason is not None else "unknown"
+
+    def summary(self) -> str:
+        kind = self.event.type if self.event else "(not a valid event)"
+        error = str(self.header(ERROR) or "")[:80]
+        return (
+            f"{self.id}  {kind}  reason={self.reason}  attempts={self.header(ATTEMPTS) or 0}"
+            f"  at={self.header(FAILED_AT) or '?'}  {error}"
+        )
+
+
+async def depth(channel: AbstractChannel, queue: str) -> int | None:
+    """Messages ready in ``queue``; None when it does not exist."""
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return None
+    return int(declared.declaration_result.message_count or 0)
+
+
+async def browse(channel: AbstractChannel, lot: str) -> AsyncIterator[Parked]:
+    """Every message of ``lot``, unacked: they return to it when ``channel`` closes."""
+    try:
+        queue = await channel.declare_queue(lot, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        raise ConfigError(f"parking lot {lot} does not exist") from None
+    while (message := await queue.get(no_ack=False, fail=False, timeout=10)) is not None:
+        try:
+            event: CloudEvent | None = from_message(message)
+        except EnvelopeError:
+            event = None
+        yield Parked(message, event)
+
+
+def compile_filter(source: str | None) -> Expression | None:
+    if source is None:
+        return None
+    try:
+        return Expression.compile(source)
+    except ValueError as exc:
+        raise ConfigError(f"--filter: {exc}") from None
+
+
+def accepts(expression: Expression | None, parked: Parked) -> bool:
+    if expression is None:
+        return True
+    if parked.event is None:
+        return False
+    try:
+        return expression.evaluate(event_context(parked.event)) is True
+    except ValueError:
+        return False
+
+
+def replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
+    headers = {
+        key: value for key, value in (message.headers or {}).items() if key not in FAILURE_HEADERS
+    }
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        app_id=message.app_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+async def replay(
+    broker: Broker, lot: str, *, expression: Expression | None, to: str | None, limit: int | None
+) -> list[tuple[str, str]]:
+    """Re-drive matching parked messages; returns (id, target queue) for each one replayed."""
+    channel = await broker.connection.channel()
+    replayed: list[tuple[str, str]] = []
+    try:
+        async for parked in browse(channel, lot):
+            if limit is not None and len(replayed) >= limit:
+                break
+            if not accepts(expression, parked):
+                continue
+            target = to or str(parked.header(ORIGINAL_QUEUE) or lot.removesuffix(DLQ_SUFFIX))
+            await broker.publish_message(replay_copy(parked.message), target, exchange="")
+            await parked.message.ack()
+            replayed.append((parked.id, target))
+    finally:
+        await channel.close()
+    return replayed

@@ -1,0 +1,160 @@
+"""A permanently invalid message is parked at once; after the fix, replay applies it once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from esb import Broker, BrokerSettings, CloudEvent, Metrics
+from esb.retry import retry_queue
+from esb.topology import QueueNames, dlq_name
+from tests.support.processes import EsbProcess, read_ids, wait_for
+
+STRICT = """\
+sinks: {crm: {}}
+schemas:
+  contact.v1:
+    type: object
+    required: [email]
+    properties: {email: {type: string}}
+routes:
+  - name: contacts
+    from: crm.contact.*
+    steps: [{validate: contact.v1}]
+    to: crm
+"""
+FIXED = STRICT.replace("required: [email]", "required: [name]")
+
+
+@pytest.fixture
+def env(amqp_url: str) -> Iterator[dict[str, str]]:
+    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
+    yield {
+        "ESB_BROKER__URL": amqp_url,
+        "ESB_BROKER__EXCHANGE": f"{prefix}.events",
+        "ESB_BROKER__PREFIX": prefix,
+    }
+    names = QueueNames(prefix)
+    queues = [names.router, names.unrouted, names.step("validate"), names.sink("crm")]
+    with contextlib.suppress(Exception):
+        subprocess.run(
+            [sys.executable, "-c", _CLEANUP, amqp_url, f"{prefix}.events", *queues],
+            check=True,
+            timeout=30,
+        )
+
+
+_CLEANUP = """
+import asyncio, sys, aio_pika
+async def main(url, exchange, *queues):
+    connection = await aio_pika.connect(url)
+    async with connection:
+        for queue in queues:
+            for name in (queue, queue + '.dlq', *(f'{queue}.retry.{n}' for n in range(1, 6))):
+                channel = await connection.channel()
+                await channel.queue_delete(name)
+        channel = await connection.channel()
+        await channel.exchange_delete(exchange)
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def esb(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "esb.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "r.yaml").write_text(STRICT)
+    out = tmp_path / "crm.jsonl"
+    names = QueueNames(env["ESB_BROKER__PREFIX"])
+    processes = [
+        EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "router.log"),
+        EsbProcess(["run", "transformer", "--routes", str(routes)], env, tmp_path / "tf.log"),
+        EsbProcess(
+            ["run", "sink", "jsonl"],
+            {**env, "ESB_SERVICE__NAME": "crm", "ESB_ADAPTER__PATH": str(out)},
+            tmp_path / "sink.log",
+        ),
+    ]
+    _, transformer, sink = processes
+    try:
+        for process in processes:
+            process.wait_ready()
+        broker = Broker(
+            BrokerSettings.model_validate(
+                {"url": env["ESB_BROKER__URL"], "exchange": env["ESB_BROKER__EXCHANGE"]}
+            ),
+            "test",
+            Metrics(),
+        )
+        await broker.connect()
+        for n in range(20):
+            await broker.publish(
+                CloudEvent.new(
+                    "crm.contact.created",
+                    "urn:crm",
+                    {"name": f"c{n}", "email": f"c{n}@example.com"},
+                )
+            )
+        bad = CloudEvent.new("crm.contact.created", "urn:crm", {"name": "no mail"}, id="bad-1")
+        await broker.publish(bad)
+        await broker.close()
+
+        wait_for(lambda: len(read_ids(out)) == 20, 30, sink.tail)
+        lot = dlq_name(names.step("validate"))
+        wait_for(
+            lambda: f"{lot}: 1 parked" in esb(env, "dlq", "list", lot).stdout, 10, transformer.tail
+        )
+        listing = esb(env, "dlq", "list", lot).stdout
+        assert "reason=permanent  attempts=1" in listing
+        parked_id = listing.splitlines()[1].split()[0]
+        shown = esb(env, "dlq", "show", parked_id, names.step("validate"))
+        assert "x-esb-error: route contacts: step 1: validate contact.v1:" in shown.stdout
+        assert "'email' is a required property" in shown.stdout
+        assert "x-esb-original-queue: " + names.step("validate") in shown.stdout
+        channel_check = await _depth(env["ESB_BROKER__URL"], retry_queue(names.step("validate"), 1))
+        assert channel_check == 0, "a permanent failure must not be retried"
+
+        (routes / "r.yaml").write_text(FIXED)
+        transformer.signal(signal.SIGHUP)
+        wait_for(lambda: "routes reloaded" in transformer.log.read_text(), 10, transformer.tail)
+        replay = esb(env, "dlq", "replay", lot)
+        assert replay.returncode == 0, replay.stderr
+        assert replay.stdout.splitlines()[-1] == "1 replayed"
+        wait_for(lambda: len(read_ids(out)) == 21, 30, sink.tail)
+
+        again = esb(env, "dlq", "replay", lot)
+        assert again.stdout.splitlines()[-1] == "0 replayed"
+        ids = read_ids(out)
+        assert len(ids) == len(set(ids)) == 21
+    finally:
+        for process in processes:
+            process.stop()
+
+
+async def _depth(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
