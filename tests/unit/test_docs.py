@@ -9,7 +9,15 @@ from pydantic import BaseModel
 
 from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
 from esb.routing import model as routes
-from esb.settings import BrokerSettings, ConsumeSettings, ServiceSettings
+from esb.settings import (
+    BrokerSettings,
+    CircuitSettings,
+    ConsumeSettings,
+    FailureSettings,
+    IdempotencySettings,
+    RetrySettings,
+    ServiceSettings,
+)
 
 DOCS = Path(__file__).parents[2] / "docs"
 
@@ -26,6 +34,10 @@ def section(text: str, heading: str) -> str:
         ("settings.md", "## broker", BrokerSettings),
         ("settings.md", "## service", ServiceSettings),
         ("settings.md", "## consume", ConsumeSettings),
+        ("settings.md", "## retry", RetrySettings),
+        ("settings.md", "## failures", FailureSettings),
+        ("settings.md", "## circuit", CircuitSettings),
+        ("settings.md", "## idempotency", IdempotencySettings),
         ("adapters/jsonl.md", "## Source", JsonLinesSourceSettings),
         ("adapters/jsonl.md", "## Sink", JsonLinesSinkSettings),
         ("routes.md", "### File (`RouteFile`)", routes.RouteFile),
