@@ -32,7 +32,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractMessage
 
-from esb.envelope import CloudEvent, check_size, parse_structured, split_attributes
+from esb.envelope import CloudEvent, check_size, loads_json, parse_structured, split_attributes
 from esb.errors import EnvelopeError
 
 HEADER_PREFIX = "ce-"
@@ -123,10 +123,7 @@ def decode_data(body: bytes, content_type: str | None) -> Any:
     if not body:
         return None
     if is_json(content_type):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise EnvelopeError("data", f"not valid JSON: {exc}", "invalid_json") from None
+        return loads_json(body, "data")
     if content_type is not None and content_type.lower().startswith("text/"):
         try:
             return body.decode()

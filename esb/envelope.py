@@ -8,6 +8,7 @@ the attribute and the reason (see :class:`esb.errors.EnvelopeError`).
 from __future__ import annotations
 
 import base64
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -157,13 +158,42 @@ def split_attributes(doc: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise _DuplicateKey(key)
+        doc[key] = value
+    return doc
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def loads_json(body: bytes, field: str) -> Any:
+    """Parse JSON strictly: UTF-8, no NaN or Infinity, numbers that fit a double, nesting up to
+    1,024 levels (orjson's limits), and no duplicate object keys, which parsers resolve
+    differently (a duplicate could smuggle a value past a check); the error names ``field``."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        code = "invalid_encoding" if "UTF-8" in str(exc) else "invalid_json"
+        raise EnvelopeError(field, f"not valid JSON: {exc}", code) from None
+    if isinstance(value, dict | list) and b'":' in body:
+        try:
+            json.loads(body, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise EnvelopeError(
+                field, f"duplicate key {exc} in a JSON object", "duplicate_key"
+            ) from None
+    return value
+
+
 def parse_structured(body: bytes, max_bytes: int | None = None) -> CloudEvent:
     """Parse a structured-mode JSON event (``application/cloudevents+json``)."""
     check_size(body, max_bytes)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise EnvelopeError("body", f"not valid JSON: {exc}", "invalid_json") from None
+    doc = loads_json(body, "body")
     if not isinstance(doc, dict):
         raise EnvelopeError("body", "a structured event must be a JSON object", "invalid_json")
     return event_from_dict(doc)

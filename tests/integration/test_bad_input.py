@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aio_pika
@@ -82,5 +83,79 @@ async def test_malformed_missing_and_oversize_messages_are_parked_and_counted(
             == 3
         )
         assert sink.popen.poll() is None, "the sink died on bad input"
+    finally:
+        sink.stop()
+
+
+HOSTILE = {
+    "invalid_encoding": b'{"name": "\xff\xfe broken"}',
+    "invalid_json": b'{"total": 1,',
+    "deep_nesting": b"[" * 100_000 + b"]" * 100_000,
+    "huge_number": b'{"amount": ' + b"9" * 5_000 + b"}",
+    "nan": b'{"amount": NaN}',
+    "duplicate_key": b'{"amount": 1, "amount": 1000000}',
+    "too_large": b'{"blob": "' + b"x" * 2_000_000 + b'"}',
+}
+EXPECTED_REASON = {
+    "invalid_encoding": "invalid_encoding",
+    "invalid_json": "invalid_json",
+    "deep_nesting": "invalid_json",
+    "huge_number": "invalid_json",
+    "nan": "invalid_json",
+    "duplicate_key": "duplicate_key",
+    "too_large": "too_large",
+}
+
+
+async def test_hostile_bodies_are_each_parked_once_and_never_crash_or_loop(
+    esb_env: dict[str, str], names: Names, amqp_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    sink = EsbProcess(
+        ["run", "sink", "jsonl"],
+        {**esb_env, "ESB_ADAPTER__PATH": str(out), "ESB_SERVICE__NAME": "hostile-sink"},
+        tmp_path / "sink.log",
+    )
+    sink.wait_ready()
+    good = CloudEvent.new("t.good", "urn:t", {"ok": True})
+    try:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(names.exchange)
+            for name, body in HOSTILE.items():
+                headers = {
+                    "ce-id": name,
+                    "ce-source": "urn:hostile",
+                    "ce-type": "t.hostile",
+                    "ce-specversion": "1.0",
+                }
+                await exchange.publish(aio_pika.Message(body, headers=headers), routing_key="t.x")
+            await exchange.publish(to_message(good), routing_key="t.good")
+            wait_for(lambda: read_ids(out) == [good.id], 30, sink.tail)
+            await asyncio.sleep(1.0)  # time enough to loop, if it looped
+            dlq = await channel.declare_queue(names.queue + ".dlq", passive=True)
+            parked = {}
+            while (message := await dlq.get(fail=False, timeout=5)) is not None:
+                parked[str(message.headers["ce-id"])] = str(message.headers[REASON])
+                await message.ack()
+            work = await channel.declare_queue(names.queue, passive=True)
+            assert work.declaration_result.message_count == 0
+        assert parked == EXPECTED_REASON
+        assert sink.popen.poll() is None, "the sink died on hostile input"
+        text = sink.metrics()
+        assert metric(
+            text, "esb_consumed_total", service="hostile-sink", adapter="jsonl", outcome="parked"
+        ) == len(HOSTILE)
+        assert (
+            metric(
+                text,
+                "esb_consumed_total",
+                service="hostile-sink",
+                adapter="jsonl",
+                outcome="retried",
+            )
+            == 0
+        )
     finally:
         sink.stop()

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from esb import CloudEvent, EnvelopeError, event_from_dict, parse_structured
+from esb.envelope import loads_json
 
 VALID = {"specversion": "1.0", "id": "e-1", "source": "urn:shop", "type": "shop.order.created"}
 
@@ -84,3 +85,24 @@ def test_new_event_gets_unique_id_and_current_time() -> None:
     assert first.id != second.id
     assert first.time is not None
     assert abs((datetime.now(UTC) - first.time).total_seconds()) < 5
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"a": 1, "b": {"c": 1, "c": 2}}', "duplicate_key"),
+        (b'{"a": "\xff"}', "invalid_encoding"),
+        (b"[" * 2000 + b"]" * 2000, "invalid_json"),
+        (b'{"a": 1e400}', "invalid_json"),
+        (b'{"a": Infinity}', "invalid_json"),
+    ],
+)
+def test_hostile_json_is_refused_with_its_code(body: bytes, code: str) -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        loads_json(body, "data")
+    assert caught.value.code == code
+
+
+def test_a_duplicate_key_names_the_key() -> None:
+    with pytest.raises(EnvelopeError, match="data: duplicate key 'amount' in a JSON object"):
+        loads_json(b'{"amount": 1, "amount": 1000000}', "data")
