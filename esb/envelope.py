@@ -185,7 +185,7 @@ def loads_json(body: bytes, field: str) -> Any:
             json.loads(body, object_pairs_hook=_unique_keys)
         except _DuplicateKey as exc:
             raise EnvelopeError(
-                field, f"duplicate key {exc} in a JSON object", "duplicate_key"
+                field, f"duplicate key {exc.args[0]!r} in a JSON object", "duplicate_key"
             ) from None
     return value
 
