@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq.exceptions
@@ -28,6 +30,29 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ChannelClosed,
     asyncio.TimeoutError,
 )
+
+
+def tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
+    """Verified TLS for amqps:// (peer certificate and host name always checked)."""
+    scheme = urlsplit(settings.url.get_secret_value()).scheme
+    files = (settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+    if scheme != "amqps" and not any(files):
+        return None
+    try:
+        context = ssl.create_default_context(
+            cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
+        )
+        if settings.tls_cert_file is not None:
+            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"broker TLS files: {exc}") from None
+    return context
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    """aiormq wraps a failed TLS handshake in a connection error; retrying cannot fix it."""
+    chained = exc.__cause__ or exc.__context__
+    return isinstance(chained, ssl.SSLError) or "[SSL:" in str(exc)
 
 
 class Broker:
@@ -53,6 +78,7 @@ class Broker:
         try:
             self._connection = await aio_pika.connect_robust(
                 self.settings.url.get_secret_value(),
+                ssl_context=tls_context(self.settings),
                 timeout=self.settings.connect_timeout,
                 reconnect_interval=self.settings.reconnect_interval,
                 client_properties={"connection_name": self.service},
@@ -62,6 +88,11 @@ class Broker:
                 f"broker {self.settings.redacted_url()} refused the credentials"
             ) from None
         except CONNECTION_ERRORS as exc:
+            if _is_tls_failure(exc):
+                raise ConfigError(
+                    f"TLS to {self.settings.redacted_url()} failed: {exc} "
+                    "(check broker.tls_ca_file and the broker's certificate)"
+                ) from None
             raise BrokerUnavailable(
                 f"cannot connect to {self.settings.redacted_url()}: {exc or type(exc).__name__}"
             ) from None

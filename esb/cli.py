@@ -110,7 +110,7 @@ def _prepare(name: str, kind: str, config_file: Path | None) -> tuple[Adapter, P
             f"adapter {name!r} has no {kind}; it offers: {', '.join(adapter.kinds())}"
         )
     settings = load_settings(part.settings_model, config_file)
-    logs.configure(settings.service.log_level)
+    logs.configure(settings.service.log_level, settings.service.mask_patterns)
     return adapter, settings
 
 
@@ -149,7 +149,7 @@ ROUTES_ARGUMENT = click.argument(
 def run_router_command(routes_dir: Path, config_file: Path | None) -> None:
     """Route events to transformers and sinks until SIGTERM; SIGHUP reloads the routes."""
     settings = load_settings(None, config_file)
-    logs.configure(settings.service.log_level)
+    logs.configure(settings.service.log_level, settings.service.mask_patterns)
     _run(run_router(settings, routes_dir))
 
 
@@ -168,7 +168,7 @@ def run_transformer_command(
 ) -> None:
     """Run the transformer step KINDS (all of them when none is given) until SIGTERM."""
     settings = load_settings(None, config_file)
-    logs.configure(settings.service.log_level)
+    logs.configure(settings.service.log_level, settings.service.mask_patterns)
     _run(run_transformers(settings, list(kinds), routes_dir))
 
 

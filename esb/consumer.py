@@ -25,6 +25,7 @@ from esb.circuit import CircuitBreaker, State
 from esb.envelope import CloudEvent
 from esb.errors import EnvelopeError, ProcessingError
 from esb.failures import Verdict, classify, retry_after
+from esb.masking import Masker
 from esb.metrics import Metrics
 from esb.parking import parked_copy
 from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
@@ -62,6 +63,7 @@ class Consumer:
         retry: RetrySettings | None = None,
         failures: FailureSettings | None = None,
         circuit: CircuitSettings | None = None,
+        masker: Masker | None = None,
     ) -> None:
         self.broker = broker
         self.handler = handler
@@ -70,6 +72,7 @@ class Consumer:
         self.metrics = metrics
         self.retry = retry or RetrySettings()
         self.failures = failures
+        self.masker = masker or Masker()
         self.service = broker.service
         state_gauge = metrics.circuit_state.labels(self.service)
         self.circuit = CircuitBreaker(
@@ -151,12 +154,13 @@ class Consumer:
             event = from_message(message, self.broker.settings.max_body_bytes)
         except EnvelopeError as exc:
             self.metrics.rejected.labels(self.service, exc.code).inc()
+            text = self.masker.text(str(exc))
             log.warning(
                 "refused an invalid envelope: %s",
-                exc,
+                text,
                 extra={"message_id": message.message_id, "reason": exc.code},
             )
-            await self._park(message, exc.code, exc, attempts)
+            await self._park(message, exc.code, exc, text, attempts)
             return
         was_open = self.circuit.state == State.OPEN
         try:
@@ -180,18 +184,19 @@ class Consumer:
     ) -> None:
         verdict = classify(exc, self.failures)
         extra = {"message_id": event.id}
+        text = self.masker.text(str(exc), event.data)
         if verdict is Verdict.PARK:
-            log.warning("refused, parking: %s", exc, extra=extra)
+            log.warning("refused, parking: %s", text, extra=extra)
             if self.circuit.state == State.HALF_OPEN:
                 self.circuit.success()
                 await self._consume()
-            await self._park(message, "permanent", exc, attempts + 1)
+            await self._park(message, "permanent", exc, text, attempts + 1)
             return
         if not isinstance(exc, ProcessingError):
             log.exception("unexpected error, retrying", extra=extra)
         if verdict is Verdict.PAUSE or was_open or self.circuit.state == State.HALF_OPEN:
             # The target is down: this message did not get a fair try, so it does not count.
-            log.warning("target down (%s); returning the message uncounted", exc, extra=extra)
+            log.warning("target down (%s); returning the message uncounted", text, extra=extra)
             await self._open_circuit(trip=True)
             await self._return(message)
             return
@@ -202,7 +207,7 @@ class Consumer:
                 self.spec.name,
             )
             await self._open_circuit(trip=False)
-        await self._retry(message, exc, attempts + 1)
+        await self._retry(message, exc, text, attempts + 1)
 
     async def _open_circuit(self, *, trip: bool) -> None:
         if trip and self.circuit.state != State.OPEN:
@@ -228,18 +233,22 @@ class Consumer:
                 return
             await self._on_message(message)
 
-    async def _retry(self, message: AbstractIncomingMessage, exc: Exception, attempt: int) -> None:
+    async def _retry(
+        self, message: AbstractIncomingMessage, exc: Exception, text: str, attempt: int
+    ) -> None:
         if attempt > self.retry.max_retries:
             log.warning(
                 "out of retries after %d attempts, parking: %s",
                 attempt,
-                exc,
+                text,
                 extra={"message_id": message.message_id},
             )
-            await self._park(message, "retries_exhausted", exc, attempt)
+            await self._park(message, "retries_exhausted", exc, text, attempt)
             return
         delay = max(backoff(self.retry, attempt), retry_after(exc) or 0.0)
-        copy = retry_copy(message, attempt=attempt, delay=delay, error=exc, service=self.service)
+        copy = retry_copy(
+            message, attempt=attempt, delay=delay, error=exc, service=self.service, error_text=text
+        )
         await self._republish(message, copy, retry_queue(self.spec.name, attempt), "retried")
 
     async def _return(self, message: AbstractIncomingMessage) -> None:
@@ -255,7 +264,12 @@ class Consumer:
         await self._republish(message, copy, self.spec.name, "returned")
 
     async def _park(
-        self, message: AbstractIncomingMessage, reason: str, exc: BaseException, attempts: int
+        self,
+        message: AbstractIncomingMessage,
+        reason: str,
+        exc: BaseException,
+        text: str,
+        attempts: int,
     ) -> None:
         copy = parked_copy(
             message,
@@ -264,6 +278,7 @@ class Consumer:
             service=self.service,
             queue=self.spec.name,
             attempts=attempts,
+            error_text=text,
         )
         await self._republish(message, copy, dlq_name(self.spec.name), "parked")
 

@@ -4,37 +4,44 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import orjson
+
+from esb.masking import Masker
 
 #: ``extra=`` keys copied into the JSON record when present.
 CONTEXT_KEYS = ("service", "message_id", "correlation_id", "queue", "reason")
 
 
 class JsonFormatter(logging.Formatter):
-    """Render a record as JSON with its esb context fields."""
+    """Render a record as JSON with its esb context fields, personal-data patterns masked."""
+
+    def __init__(self, masker: Masker | None = None) -> None:
+        super().__init__()
+        self.masker = masker or Masker()
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": self.masker.text(record.getMessage()),
         }
         for key in CONTEXT_KEYS:
             value = getattr(record, key, None)
             if value is not None:
                 doc[key] = value
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = self.masker.text(self.formatException(record.exc_info))
         return orjson.dumps(doc).decode()
 
 
-def configure(level: str) -> None:
+def configure(level: str, mask_patterns: Iterable[str] = ("card", "email")) -> None:
     """Send every log record to stderr as JSON at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(Masker(patterns=mask_patterns)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -48,8 +48,8 @@ FAILURE_HEADERS = frozenset(
 _MAX_ERROR_CHARS = 500
 
 
-def short_error(error: BaseException) -> str:
-    return str(error)[:_MAX_ERROR_CHARS]
+def short_error(text: str) -> str:
+    return text[:_MAX_ERROR_CHARS]
 
 
 def parked_copy(
@@ -60,6 +60,7 @@ def parked_copy(
     service: str,
     queue: str,
     attempts: int,
+    error_text: str | None = None,
 ) -> aio_pika.Message:
     """The message to put in a parking lot: same body and properties, plus the why."""
     now = datetime.now(UTC).isoformat()
@@ -71,7 +72,7 @@ def parked_copy(
         {
             REASON: reason,
             ERROR_TYPE: type(error).__name__,
-            ERROR: short_error(error),
+            ERROR: short_error(error_text if error_text is not None else str(error)),
             SERVICE: service,
             FAILED_AT: now,
             LAST_FAILED_AT: now,

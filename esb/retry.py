@@ -72,6 +72,7 @@ def retry_copy(
     delay: float,
     error: BaseException,
     service: str,
+    error_text: str | None = None,
 ) -> aio_pika.Message:
     """The message to put in a delay queue: same body and properties, failure headers updated."""
     now = datetime.now(UTC).isoformat()
@@ -84,7 +85,7 @@ def retry_copy(
             ATTEMPTS: attempt,
             LAST_FAILED_AT: now,
             ERROR_TYPE: type(error).__name__,
-            ERROR: short_error(error),
+            ERROR: short_error(error_text if error_text is not None else str(error)),
             SERVICE: service,
         }
     )

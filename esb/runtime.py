@@ -27,6 +27,7 @@ from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError
 from esb.health import HealthServer
 from esb.idempotency import IdempotencyStore, build_store
+from esb.masking import Masker
 from esb.metrics import Metrics
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService, TransformerService
@@ -151,6 +152,10 @@ def write_to(
     return handle
 
 
+def masker(settings: ProcessSettings) -> Masker:
+    return Masker(settings.service.mask_fields, settings.service.mask_patterns)
+
+
 def service_name(settings: ProcessSettings, adapter: Adapter, kind: str) -> str:
     return settings.service.name or f"{adapter.name}-{kind}"
 
@@ -212,6 +217,7 @@ async def run_sink(
         retry=settings.retry,
         failures=settings.failures,
         circuit=settings.circuit,
+        masker=masker(settings),
     )
     if store is not None:
         await store.open()
@@ -274,6 +280,7 @@ async def run_router(
         adapter="router",
         metrics=process.metrics,
         retry=settings.retry,
+        masker=masker(settings),
     )
     with reload_on_sighup(router.reload):
         await serve(process, [consumer], on_connect=router.declare)
@@ -304,6 +311,7 @@ async def run_transformers(
             metrics=process.metrics,
             retry=settings.retry,
             failures=settings.failures,
+            masker=masker(settings),
         )
         for spec in service.queues()
     ]

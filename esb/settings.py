@@ -9,10 +9,18 @@ Values come, strongest first, from keyword arguments, environment variables
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +30,7 @@ from pydantic_settings import (
 
 from esb.errors import ConfigError
 
+MaskPattern = Literal["card", "email"]
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 ENV_PREFIX = "ESB_"
 
@@ -42,6 +51,18 @@ class BrokerSettings(BaseModel):
         description="AMQP URL; its password is never logged.",
         examples=["amqp://esb:secret@rabbitmq:5672/esb"],
     )
+    url_file: Path | None = Field(
+        default=None,
+        description="File holding the AMQP URL (a container secret); overrides url.",
+        examples=["/run/secrets/amqp_url"],
+    )
+    tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle to verify the broker's certificate (amqps://)."
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="Client certificate, for mutual TLS."
+    )
+    tls_key_file: Path | None = Field(default=None, description="Client key, for mutual TLS.")
     exchange: str = Field(
         default="esb.events", description="Topic exchange events are published to."
     )
@@ -72,6 +93,12 @@ class BrokerSettings(BaseModel):
         default=1.0, gt=0, description="Seconds between reconnection attempts after a loss."
     )
 
+    @model_validator(mode="after")
+    def _url_from_file(self) -> BrokerSettings:
+        if self.url_file is not None:
+            self.url = SecretStr(read_secret(self.url_file, "broker.url_file"))
+        return self
+
     def redacted_url(self) -> str:
         """The URL with its password masked, safe for logs and errors."""
         return redact_url(self.url.get_secret_value())
@@ -92,6 +119,22 @@ class ServiceSettings(BaseModel):
         default=3.0, ge=0, description="Seconds to finish in-flight work after SIGTERM."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mask_fields: list[str] = Field(
+        default_factory=lambda: [
+            "password",
+            "secret",
+            "token",
+            "card_number",
+            "cvv",
+            "iban",
+            "email",
+        ],
+        description="Data fields whose values are masked in logs and parked-message headers.",
+    )
+    mask_patterns: list[MaskPattern] = Field(
+        default_factory=lambda: list(get_args(MaskPattern)),
+        description="Patterns masked in every log line and header: card numbers, e-mail addresses.",
+    )
 
 
 class RetrySettings(BaseModel):
@@ -164,7 +207,16 @@ class IdempotencySettings(BaseModel):
         description="PostgreSQL connection string (backend postgres).",
         examples=["postgresql://esb@db/esb"],
     )
+    dsn_file: Path | None = Field(
+        default=None, description="File holding the DSN (a container secret); overrides dsn."
+    )
     ttl_hours: float = Field(default=168.0, gt=0, description="How long an id is remembered.")
+
+    @model_validator(mode="after")
+    def _dsn_from_file(self) -> IdempotencySettings:
+        if self.dsn_file is not None:
+            self.dsn = SecretStr(read_secret(self.dsn_file, "idempotency.dsn_file"))
+        return self
 
 
 class ConsumeSettings(BaseModel):
@@ -247,6 +299,14 @@ def describe_settings_error(exc: ValidationError, config_file: Path | None) -> s
                 f"setting {'.'.join(loc)}: {error['msg']} (set {env} or {'.'.join(loc)}{where})"
             )
     return "; ".join(lines)
+
+
+def read_secret(path: Path, setting: str) -> str:
+    """A secret from a file (Docker and Kubernetes mount them so); the error never shows it."""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot read {path}: {exc.strerror}") from None
 
 
 def redact_url(url: str) -> str:

@@ -45,7 +45,7 @@ def _rabbit_bin(name: str) -> str:
 class PrivateRabbit:
     """A RabbitMQ node of our own: own name, ports and data dir; never the shared one."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, extra_config: str = "") -> None:
         self.base = base
         self.node = f"esbtest{os.getpid()}x{free_port()}@localhost"
         self.port = free_port()
@@ -53,7 +53,7 @@ class PrivateRabbit:
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
         self.process: subprocess.Popen[bytes] | None = None
         base.mkdir(parents=True, exist_ok=True)
-        (base / "rabbitmq.conf").write_text("loopback_users = none\n")
+        (base / "rabbitmq.conf").write_text("loopback_users = none\n" + extra_config)
         (base / "rabbitmq-env.conf").write_text("")
         (base / "enabled_plugins").write_text("[].\n")
 
