@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
@@ -17,6 +16,7 @@ import pytest
 from esb import Broker, BrokerSettings, CloudEvent, Metrics
 from esb.retry import retry_queue
 from esb.topology import QueueNames, dlq_name
+from tests.support.cleanup import delete_deployment
 from tests.support.processes import EsbProcess, read_ids, wait_for
 
 STRICT = """\
@@ -36,36 +36,15 @@ FIXED = STRICT.replace("required: [email]", "required: [name]")
 
 
 @pytest.fixture
-def env(amqp_url: str) -> Iterator[dict[str, str]]:
+async def env(amqp_url: str) -> AsyncIterator[dict[str, str]]:
     prefix = f"esbt-{uuid.uuid4().hex[:10]}"
+    exchange = f"{prefix}.events"
     yield {
         "ESB_BROKER__URL": amqp_url,
-        "ESB_BROKER__EXCHANGE": f"{prefix}.events",
+        "ESB_BROKER__EXCHANGE": exchange,
         "ESB_BROKER__PREFIX": prefix,
     }
-    names = QueueNames(prefix)
-    queues = [names.router, names.unrouted, names.step("validate"), names.sink("crm")]
-    with contextlib.suppress(Exception):
-        subprocess.run(
-            [sys.executable, "-c", _CLEANUP, amqp_url, f"{prefix}.events", *queues],
-            check=True,
-            timeout=30,
-        )
-
-
-_CLEANUP = """
-import asyncio, sys, aio_pika
-async def main(url, exchange, *queues):
-    connection = await aio_pika.connect(url)
-    async with connection:
-        for queue in queues:
-            for name in (queue, queue + '.dlq', *(f'{queue}.retry.{n}' for n in range(1, 6))):
-                channel = await connection.channel()
-                await channel.queue_delete(name)
-        channel = await connection.channel()
-        await channel.exchange_delete(exchange)
-asyncio.run(main(*sys.argv[1:]))
-"""
+    await delete_deployment(amqp_url, prefix, exchange, ["crm"])
 
 
 def esb(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

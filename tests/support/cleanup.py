@@ -1,0 +1,34 @@
+"""Delete what a test deployment declared under its prefix."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+import aio_pika
+
+from esb.retry import retry_queue
+from esb.routing.slip import STEP_KINDS
+from esb.topology import QueueNames, dlq_name
+
+MAX_RETRY_QUEUES = 10
+
+
+async def delete_deployment(url: str, prefix: str, exchange: str, sinks: Iterable[str]) -> None:
+    """The router, unrouted, transformer and sink queues, their parking lots and delay queues."""
+    names = QueueNames(prefix)
+    queues = [names.router, names.unrouted, *(names.step(k) for k in STEP_KINDS)]
+    queues += [names.sink(s) for s in sinks]
+    connection = await aio_pika.connect(url)
+    async with connection:
+        for queue in queues:
+            related = [
+                dlq_name(queue),
+                *(retry_queue(queue, n) for n in range(1, MAX_RETRY_QUEUES)),
+            ]
+            for name in (queue, *related):
+                channel = await connection.channel()
+                with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                    await channel.queue_delete(name)
+        channel = await connection.channel()
+        await channel.exchange_delete(exchange)
