@@ -30,6 +30,7 @@ from esb import (
     to_message,
 )
 from esb.consumer import Consumer
+from esb.retry import retry_queue
 from esb.runtime import BrokerEmitter, write_to
 from esb.topology import QueueSpec, declare_queue
 
@@ -150,9 +151,11 @@ class _Counting(Sink[AdapterSettings]):
             self.done.set()
 
 
-async def sdk_consume(broker: Broker, spec: QueueSpec, count: int) -> float:
+async def sdk_consume(broker: Broker, spec: QueueSpec, count: int, ordered: bool = False) -> float:
     sink = _Counting(count)
-    consumer = Consumer(broker, write_to(sink), spec, adapter="bench", metrics=broker.metrics)
+    consumer = Consumer(
+        broker, write_to(sink), spec, adapter="bench", metrics=broker.metrics, ordered=ordered
+    )
     started = time.perf_counter()
     await consumer.start()
     await sink.done.wait()
@@ -170,6 +173,7 @@ async def main(count: int, rounds: int) -> None:
     broker = Broker(settings, "bench", Metrics())
     await broker.connect()
     plain_q, sdk_q = QueueSpec(f"{prefix}.plain", ["#"]), QueueSpec(f"{prefix}.sdk", ["#"])
+    ordered_q = QueueSpec(f"{prefix}.ordered", ["#"], single_active_consumer=True)
     events = make_events(count)
     results: dict[str, list[float]] = {
         k: [] for k in ("plain_pub", "sdk_pub", "plain_con", "sdk_con")
@@ -194,10 +198,14 @@ async def main(count: int, rounds: int) -> None:
                 else:
                     rate = count / await sdk_consume(broker, sdk_q, count)
                 results[f"{kind}_con"].append(rate)
+        queue = await declare_queue(broker.channel, ordered_q, settings)
+        await sdk_publish(broker, events)
+        await queue.unbind(settings.exchange, "#")
+        ordered_rate = count / await sdk_consume(broker, ordered_q, count, ordered=True)
     finally:
-        for name in (plain_q.name, sdk_q.name):
-            await broker.channel.queue_delete(name)
-            await broker.channel.queue_delete(name + ".dlq")
+        for name in (plain_q.name, sdk_q.name, ordered_q.name):
+            for queue_name in (name, name + ".dlq", *(retry_queue(name, n) for n in range(1, 6))):
+                await broker.channel.queue_delete(queue_name)
         await broker.channel.exchange_delete(settings.exchange)
         await broker.close()
 
@@ -214,6 +222,10 @@ async def main(count: int, rounds: int) -> None:
         ("consume with ack (msg/s)", "plain_con", "sdk_con"),
     ):
         print(f"{label:30}{best(plain):16,.0f}{best(sdk):12,.0f}{best(sdk) / best(plain):9.0%}")
+    print(
+        f"consume.ordered=true: {ordered_rate:,.0f} msg/s, "
+        f"{ordered_rate / best('sdk_con'):.0%} of the unordered SDK consumer (one round)"
+    )
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ class Consumer:
         failures: FailureSettings | None = None,
         circuit: CircuitSettings | None = None,
         masker: Masker | None = None,
+        ordered: bool = False,
     ) -> None:
         self.broker = broker
         self.handler = handler
@@ -83,6 +84,7 @@ class Consumer:
         self._tag: str | None = None
         self._stopping = False
         self._probe: asyncio.Task[None] | None = None
+        self._in_order = asyncio.Lock() if ordered else None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -140,7 +142,11 @@ class Consumer:
         self._in_flight_gauge.inc()
         started = time.perf_counter()
         try:
-            await self._handle(message)
+            if self._in_order is None:
+                await self._handle(message)
+            else:
+                async with self._in_order:
+                    await self._handle(message)
         finally:
             self._handle_seconds.observe(time.perf_counter() - started)
             self._in_flight_gauge.dec()

@@ -204,6 +204,7 @@ async def run_sink(
     spec = QueueSpec(
         settings.consume.queue or QueueNames(settings.broker.prefix).sink(process.service),
         settings.consume.bindings,
+        single_active_consumer=settings.consume.ordered,
     )
     store = (
         None if sink.naturally_idempotent else build_store(settings.idempotency, process.service)
@@ -218,6 +219,7 @@ async def run_sink(
         failures=settings.failures,
         circuit=settings.circuit,
         masker=masker(settings),
+        ordered=settings.consume.ordered,
     )
     if store is not None:
         await store.open()

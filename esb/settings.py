@@ -230,6 +230,11 @@ class ConsumeSettings(BaseModel):
         description="Topic patterns on the events exchange to bind the queue to directly; "
         "none when routes feed the sink.",
     )
+    ordered: bool = Field(
+        default=False,
+        description="Per-key ordering: one active consumer among the replicas (RabbitMQ's "
+        "single active consumer) handling one delivery at a time, in queue order.",
+    )
 
 
 class ProcessSettings(BaseSettings):

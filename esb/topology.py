@@ -52,6 +52,7 @@ class QueueSpec:
 
     name: str
     bindings: list[str] = field(default_factory=lambda: ["#"])
+    single_active_consumer: bool = False
 
     def arguments(self, settings: BrokerSettings) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -59,6 +60,8 @@ class QueueSpec:
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": dlq_name(self.name),
         }
+        if self.single_active_consumer:
+            args["x-single-active-consumer"] = True
         if settings.queue_type == "quorum":
             args["x-delivery-limit"] = settings.delivery_limit
             args["x-dead-letter-strategy"] = "at-least-once"
@@ -89,7 +92,7 @@ async def declare_queue(
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise ConfigError(
             f"queue {spec.name!r} exists with other arguments ({exc}); "
-            "delete it or keep its queue_type and delivery_limit"
+            "delete it (after draining) or keep its queue_type, delivery_limit and ordered"
         ) from None
     for pattern in spec.bindings:
         await queue.bind(exchange, routing_key=pattern)
