@@ -171,6 +171,25 @@ class _DuplicateKey(ValueError):
     pass
 
 
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+#: Every object key in the text is a string followed by a colon; a string value can match too,
+#: so more matches than parsed keys means "maybe a duplicate": only then parse a second time.
+_KEY_LIKE = re.compile(rb'"\s*:')
+
+
+def _count_keys(value: Any) -> int:
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
 def loads_json(body: bytes, field: str) -> Any:
     """Parse JSON strictly: UTF-8, no NaN or Infinity, numbers that fit a double, nesting up to
     1,024 levels (orjson's limits), and no duplicate object keys, which parsers resolve
@@ -180,9 +199,9 @@ def loads_json(body: bytes, field: str) -> Any:
     except orjson.JSONDecodeError as exc:
         code = "invalid_encoding" if "UTF-8" in str(exc) else "invalid_json"
         raise EnvelopeError(field, f"not valid JSON: {exc}", code) from None
-    if isinstance(value, dict | list) and b'":' in body:
+    if isinstance(value, dict | list) and len(_KEY_LIKE.findall(body)) > _count_keys(value):
         try:
-            json.loads(body, object_pairs_hook=_unique_keys)
+            _STRICT_DECODER.decode(body.decode())
         except _DuplicateKey as exc:
             raise EnvelopeError(
                 field, f"duplicate key {exc.args[0]!r} in a JSON object", "duplicate_key"

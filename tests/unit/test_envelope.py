@@ -91,6 +91,7 @@ def test_new_event_gets_unique_id_and_current_time() -> None:
     ("body", "code"),
     [
         (b'{"a": 1, "b": {"c": 1, "c": 2}}', "duplicate_key"),
+        (b'[{"a" :1, "a"\n: 2}]', "duplicate_key"),
         (b'{"a": "\xff"}', "invalid_encoding"),
         (b"[" * 2000 + b"]" * 2000, "invalid_json"),
         (b'{"a": 1e400}', "invalid_json"),
@@ -106,3 +107,7 @@ def test_hostile_json_is_refused_with_its_code(body: bytes, code: str) -> None:
 def test_a_duplicate_key_names_the_key() -> None:
     with pytest.raises(EnvelopeError, match="data: duplicate key 'amount' in a JSON object"):
         loads_json(b'{"amount": 1, "amount": 1000000}', "data")
+
+
+def test_a_string_that_looks_like_a_key_is_not_a_duplicate() -> None:
+    assert loads_json(b'{"a": "x\\":", "b": "\\"a\\":1"}', "data") == {"a": 'x":', "b": '"a":1'}
