@@ -13,6 +13,7 @@ import pytest
 
 from esb import Broker, BrokerSettings, CloudEvent, Metrics, TransientError
 from esb.consumer import Consumer
+from esb.failures import http_error
 from esb.retry import retry_queue
 from esb.runtime import BrokerEmitter, write_to
 from esb.settings import CircuitSettings, RetrySettings
@@ -102,7 +103,7 @@ class FlakyTarget(RecordingSink):
 
 async def test_a_target_failing_30_percent_gets_every_message_once(broker: Broker) -> None:
     target = FlakyTarget()
-    count = 500
+    count = 5_000
     await run_flow(
         broker,
         target,
@@ -114,6 +115,44 @@ async def test_a_target_failing_30_percent_gets_every_message_once(broker: Broke
     assert await parked(broker) == 0
     retried = sample(broker, "esb_consumed_total", adapter="test", outcome="retried")
     assert retried == sum(target.attempts.values()) - count > 50
+
+
+class RateLimited(RecordingSink):
+    """Answers 429 with Retry-After: 1 to the first calls, like a partner API over its quota."""
+
+    def __init__(self, limited_calls: int) -> None:
+        super().__init__()
+        self.limited_calls = limited_calls
+        self.calls = 0
+        self.first_refusal: dict[str, float] = {}
+        self.waited: list[float] = []
+
+    async def write(self, event: CloudEvent) -> None:
+        self.calls += 1
+        if self.calls <= self.limited_calls:
+            self.first_refusal.setdefault(event.id, time.monotonic())
+            raise http_error(429, "Too Many Requests", retry_after=1.0)
+        if event.id in self.first_refusal:
+            self.waited.append(time.monotonic() - self.first_refusal.pop(event.id))
+        await super().write(event)
+
+
+async def test_a_429_with_retry_after_is_honoured_and_everything_arrives_once(
+    broker: Broker,
+) -> None:
+    target = RateLimited(limited_calls=100)
+    count = 5_000
+    await run_flow(
+        broker,
+        target,
+        count,
+        CircuitSettings(threshold=0),
+        until=lambda: len(target.written) == count,
+    )
+    assert sorted(target.ids) == sorted(f"o-{n}" for n in range(count))
+    assert await parked(broker) == 0
+    assert len(target.waited) == 100
+    assert min(target.waited) >= 0.9  # the first retry backs off 0.1 s; Retry-After says 1 s
 
 
 class DownFor(RecordingSink):
