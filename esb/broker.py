@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from yarl import URL
 
 from esb.amqp_binding import to_message
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError, UnroutableError
 from esb.metrics import Metrics
-from esb.settings import BrokerSettings
+from esb.settings import BrokerSettings, redact_url
 from esb.topology import declare_exchange
 
 log = logging.getLogger(__name__)
@@ -70,40 +72,68 @@ class Broker:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._failover: asyncio.Task[None] | None = None
+        self._urls: Iterator[str] = iter(())
         self._publish_seconds = metrics.publish_seconds.labels(service)
         self._published_ok = metrics.published.labels(service, "ok")
 
     async def connect(self) -> None:
-        """Open the connection and the publishing channel, declaring the events exchange."""
+        """Open the connection (the first node that answers) and the publishing channel."""
+        urls = self.settings.all_urls()
+        connection: aio_pika.RobustConnection | None = None
+        position = 0
+        while connection is None:
+            try:
+                connection = await self._connect(urls[position])
+            except BrokerUnavailable:
+                if position == len(urls) - 1:
+                    raise
+                log.warning("%s does not answer; trying the next node", redact_url(urls[position]))
+                position += 1
+        self._connection = connection
+        self._urls = itertools.cycle(urls[position + 1 :] + urls[: position + 1])
+        if len(urls) > 1:
+            self._failover = asyncio.create_task(self._fail_over())
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        connection.close_callbacks.add(self._on_close)
+        self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._exchange = await declare_exchange(self._channel, self.settings.exchange)
+        self.metrics.broker_connected.labels(self.service).set(1)
+        log.info("connected to %s", redact_url(str(connection.url)))
+
+    async def _connect(self, url: str) -> aio_pika.RobustConnection:
         try:
-            self._connection = await aio_pika.connect_robust(
-                self.settings.url.get_secret_value(),
+            connection = await aio_pika.connect_robust(
+                url,
                 ssl_context=tls_context(self.settings),
                 timeout=self.settings.connect_timeout,
                 reconnect_interval=self.settings.reconnect_interval,
                 client_properties={"connection_name": self.service},
             )
         except aiormq.exceptions.ProbableAuthenticationError:
-            raise ConfigError(
-                f"broker {self.settings.redacted_url()} refused the credentials"
-            ) from None
+            raise ConfigError(f"broker {redact_url(url)} refused the credentials") from None
         except CONNECTION_ERRORS as exc:
             if _is_tls_failure(exc):
                 raise ConfigError(
-                    f"TLS to {self.settings.redacted_url()} failed: {exc} "
+                    f"TLS to {redact_url(url)} failed: {exc} "
                     "(check broker.tls_ca_file and the broker's certificate)"
                 ) from None
             raise BrokerUnavailable(
-                f"cannot connect to {self.settings.redacted_url()}: {exc or type(exc).__name__}"
+                f"cannot connect to {redact_url(url)}: {exc or type(exc).__name__}"
             ) from None
-        self._connection.reconnect_callbacks.add(self._on_reconnect)
-        self._connection.close_callbacks.add(self._on_close)
-        self._channel = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        self._exchange = await declare_exchange(self._channel, self.settings.exchange)
-        self.metrics.broker_connected.labels(self.service).set(1)
-        log.info("connected to %s", self.settings.redacted_url())
+        if not isinstance(connection, aio_pika.RobustConnection):
+            raise TypeError(f"connect_robust returned {type(connection).__name__}")
+        return connection
+
+    async def _fail_over(self) -> None:
+        """While the connection is down, point each reconnection attempt at the next node."""
+        connection = self._connection
+        while isinstance(connection, aio_pika.RobustConnection) and not connection.is_closed:
+            await asyncio.sleep(self.settings.reconnect_interval)
+            if not connection.connected.is_set() and not connection.is_closed:
+                url = next(self._urls)
+                connection.url = URL(url)
+                log.warning("broker unreachable; next attempt goes to %s", redact_url(url))
 
     def _on_reconnect(self, *_: Any) -> None:
         self.metrics.broker_connected.labels(self.service).set(1)
@@ -192,6 +222,8 @@ class Broker:
 
     async def close(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""
+        if self._failover is not None:
+            self._failover.cancel()
         if self._connection is not None and not self._connection.is_closed:
             await self._connection.close()
         self.metrics.broker_connected.labels(self.service).set(0)

@@ -51,6 +51,12 @@ class BrokerSettings(BaseModel):
         description="AMQP URL; its password is never logged.",
         examples=["amqp://esb:secret@rabbitmq:5672/esb"],
     )
+    failover_urls: list[SecretStr] = Field(
+        default_factory=list,
+        description="More nodes of the cluster; the client moves to the next one when a node "
+        "stops answering.",
+        examples=[["amqp://esb:secret@rabbit-2:5672/esb"]],
+    )
     url_file: Path | None = Field(
         default=None,
         description="File holding the AMQP URL (a container secret); overrides url.",
@@ -102,6 +108,10 @@ class BrokerSettings(BaseModel):
     def redacted_url(self) -> str:
         """The URL with its password masked, safe for logs and errors."""
         return redact_url(self.url.get_secret_value())
+
+    def all_urls(self) -> list[str]:
+        """``url`` first, then the failover nodes."""
+        return [self.url.get_secret_value(), *(u.get_secret_value() for u in self.failover_urls)]
 
 
 class ServiceSettings(BaseModel):
