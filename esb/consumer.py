@@ -29,6 +29,7 @@ from esb.masking import Masker
 from esb.metrics import Metrics
 from esb.parking import parked_copy
 from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
+from esb.routing.slip import retry_override
 from esb.settings import CircuitSettings, FailureSettings, RetrySettings
 from esb.topology import QueueSpec, declare_queue, dlq_name
 
@@ -38,6 +39,8 @@ Handler = Callable[[CloudEvent, AbstractIncomingMessage], Awaitable[None]]
 
 #: An ack or nack that fails for these is redelivered by the broker: nothing to do.
 SETTLE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError)
+
+MIN_RETRY_LEVELS = 5
 
 OUTCOMES = ("ok", "parked", "retried", "returned", "requeued", "unsettled")
 
@@ -72,6 +75,9 @@ class Consumer:
         self.adapter = adapter
         self.metrics = metrics
         self.retry = retry or RetrySettings()
+        # Routes may ask for more retries than the sink's own policy: attempts past the last
+        # delay queue share it (their delays are alike by then: near max_delay).
+        self._retry_levels = max(self.retry.max_retries, MIN_RETRY_LEVELS)
         self.failures = failures
         self.masker = masker or Masker()
         self.service = broker.service
@@ -102,7 +108,7 @@ class Consumer:
         self._channel = await self.broker.connection.channel()
         await self._channel.set_qos(prefetch_count=self.broker.settings.prefetch)
         self._queue = await declare_queue(self._channel, self.spec, self.broker.settings)
-        await declare_retry_queues(self._channel, self.spec.name, self.retry.max_retries)
+        await declare_retry_queues(self._channel, self.spec.name, self._retry_levels)
         await self._consume()
 
     async def _consume(self) -> None:
@@ -242,7 +248,8 @@ class Consumer:
     async def _retry(
         self, message: AbstractIncomingMessage, exc: Exception, text: str, attempt: int
     ) -> None:
-        if attempt > self.retry.max_retries:
+        policy = retry_override(message.headers) or self.retry
+        if attempt > policy.max_retries:
             log.warning(
                 "out of retries after %d attempts, parking: %s",
                 attempt,
@@ -251,11 +258,12 @@ class Consumer:
             )
             await self._park(message, "retries_exhausted", exc, text, attempt)
             return
-        delay = max(backoff(self.retry, attempt), retry_after(exc) or 0.0)
+        delay = max(backoff(policy, attempt), retry_after(exc) or 0.0)
+        level = min(attempt, self._retry_levels)
         copy = retry_copy(
             message, attempt=attempt, delay=delay, error=exc, service=self.service, error_text=text
         )
-        await self._republish(message, copy, retry_queue(self.spec.name, attempt), "retried")
+        await self._republish(message, copy, retry_queue(self.spec.name, level), "retried")
 
     async def _return(self, message: AbstractIncomingMessage) -> None:
         copy = aio_pika.Message(

@@ -19,6 +19,7 @@ from esb.errors import ConfigError
 from esb.routing.expressions import Expression, ExpressionError
 from esb.routing.model import MapSpec, Route, RouteFile, RouteTest, SinkDecl, SourceDecl, Step
 from esb.routing.steps import StepSpec, compile_step
+from esb.settings import RetrySettings
 from esb.topic import topic_matches
 
 
@@ -55,6 +56,7 @@ class CompiledRoute:
     to: list[str]
     file: Path
     line: int
+    retry: RetrySettings | None = None
 
     def matches_type(self, event_type: str) -> bool:
         return topic_matches(self.pattern, event_type)
@@ -240,7 +242,14 @@ def _compile_route(
     if len(faults) > before:
         return None
     return CompiledRoute(
-        route.name, route.from_, when, steps, route.to, p.path, _line_of(p.node, ("routes", index))
+        route.name,
+        route.from_,
+        when,
+        steps,
+        route.to,
+        p.path,
+        _line_of(p.node, ("routes", index)),
+        route.retry,
     )
 
 

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from esb.settings import RetrySettings
+
 NAME = r"^[a-z0-9][a-z0-9._-]*$"
 _TOPIC_WORD = re.compile(r"^(\*|#|[^.*#]+)$")
 
@@ -167,6 +169,11 @@ class Route(Strict):
     )
     steps: list[Step] = Field(default_factory=list, description="Transformers, in order.")
     to: list[str] = Field(description="Sink name, or a list of them for fan-out.")
+    retry: RetrySettings | None = Field(
+        default=None,
+        description="Retry policy for this route's messages in its transformers and sinks, "
+        "instead of theirs.",
+    )
 
     @field_validator("to", mode="before")
     @classmethod

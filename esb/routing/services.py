@@ -142,7 +142,7 @@ class RouterService:
 
     async def _send(self, route: CompiledRoute, event: CloudEvent) -> None:
         copy = route_copy(route, event)
-        slip = Slip(route.name, route.steps, route.to)
+        slip = Slip(route.name, route.steps, route.to, retry=route.retry)
         headers = {HEADER: slip.encode()}
         await _all(
             self.broker.publish(copy, routing_key=queue, exchange="", headers=headers)

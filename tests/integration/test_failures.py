@@ -15,6 +15,7 @@ from esb import Broker, BrokerSettings, CloudEvent, Metrics, TransientError
 from esb.consumer import Consumer
 from esb.failures import http_error
 from esb.retry import retry_queue
+from esb.routing.slip import HEADER, Slip
 from esb.runtime import BrokerEmitter, write_to
 from esb.settings import CircuitSettings, RetrySettings
 from esb.testing import RecordingSink
@@ -214,3 +215,30 @@ async def test_without_a_circuit_the_same_outage_and_retries_park_messages(broke
         ),
     )
     assert await parked(broker) > 0
+
+
+async def test_a_route_retry_policy_on_the_slip_overrides_the_sinks(broker: Broker) -> None:
+    """The sink's own policy would retry five times over a minute; the route says once, at once."""
+    spec = QueueSpec(f"{broker.settings.prefix}.sink", ["#"])
+    target = RecordingSink(transient_failures=100)
+    consumer = Consumer(
+        broker,
+        write_to(target),
+        spec,
+        adapter="test",
+        metrics=broker.metrics,
+        retry=RetrySettings(max_retries=5, initial_delay=10),
+    )
+    await declare_queue(broker.channel, spec, broker.settings)
+    slip = Slip("urgent", [], ["sink"], retry=RetrySettings(max_retries=1, initial_delay=0.05))
+    await broker.publish(
+        CloudEvent.new("t.x", "urn:t", {}, id="u-1"), headers={HEADER: slip.encode()}
+    )
+    await consumer.start()
+    for _ in range(100):
+        if await parked(broker) == 1:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop(grace=5)
+    assert await parked(broker) == 1
+    assert target.attempts["u-1"] == 2
