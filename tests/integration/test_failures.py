@@ -242,3 +242,22 @@ async def test_a_route_retry_policy_on_the_slip_overrides_the_sinks(broker: Brok
     await consumer.stop(grace=5)
     assert await parked(broker) == 1
     assert target.attempts["u-1"] == 2
+
+
+async def test_a_target_down_for_20_seconds_gets_everything_after_recovery(broker: Broker) -> None:
+    """The default backoff (1, 2, 4, 8, 16 s) outlasts a 20 s outage without parking anything."""
+    target = DownFor(seconds=20)
+    count = 300
+    started = asyncio.get_running_loop().time()
+    await run_flow(
+        broker,
+        target,
+        count,
+        CircuitSettings(threshold=0),
+        retry=RetrySettings(),
+        until=lambda: len(target.written) == count,
+    )
+    assert asyncio.get_running_loop().time() - started >= 20
+    assert sorted(target.ids) == sorted(f"o-{n}" for n in range(count))
+    assert await parked(broker) == 0
+    assert sample(broker, "esb_consumed_total", adapter="test", outcome="retried") >= count
