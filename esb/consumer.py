@@ -27,7 +27,7 @@ from esb.errors import EnvelopeError, ProcessingError
 from esb.failures import Verdict, classify, retry_after
 from esb.masking import Masker
 from esb.metrics import Metrics
-from esb.parking import parked_copy
+from esb.parking import copy_message, parked_copy
 from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
 from esb.routing.slip import retry_override
 from esb.settings import CircuitSettings, FailureSettings, RetrySettings
@@ -266,15 +266,7 @@ class Consumer:
         await self._republish(message, copy, retry_queue(self.spec.name, level), "retried")
 
     async def _return(self, message: AbstractIncomingMessage) -> None:
-        copy = aio_pika.Message(
-            body=message.body,
-            headers=dict(message.headers or {}),
-            content_type=message.content_type,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            type=message.type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
+        copy = copy_message(message, dict(message.headers or {}))
         await self._republish(message, copy, self.spec.name, "returned")
 
     async def _park(

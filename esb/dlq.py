@@ -21,7 +21,15 @@ from esb.amqp_binding import from_message
 from esb.broker import Broker
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError, EnvelopeError
-from esb.parking import ATTEMPTS, ERROR, FAILED_AT, FAILURE_HEADERS, ORIGINAL_QUEUE, REASON
+from esb.parking import (
+    ATTEMPTS,
+    ERROR,
+    FAILED_AT,
+    FAILURE_HEADERS,
+    ORIGINAL_QUEUE,
+    REASON,
+    copy_message,
+)
 from esb.routing.expressions import Expression, event_context
 from esb.topology import DLQ_SUFFIX, dlq_name
 
@@ -104,20 +112,9 @@ def accepts(expression: Expression | None, parked: Parked) -> bool:
 
 
 def replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
-    headers = {
-        key: value for key, value in (message.headers or {}).items() if key not in FAILURE_HEADERS
-    }
-    return aio_pika.Message(
-        body=message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        type=message.type,
-        app_id=message.app_id,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-    )
+    """The parked message as it was before it failed: failure headers cleared, id kept."""
+    headers = {k: v for k, v in (message.headers or {}).items() if k not in FAILURE_HEADERS}
+    return copy_message(message, headers)
 
 
 async def replay(

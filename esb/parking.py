@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -52,34 +53,13 @@ def short_error(text: str) -> str:
     return text[:_MAX_ERROR_CHARS]
 
 
-def parked_copy(
+def copy_message(
     message: AbstractIncomingMessage,
+    headers: dict[str, Any],
     *,
-    reason: str,
-    error: BaseException,
-    service: str,
-    queue: str,
-    attempts: int,
-    error_text: str | None = None,
+    expiration: timedelta | None = None,
 ) -> aio_pika.Message:
-    """The message to put in a parking lot: same body and properties, plus the why."""
-    now = datetime.now(UTC).isoformat()
-    headers = dict(message.headers or {})
-    headers.setdefault(FIRST_FAILED_AT, now)
-    headers.setdefault(ORIGINAL_EXCHANGE, message.exchange or "")
-    headers.setdefault(ORIGINAL_ROUTING_KEY, message.routing_key or "")
-    headers.update(
-        {
-            REASON: reason,
-            ERROR_TYPE: type(error).__name__,
-            ERROR: short_error(error_text if error_text is not None else str(error)),
-            SERVICE: service,
-            FAILED_AT: now,
-            LAST_FAILED_AT: now,
-            ATTEMPTS: attempts,
-            ORIGINAL_QUEUE: queue,
-        }
-    )
+    """A persistent copy of a delivered message with new headers: same body, id and properties."""
     return aio_pika.Message(
         body=message.body,
         headers=headers,
@@ -91,4 +71,49 @@ def parked_copy(
         timestamp=message.timestamp,
         app_id=message.app_id,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        expiration=expiration,
     )
+
+
+def failure_headers(
+    message: AbstractIncomingMessage, *, error: BaseException, error_text: str, service: str
+) -> dict[str, Any]:
+    """The message's headers with this failure recorded; the first failure's time is kept."""
+    now = datetime.now(UTC).isoformat()
+    headers: dict[str, Any] = dict(message.headers or {})
+    headers.setdefault(FIRST_FAILED_AT, now)
+    headers.setdefault(ORIGINAL_EXCHANGE, message.exchange or "")
+    headers.setdefault(ORIGINAL_ROUTING_KEY, message.routing_key or "")
+    headers.update(
+        {
+            ERROR_TYPE: type(error).__name__,
+            ERROR: short_error(error_text),
+            SERVICE: service,
+            LAST_FAILED_AT: now,
+        }
+    )
+    return headers
+
+
+def parked_copy(
+    message: AbstractIncomingMessage,
+    *,
+    reason: str,
+    error: BaseException,
+    service: str,
+    queue: str,
+    attempts: int,
+    error_text: str | None = None,
+) -> aio_pika.Message:
+    """The message to put in a parking lot: same body and properties, plus the why."""
+    text = error_text if error_text is not None else str(error)
+    headers = failure_headers(message, error=error, error_text=text, service=service)
+    headers.update(
+        {
+            REASON: reason,
+            FAILED_AT: headers[LAST_FAILED_AT],
+            ATTEMPTS: attempts,
+            ORIGINAL_QUEUE: queue,
+        }
+    )
+    return copy_message(message, headers)

@@ -11,23 +11,12 @@ the head of a queue). Headers count the attempts and keep the first failure.
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from esb.parking import (
-    ATTEMPTS,
-    ERROR,
-    ERROR_TYPE,
-    FIRST_FAILED_AT,
-    LAST_FAILED_AT,
-    ORIGINAL_EXCHANGE,
-    ORIGINAL_ROUTING_KEY,
-    SERVICE,
-    short_error,
-)
+from esb.parking import ATTEMPTS, copy_message, failure_headers
 from esb.settings import RetrySettings
 
 
@@ -75,29 +64,7 @@ def retry_copy(
     error_text: str | None = None,
 ) -> aio_pika.Message:
     """The message to put in a delay queue: same body and properties, failure headers updated."""
-    now = datetime.now(UTC).isoformat()
-    headers: dict[str, Any] = dict(message.headers or {})
-    headers.setdefault(FIRST_FAILED_AT, now)
-    headers.setdefault(ORIGINAL_EXCHANGE, message.exchange or "")
-    headers.setdefault(ORIGINAL_ROUTING_KEY, message.routing_key or "")
-    headers.update(
-        {
-            ATTEMPTS: attempt,
-            LAST_FAILED_AT: now,
-            ERROR_TYPE: type(error).__name__,
-            ERROR: short_error(error_text if error_text is not None else str(error)),
-            SERVICE: service,
-        }
-    )
-    return aio_pika.Message(
-        body=message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        type=message.type,
-        app_id=message.app_id,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        expiration=timedelta(seconds=delay),
-    )
+    text = error_text if error_text is not None else str(error)
+    headers = failure_headers(message, error=error, error_text=text, service=service)
+    headers[ATTEMPTS] = attempt
+    return copy_message(message, headers, expiration=timedelta(seconds=delay))

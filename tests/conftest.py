@@ -12,6 +12,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from tests.support.cleanup import delete_deployment
 from tests.support.rabbit import HOW_TO_START, LOCAL_URL, PrivateRabbit, port_open
 
 
@@ -101,3 +102,20 @@ def private_rabbit(tmp_path: Path) -> Iterator[PrivateRabbit]:
     finally:
         with contextlib.suppress(Exception):
             node.kill()
+
+
+#: Sinks the routed tests declare; their queues are deleted after each test.
+ROUTED_TEST_SINKS = ("crm", "ledger")
+
+
+@pytest.fixture
+async def routed_env(amqp_url: str) -> AsyncIterator[dict[str, str]]:
+    """Environment for router, transformer and sink processes under a prefix of this test."""
+    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
+    exchange = f"{prefix}.events"
+    yield {
+        "ESB_BROKER__URL": amqp_url,
+        "ESB_BROKER__EXCHANGE": exchange,
+        "ESB_BROKER__PREFIX": prefix,
+    }
+    await delete_deployment(amqp_url, prefix, exchange, ROUTED_TEST_SINKS)

@@ -7,17 +7,13 @@ file, which must hold each number exactly once.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
-import pytest
 
 from esb import Broker, BrokerSettings, CloudEvent, Metrics
 from esb.runtime import BrokerEmitter
-from tests.support.cleanup import delete_deployment
 from tests.support.processes import EsbProcess, line_count, wait_for
 
 N = 5_000
@@ -31,25 +27,14 @@ routes:
 """
 
 
-@pytest.fixture
-async def env(amqp_url: str) -> AsyncIterator[dict[str, str]]:
-    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
-    exchange = f"{prefix}.events"
-    yield {
-        "ESB_BROKER__URL": amqp_url,
-        "ESB_BROKER__EXCHANGE": exchange,
-        "ESB_BROKER__PREFIX": prefix,
-    }
-    await delete_deployment(amqp_url, prefix, exchange, ["ledger"])
-
-
 def ledger(out: Path) -> Counter[int]:
     return Counter(orjson.loads(line)["data"]["seq"] for line in out.read_bytes().splitlines())
 
 
 async def test_kills_of_every_hop_mid_stream_lose_and_duplicate_nothing(
-    env: dict[str, str], tmp_path: Path
+    routed_env: dict[str, str], tmp_path: Path
 ) -> None:
+    env = routed_env
     routes = tmp_path / "routes"
     routes.mkdir()
     (routes / "r.yaml").write_text(ROUTES)

@@ -6,17 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
-import pytest
 
 from esb import Broker, BrokerSettings, CloudEvent, Metrics
 from esb.retry import retry_queue
 from esb.topology import QueueNames, dlq_name
-from tests.support.cleanup import delete_deployment
 from tests.support.processes import EsbProcess, read_ids, wait_for
 
 STRICT = """\
@@ -35,18 +31,6 @@ routes:
 FIXED = STRICT.replace("required: [email]", "required: [name]")
 
 
-@pytest.fixture
-async def env(amqp_url: str) -> AsyncIterator[dict[str, str]]:
-    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
-    exchange = f"{prefix}.events"
-    yield {
-        "ESB_BROKER__URL": amqp_url,
-        "ESB_BROKER__EXCHANGE": exchange,
-        "ESB_BROKER__PREFIX": prefix,
-    }
-    await delete_deployment(amqp_url, prefix, exchange, ["crm"])
-
-
 def esb(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "esb.cli", *args],
@@ -59,8 +43,9 @@ def esb(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
-    env: dict[str, str], tmp_path: Path
+    routed_env: dict[str, str], tmp_path: Path
 ) -> None:
+    env = routed_env
     routes = tmp_path / "routes"
     routes.mkdir()
     (routes / "r.yaml").write_text(STRICT)
