@@ -41,7 +41,11 @@ class EnvelopeError(EsbError):
 
 
 class ProcessingError(EsbError):
-    """A failure while moving or writing one message."""
+    """A failure while moving or writing one message; ``status`` is the target's HTTP status."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TransientError(ProcessingError):
@@ -51,8 +55,10 @@ class TransientError(ProcessingError):
     again, as an HTTP ``Retry-After`` says; the retry waits at least that long.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message, status=status)
         self.retry_after = retry_after
 
 

@@ -28,20 +28,11 @@ class Verdict(Enum):
     PAUSE = "pause"
 
 
-class HttpStatusError(ProcessingError):
-    """A target answered with an HTTP error status; ``retry_after`` from its header, if any."""
-
-    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.retry_after = retry_after
-
-
 def http_error(status: int, message: str, retry_after: float | None = None) -> ProcessingError:
     """The error an adapter raises for an HTTP error answer, classified by its status."""
     if status >= 500 or status in (408, 429):
-        return TransientError(f"HTTP {status}: {message}", retry_after=retry_after)
-    return PermanentError(f"HTTP {status}: {message}")
+        return TransientError(f"HTTP {status}: {message}", retry_after=retry_after, status=status)
+    return PermanentError(f"HTTP {status}: {message}", status=status)
 
 
 def _names(exc: BaseException) -> set[str]:
