@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install broker demo test unit lint bench clean
+.PHONY: install broker postgres demo test unit lint bench clean
 
 install: $(STAMP)
 
@@ -25,7 +25,10 @@ ASYNCAPI_SCHEMA := .cache/asyncapi-3.0.0.json
 $(ASYNCAPI_SCHEMA): scripts/fetch-asyncapi-schema.py
 	$(BIN)/python scripts/fetch-asyncapi-schema.py $@
 
-test: install broker $(ASYNCAPI_SCHEMA)
+postgres:
+	scripts/ensure-postgres.sh
+
+test: install broker postgres $(ASYNCAPI_SCHEMA)
 	$(BIN)/pytest
 
 unit: install $(ASYNCAPI_SCHEMA)
