@@ -32,7 +32,7 @@ test: install broker postgres $(ASYNCAPI_SCHEMA)
 	$(BIN)/pytest
 
 unit: install $(ASYNCAPI_SCHEMA)
-	$(BIN)/pytest tests/unit tests/adapters
+	$(BIN)/pytest tests/unit tests/adapters/jsonl
 
 lint: install
 	$(BIN)/ruff check esb adapters tests bench scripts

@@ -74,7 +74,7 @@ class BrokerEmitter:
     async def _retry(self, event: CloudEvent) -> None:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(BrokerUnavailable),
-            wait=wait_exponential_jitter(initial=0.05, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.05, max=5.0, jitter=0.1),
             stop=_until(self._stop),
             before_sleep=_log_retry(f"publish of {event.id}"),
             reraise=True,
@@ -99,7 +99,7 @@ class Process:
         """Connect to the broker, retrying with backoff until it answers or we are told to stop."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(BrokerUnavailable),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
             stop=_until(self.stop),
             before_sleep=_log_retry(f"connect to {self.settings.broker.redacted_url()}"),
             reraise=True,

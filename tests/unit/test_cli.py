@@ -22,10 +22,13 @@ def test_version(runner: CliRunner) -> None:
     assert result.output == f"esb, version {__version__}\n"
 
 
-def test_adapters_list_shows_the_builtin_jsonl_adapter(runner: CliRunner) -> None:
+def test_adapters_list_shows_the_builtin_adapters(runner: CliRunner) -> None:
     result = runner.invoke(main, ["adapters", "list"])
     assert result.exit_code == 0
-    assert result.output.split()[:2] == ["jsonl", "source,sink"]
+    assert [line.split()[:2] for line in result.output.splitlines()] == [
+        ["http-webhook", "source"],
+        ["jsonl", "source,sink"],
+    ]
 
 
 def test_adapters_show_prints_settings_from_the_model(runner: CliRunner) -> None:
@@ -38,7 +41,9 @@ def test_adapters_show_prints_settings_from_the_model(runner: CliRunner) -> None
 def test_unknown_adapter_is_one_line(runner: CliRunner) -> None:
     result = runner.invoke(main, ["run", "sink", "nosuch"])
     assert result.exit_code == 1
-    assert result.output == "Error: unknown adapter 'nosuch'; installed adapters: jsonl\n"
+    assert result.output == (
+        "Error: unknown adapter 'nosuch'; installed adapters: http-webhook, jsonl\n"
+    )
 
 
 def test_missing_setting_is_one_line(runner: CliRunner) -> None:

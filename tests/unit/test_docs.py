@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
+from adapters.webhook.settings import WebhookSourceSettings
 from esb.routing import model as routes
 from esb.settings import (
     BrokerSettings,
@@ -40,6 +41,7 @@ def section(text: str, heading: str) -> str:
         ("settings.md", "## idempotency", IdempotencySettings),
         ("adapters/jsonl.md", "## Source", JsonLinesSourceSettings),
         ("adapters/jsonl.md", "## Sink", JsonLinesSinkSettings),
+        ("adapters/http-webhook.md", "## Settings", WebhookSourceSettings),
         ("routes.md", "### File (`RouteFile`)", routes.RouteFile),
         ("routes.md", "### Source (`SourceDecl`)", routes.SourceDecl),
         ("routes.md", "### Sink (`SinkDecl`)", routes.SinkDecl),
