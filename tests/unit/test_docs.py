@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from adapters.http.settings import HttpSinkSettings
 from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
 from adapters.webhook.settings import WebhookSourceSettings
 from esb.routing import model as routes
@@ -42,6 +43,7 @@ def section(text: str, heading: str) -> str:
         ("adapters/jsonl.md", "## Source", JsonLinesSourceSettings),
         ("adapters/jsonl.md", "## Sink", JsonLinesSinkSettings),
         ("adapters/http-webhook.md", "## Settings", WebhookSourceSettings),
+        ("adapters/http.md", "## Settings", HttpSinkSettings),
         ("routes.md", "### File (`RouteFile`)", routes.RouteFile),
         ("routes.md", "### Source (`SourceDecl`)", routes.SourceDecl),
         ("routes.md", "### Sink (`SinkDecl`)", routes.SinkDecl),

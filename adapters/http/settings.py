@@ -1,0 +1,69 @@
+"""Settings of the REST sink."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from esb.settings import AdapterSettings
+
+
+class _Auth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BearerAuth(_Auth):
+    kind: Literal["bearer"]
+    token: SecretStr = Field(description="Sent as Authorization: Bearer <token>.")
+
+
+class BasicAuth(_Auth):
+    kind: Literal["basic"]
+    username: str
+    password: SecretStr
+
+
+class ApiKeyAuth(_Auth):
+    kind: Literal["api_key"]
+    header: str = Field(default="X-API-Key", description="Header carrying the key.")
+    key: SecretStr
+
+
+class OAuth2ClientCredentials(_Auth):
+    kind: Literal["oauth2"]
+    token_url: str = Field(description="Token endpoint (client credentials grant).")
+    client_id: str
+    client_secret: SecretStr
+    scope: str | None = None
+
+
+Auth = Annotated[
+    BearerAuth | BasicAuth | ApiKeyAuth | OAuth2ClientCredentials, Field(discriminator="kind")
+]
+
+
+class HttpSinkSettings(AdapterSettings):
+    """Send each event to a REST API."""
+
+    url: str = Field(
+        description="URL template: {id}, {type}, {subject} and {data.path} are filled from "
+        "the event and URL-quoted.",
+        examples=["https://shipping.example.com/api/shipments/{data.reference}"],
+    )
+    method: Literal["POST", "PUT", "PATCH", "DELETE"] = Field(default="POST")
+    body: Literal["data", "event", "none"] = Field(
+        default="data",
+        description="Send the event's data as JSON, the whole CloudEvent, or nothing.",
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    auth: Auth | None = Field(default=None, description="bearer, basic, api_key or oauth2.")
+    idempotency_header: str | None = Field(
+        default="Idempotency-Key",
+        description="Header carrying the event id, so the target can de-duplicate; none to omit.",
+    )
+    timeout: float = Field(default=10.0, gt=0, description="Seconds for the whole request.")
+    concurrency: int = Field(default=8, ge=1, description="Requests in flight to the target.")
+    rate_limit: float | None = Field(
+        default=None, gt=0, description="Requests per second at most (partner API quotas)."
+    )

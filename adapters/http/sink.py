@@ -1,0 +1,166 @@
+"""Send events to a REST API (aiohttp), classifying its answers into retry or park."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+
+from adapters.http.settings import (
+    ApiKeyAuth,
+    BasicAuth,
+    BearerAuth,
+    HttpSinkSettings,
+    OAuth2ClientCredentials,
+)
+from esb import AdapterSettings, CloudEvent, PermanentError, Sink, TransientError
+from esb.failures import http_error
+
+_PLACEHOLDER = re.compile(r"\{([a-z]+(?:\.[A-Za-z0-9_]+)*)\}")
+_MAX_ERROR_BODY = 300
+
+
+def render_url(template: str, event: CloudEvent) -> str:
+    """Fill ``{id}``, ``{type}``, ``{subject}`` and ``{data.a.b}``; every value URL-quoted."""
+
+    def value(match: re.Match[str]) -> str:
+        name, *path = match.group(1).split(".")
+        if name in ("id", "type", "subject", "source") and not path:
+            found: Any = getattr(event, name)
+        elif name == "data":
+            found = event.data
+            for part in path:
+                if not isinstance(found, dict) or part not in found:
+                    raise PermanentError(f"url: the event has no data.{'.'.join(path)}")
+                found = found[part]
+        else:
+            raise PermanentError(f"url: unknown placeholder {{{match.group(1)}}}")
+        if found is None:
+            raise PermanentError(f"url: {{{match.group(1)}}} is empty")
+        return quote(str(found), safe="")
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class HttpSink(Sink[HttpSinkSettings]):
+    """One target API: bounded concurrency, an optional rate limit, auth, idempotency keys.
+
+    2xx is success; 5xx, 408 and 429 (with Retry-After) are retried; other 4xx
+    are parked with the target's answer; timeouts and refused connections are
+    retried. The runtime's idempotency store keeps a redelivery from being sent
+    twice; the Idempotency-Key header lets the target de-duplicate too.
+    """
+
+    settings_model: ClassVar[type[AdapterSettings]] = HttpSinkSettings
+
+    def __init__(self, settings: HttpSinkSettings) -> None:
+        super().__init__(settings)
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._limiter = AsyncLimiter(settings.rate_limit, 1) if settings.rate_limit else None
+        self._token: tuple[str, float] | None = None
+
+    async def open(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout)
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def write(self, event: CloudEvent) -> None:
+        if self._session is None:
+            raise RuntimeError("HttpSink.open() has not been called")
+        url = render_url(self.settings.url, event)
+        async with self._slots:
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            await self._send(self._session, url, event, refresh_token=False)
+
+    async def _send(
+        self, session: aiohttp.ClientSession, url: str, event: CloudEvent, *, refresh_token: bool
+    ) -> None:
+        headers = dict(self.settings.headers)
+        if self.settings.idempotency_header:
+            headers[self.settings.idempotency_header] = event.id
+        headers.update(await self._auth_headers(session, refresh=refresh_token))
+        kwargs: dict[str, Any] = {"headers": headers}
+        if self.settings.body == "data":
+            kwargs["json"] = event.data
+        elif self.settings.body == "event":
+            kwargs["data"] = event.to_structured()
+            headers["Content-Type"] = "application/cloudevents+json"
+        where = f"{self.settings.method} {url.split('?', 1)[0]}"
+        try:
+            async with session.request(self.settings.method, url, **kwargs) as response:
+                if response.status < 300:
+                    return
+                if (
+                    response.status == 401
+                    and isinstance(self.settings.auth, OAuth2ClientCredentials)
+                    and not refresh_token
+                ):
+                    await self._send(session, url, event, refresh_token=True)
+                    return
+                text = (await response.text())[:_MAX_ERROR_BODY]
+                raise http_error(response.status, f"{where}: {text}", _retry_after(response))
+        except TimeoutError:
+            raise TransientError(f"{where}: no answer within {self.settings.timeout} s") from None
+        except aiohttp.ClientConnectionError as exc:
+            raise TransientError(f"{where}: {exc}") from None
+
+    async def _auth_headers(
+        self, session: aiohttp.ClientSession, *, refresh: bool
+    ) -> dict[str, str]:
+        auth = self.settings.auth
+        if auth is None:
+            return {}
+        if isinstance(auth, BearerAuth):
+            return {"Authorization": f"Bearer {auth.token.get_secret_value()}"}
+        if isinstance(auth, BasicAuth):
+            basic = aiohttp.encode_basic_auth(auth.username, auth.password.get_secret_value())
+            return {"Authorization": basic}
+        if isinstance(auth, ApiKeyAuth):
+            return {auth.header: auth.key.get_secret_value()}
+        return {"Authorization": f"Bearer {await self._oauth2_token(session, auth, refresh)}"}
+
+    async def _oauth2_token(
+        self, session: aiohttp.ClientSession, auth: OAuth2ClientCredentials, refresh: bool
+    ) -> str:
+        if self._token is not None and not refresh and time.monotonic() < self._token[1]:
+            return self._token[0]
+        form = {"grant_type": "client_credentials"}
+        if auth.scope:
+            form["scope"] = auth.scope
+        credentials = aiohttp.encode_basic_auth(
+            auth.client_id, auth.client_secret.get_secret_value()
+        )
+        try:
+            async with session.post(
+                auth.token_url, data=form, headers={"Authorization": credentials}
+            ) as response:
+                if response.status >= 300:
+                    raise http_error(
+                        response.status, f"token endpoint {auth.token_url}", _retry_after(response)
+                    )
+                doc = await response.json()
+        except aiohttp.ClientConnectionError as exc:
+            raise TransientError(f"token endpoint {auth.token_url}: {exc}") from None
+        token = str(doc["access_token"])
+        lifetime = float(doc.get("expires_in", 300))
+        self._token = (token, time.monotonic() + max(lifetime - 30, 1))
+        return token

@@ -1,0 +1,198 @@
+"""The REST sink against a real HTTP server started by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from adapters.http import HttpSink
+from adapters.http.settings import HttpSinkSettings
+from esb import CloudEvent, PermanentError, TransientError
+from tests.support.rabbit import free_port
+
+
+@dataclass
+class Target:
+    """A small API: records every request and answers as the test says."""
+
+    url: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
+    delay: float = 0.0
+    in_flight: int = 0
+    most_in_flight: int = 0
+    tokens_issued: int = 0
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[Target]:
+    port = free_port()
+    state = Target(f"http://127.0.0.1:{port}")
+
+    async def api(request: web.Request) -> web.Response:
+        state.in_flight += 1
+        state.most_in_flight = max(state.most_in_flight, state.in_flight)
+        try:
+            await asyncio.sleep(state.delay)
+            state.requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "headers": dict(request.headers),
+                    "body": await request.read(),
+                }
+            )
+            if state.answers:
+                status, headers, text = state.answers.pop(0)
+                return web.Response(status=status, headers=headers, text=text)
+            return web.json_response({"ok": True}, status=201)
+        finally:
+            state.in_flight -= 1
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        assert form["grant_type"] == "client_credentials"
+        state.tokens_issued += 1
+        return web.json_response({"access_token": f"tok-{state.tokens_issued}", "expires_in": 3600})
+
+    app = web.Application()
+    app.router.add_post("/oauth/token", token)
+    app.router.add_route("*", "/{tail:.*}", api)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield state
+    await runner.cleanup()
+
+
+async def sink(**settings: Any) -> HttpSink:
+    http = HttpSink(HttpSinkSettings.model_validate(settings))
+    await http.open()
+    return http
+
+
+ORDER = CloudEvent.new(
+    "shop.order.paid", "urn:shop", {"reference": "SO 1/2", "total": 5}, id="evt-1"
+)
+
+
+async def test_posts_the_data_with_idempotency_key_and_bearer_token(target: Target) -> None:
+    http = await sink(
+        url=target.url + "/shipments/{data.reference}",
+        auth={"kind": "bearer", "token": "T0k3n"},
+        headers={"X-Tenant": "acme"},
+    )
+    await http.write(ORDER)
+    await http.close()
+    [request] = target.requests
+    assert (request["method"], request["path"]) == ("POST", "/shipments/SO 1/2")
+    assert request["headers"]["Idempotency-Key"] == "evt-1"
+    assert request["headers"]["Authorization"] == "Bearer T0k3n"
+    assert request["headers"]["X-Tenant"] == "acme"
+    assert request["body"] == b'{"reference": "SO 1/2", "total": 5}'
+
+
+async def test_basic_and_api_key_auth(target: Target) -> None:
+    http = await sink(
+        url=target.url + "/a", auth={"kind": "basic", "username": "u", "password": "p"}
+    )
+    await http.write(ORDER)
+    await http.close()
+    http = await sink(
+        url=target.url + "/b",
+        method="PUT",
+        auth={"kind": "api_key", "header": "X-API-Key", "key": "k-1"},
+    )
+    await http.write(ORDER)
+    await http.close()
+    assert target.requests[0]["headers"]["Authorization"] == "Basic dTpw"
+    assert (target.requests[1]["method"], target.requests[1]["headers"]["X-API-Key"]) == (
+        "PUT",
+        "k-1",
+    )
+
+
+async def test_oauth2_token_is_fetched_once_and_refreshed_on_401(target: Target) -> None:
+    http = await sink(
+        url=target.url + "/c",
+        auth={
+            "kind": "oauth2",
+            "token_url": target.url + "/oauth/token",
+            "client_id": "esb",
+            "client_secret": "s3cret",
+        },
+    )
+    for _ in range(3):
+        await http.write(ORDER)
+    target.answers.append((401, {}, "expired"))
+    await http.write(ORDER)
+    await http.close()
+    tokens = [r["headers"]["Authorization"] for r in target.requests]
+    assert tokens == ["Bearer tok-1"] * 4 + ["Bearer tok-2"]
+    assert target.tokens_issued == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "error", "retry_after"),
+    [
+        (503, {}, TransientError, None),
+        (429, {"Retry-After": "30"}, TransientError, 30.0),
+        (408, {}, TransientError, None),
+        (422, {}, PermanentError, None),
+        (404, {}, PermanentError, None),
+    ],
+)
+async def test_answers_are_classified(
+    target: Target,
+    status: int,
+    headers: dict[str, str],
+    error: type[Exception],
+    retry_after: float | None,
+) -> None:
+    target.answers.append((status, headers, "the target's reason"))
+    http = await sink(url=target.url + "/d")
+    with pytest.raises(error) as caught:
+        await http.write(ORDER)
+    await http.close()
+    assert str(caught.value) == f"HTTP {status}: POST {target.url}/d: the target's reason"
+    assert getattr(caught.value, "retry_after", None) == retry_after
+
+
+async def test_timeouts_and_refused_connections_are_transient(target: Target) -> None:
+    target.delay = 1.0
+    http = await sink(url=target.url + "/slow", timeout=0.2)
+    with pytest.raises(TransientError, match=r"no answer within 0\.2 s"):
+        await http.write(ORDER)
+    await http.close()
+    http = await sink(url=f"http://127.0.0.1:{free_port()}/nobody")
+    with pytest.raises(TransientError, match=r"POST http://127\.0\.0\.1"):
+        await http.write(ORDER)
+    await http.close()
+
+
+async def test_a_missing_url_field_parks_the_event(target: Target) -> None:
+    http = await sink(url=target.url + "/orders/{data.nothing}")
+    with pytest.raises(PermanentError, match=r"url: the event has no data\.nothing"):
+        await http.write(ORDER)
+    await http.close()
+
+
+async def test_concurrency_and_rate_are_bounded(target: Target) -> None:
+    target.delay = 0.1
+    http = await sink(url=target.url + "/e", concurrency=3)
+    await asyncio.gather(*(http.write(ORDER) for _ in range(9)))
+    await http.close()
+    assert target.most_in_flight == 3
+
+    target.delay = 0
+    http = await sink(url=target.url + "/f", rate_limit=5)
+    started = time.monotonic()
+    await asyncio.gather(*(http.write(ORDER) for _ in range(15)))
+    await http.close()
+    assert time.monotonic() - started >= 1.5  # 5 at once, then 10 more at 5 per second
