@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +62,14 @@ class BrokerEmitter:
     is stopping.
     """
 
+    #: While the broker is down, every event in flight retries: one warning per this many
+    #: seconds says so, the rest go to the debug log.
+    WARN_EVERY = 5.0
+
     def __init__(self, broker: Broker, stop: asyncio.Event) -> None:
         self._broker = broker
         self._stop = stop
+        self._warned_at = -self.WARN_EVERY
 
     async def emit(self, event: CloudEvent) -> None:
         try:
@@ -76,11 +82,20 @@ class BrokerEmitter:
             retry=retry_if_exception_type(BrokerUnavailable),
             wait=wait_exponential_jitter(multiplier=0.05, max=5.0, jitter=0.1),
             stop=_until(self._stop),
-            before_sleep=_log_retry(f"publish of {event.id}"),
+            before_sleep=self._log_retry,
             reraise=True,
         ):
             with attempt:
                 await self._broker.publish(event)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        now = time.monotonic()
+        if now - self._warned_at >= self.WARN_EVERY:
+            self._warned_at = now
+            log.warning("publishes are not confirmed, retrying until they are: %s", error)
+        else:
+            log.debug("publish retry %d: %s", state.attempt_number, error)
 
 
 @dataclass
