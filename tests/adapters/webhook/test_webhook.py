@@ -217,3 +217,22 @@ async def test_503_with_retry_after_while_the_broker_is_down(
         "5",
         {"error": "not accepted, retry later"},
     )
+
+
+async def test_503_while_a_memory_alarm_blocks_publishing_then_202_again(
+    start: Start, private_rabbit: PrivateRabbit
+) -> None:
+    endpoint = await start(url=private_rabbit.url, accept_timeout=2)
+    assert (await endpoint.post(BODY))[0] == 202
+    private_rabbit.ctl("set_vm_memory_high_watermark", "0")
+    try:
+        blocked = await endpoint.post(BODY)
+    finally:
+        private_rabbit.ctl("set_vm_memory_high_watermark", "0.4")
+    assert blocked[0] == 503
+    for _ in range(50):
+        if (await endpoint.post(BODY))[0] == 202:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("the endpoint did not accept again after the alarm")
