@@ -132,19 +132,20 @@ def run_sink_command(name: str, config_file: Path | None) -> None:
     _run(run_sink(adapter, settings))
 
 
-ROUTES_ARGUMENT = click.argument(
-    "routes_dir", metavar="DIR", type=click.Path(path_type=Path, file_okay=False)
-)
-
-
-@run.command("router")
-@click.option(
+ROUTES_REQUIRED = click.option(
     "--routes",
     "routes_dir",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
     help="Routes directory (*.yaml).",
 )
+ROUTES_ARGUMENT = click.argument(
+    "routes_dir", metavar="DIR", type=click.Path(path_type=Path, file_okay=False)
+)
+
+
+@run.command("router")
+@ROUTES_REQUIRED
 @CONFIG_OPTION
 def run_router_command(routes_dir: Path, config_file: Path | None) -> None:
     """Route events to transformers and sinks until SIGTERM; SIGHUP reloads the routes."""
@@ -253,13 +254,7 @@ def routes_graph(routes_dir: Path, fmt: str) -> None:
 
 
 @main.command()
-@click.option(
-    "--routes",
-    "routes_dir",
-    required=True,
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Routes directory (*.yaml).",
-)
+@ROUTES_REQUIRED
 @click.option(
     "--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
 )
