@@ -29,6 +29,7 @@ def test_adapters_list_shows_the_builtin_adapters(runner: CliRunner) -> None:
         ["http", "sink"],
         ["http-webhook", "source"],
         ["jsonl", "source,sink"],
+        ["sql", "sink"],
     ]
 
 
@@ -43,7 +44,7 @@ def test_unknown_adapter_is_one_line(runner: CliRunner) -> None:
     result = runner.invoke(main, ["run", "sink", "nosuch"])
     assert result.exit_code == 1
     assert result.output == (
-        "Error: unknown adapter 'nosuch'; installed adapters: http, http-webhook, jsonl\n"
+        "Error: unknown adapter 'nosuch'; installed adapters: http, http-webhook, jsonl, sql\n"
     )
 
 
