@@ -1,13 +1,15 @@
 """SQL out: rows in PostgreSQL or SQLite, each event applied exactly once."""
 
 from adapters.sql.sink import SqlSink
+from adapters.sql.source import SqlSource
 from esb import Adapter
 
 ADAPTER = Adapter(
     name="sql",
-    description="Events as rows in PostgreSQL or SQLite: insert or upsert by key, one "
-    "transaction per event that also records its id, so each event is applied once.",
+    description="Tables as events (a cursor column or an outbox) and events as rows "
+    "(insert or upsert, each event applied once), in PostgreSQL or SQLite.",
+    source=SqlSource,
     sink=SqlSink,
 )
 
-__all__ = ["ADAPTER", "SqlSink"]
+__all__ = ["ADAPTER", "SqlSink", "SqlSource"]

@@ -29,7 +29,7 @@ def test_adapters_list_shows_the_builtin_adapters(runner: CliRunner) -> None:
         ["http", "sink"],
         ["http-webhook", "source"],
         ["jsonl", "source,sink"],
-        ["sql", "sink"],
+        ["sql", "source,sink"],
     ]
 
 

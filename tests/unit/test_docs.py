@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from adapters.http.settings import HttpSinkSettings
 from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
 from adapters.sql.settings import SqlSinkSettings
+from adapters.sql.source_settings import SqlSourceSettings
 from adapters.webhook.settings import WebhookSourceSettings
 from esb.routing import model as routes
 from esb.settings import (
@@ -45,7 +46,8 @@ def section(text: str, heading: str) -> str:
         ("adapters/jsonl.md", "## Sink", JsonLinesSinkSettings),
         ("adapters/http-webhook.md", "## Settings", WebhookSourceSettings),
         ("adapters/http.md", "## Settings", HttpSinkSettings),
-        ("adapters/sql.md", "## Settings", SqlSinkSettings),
+        ("adapters/sql.md", "### Sink settings", SqlSinkSettings),
+        ("adapters/sql.md", "### Source settings", SqlSourceSettings),
         ("routes.md", "### File (`RouteFile`)", routes.RouteFile),
         ("routes.md", "### Source (`SourceDecl`)", routes.SourceDecl),
         ("routes.md", "### Sink (`SinkDecl`)", routes.SinkDecl),

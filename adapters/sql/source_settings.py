@@ -1,0 +1,58 @@
+"""Settings of the SQL source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from adapters.sql.settings import IDENTIFIER
+from esb.settings import AdapterSettings
+
+
+class SqlSourceSettings(AdapterSettings):
+    """Poll a table for new or changed rows (by a cursor column), or drain an outbox table."""
+
+    dsn: SecretStr = Field(
+        description="postgresql://user@host/db, or sqlite:///path/to/file.db.",
+        examples=["postgresql://esb@crm-db/crm"],
+    )
+    table: str = Field(pattern=IDENTIFIER, description="Table to read.")
+    id_column: str = Field(pattern=IDENTIFIER, description="The rows' unique id.")
+    mode: Literal["cursor", "outbox"] = Field(
+        default="cursor",
+        description="cursor: rows past the last cursor value; outbox: every row, removed or "
+        "marked once published.",
+    )
+    cursor_column: str | None = Field(
+        default=None,
+        pattern=IDENTIFIER,
+        description="An increasing column (an id or updated_at); rows are read in its order.",
+    )
+    cursor_file: Path | None = Field(
+        default=None,
+        description="Where the cursor is kept between runs; default <table>.cursor.json here.",
+    )
+    where: str | None = Field(
+        default=None,
+        description="An extra SQL condition, e.g. status = 'won' (trusted config).",
+    )
+    outbox_done: Literal["delete", "mark"] = Field(
+        default="delete", description="What to do with an outbox row once published."
+    )
+    mark_column: str | None = Field(
+        default=None, pattern=IDENTIFIER, description="Column set to the publish time (mark)."
+    )
+    event_type: str = Field(description="Type of the events.", examples=["crm.deal.won"])
+    event_source: str = Field(default="urn:esb:sql", description="Source attribute.")
+    poll_seconds: float = Field(default=2.0, gt=0, description="Pause between polls.")
+    batch_size: int = Field(default=500, ge=1, description="Rows per poll.")
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> SqlSourceSettings:
+        if self.mode == "cursor" and self.cursor_column is None:
+            raise ValueError("mode cursor needs cursor_column")
+        if self.mode == "outbox" and self.outbox_done == "mark" and self.mark_column is None:
+            raise ValueError("outbox_done mark needs mark_column")
+        return self
