@@ -26,6 +26,7 @@ def test_adapters_list_shows_the_builtin_adapters(runner: CliRunner) -> None:
     result = runner.invoke(main, ["adapters", "list"])
     assert result.exit_code == 0
     assert [line.split()[:2] for line in result.output.splitlines()] == [
+        ["email", "sink"],
         ["http", "sink"],
         ["http-webhook", "source"],
         ["jsonl", "source,sink"],
@@ -44,7 +45,8 @@ def test_unknown_adapter_is_one_line(runner: CliRunner) -> None:
     result = runner.invoke(main, ["run", "sink", "nosuch"])
     assert result.exit_code == 1
     assert result.output == (
-        "Error: unknown adapter 'nosuch'; installed adapters: http, http-webhook, jsonl, sql\n"
+        "Error: unknown adapter 'nosuch'; "
+        "installed adapters: email, http, http-webhook, jsonl, sql\n"
     )
 
 

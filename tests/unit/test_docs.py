@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from adapters.email.settings import EmailSinkSettings
 from adapters.http.settings import HttpSinkSettings
 from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
 from adapters.sql.settings import SqlSinkSettings
@@ -46,6 +47,7 @@ def section(text: str, heading: str) -> str:
         ("adapters/jsonl.md", "## Sink", JsonLinesSinkSettings),
         ("adapters/http-webhook.md", "## Settings", WebhookSourceSettings),
         ("adapters/http.md", "## Settings", HttpSinkSettings),
+        ("adapters/email.md", "## Settings", EmailSinkSettings),
         ("adapters/sql.md", "### Sink settings", SqlSinkSettings),
         ("adapters/sql.md", "### Source settings", SqlSourceSettings),
         ("routes.md", "### File (`RouteFile`)", routes.RouteFile),
