@@ -27,6 +27,7 @@ def test_adapters_list_shows_the_builtin_adapters(runner: CliRunner) -> None:
     assert result.exit_code == 0
     assert [line.split()[:2] for line in result.output.splitlines()] == [
         ["email", "sink"],
+        ["files", "source"],
         ["http", "sink"],
         ["http-webhook", "source"],
         ["jsonl", "source,sink"],
@@ -46,7 +47,7 @@ def test_unknown_adapter_is_one_line(runner: CliRunner) -> None:
     assert result.exit_code == 1
     assert result.output == (
         "Error: unknown adapter 'nosuch'; "
-        "installed adapters: email, http, http-webhook, jsonl, sql\n"
+        "installed adapters: email, files, http, http-webhook, jsonl, sql\n"
     )
 
 

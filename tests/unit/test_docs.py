@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from adapters.email.settings import EmailSinkSettings
+from adapters.files.settings import FileSourceSettings
 from adapters.http.settings import HttpSinkSettings
 from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
 from adapters.sql.settings import SqlSinkSettings
@@ -48,6 +49,7 @@ def section(text: str, heading: str) -> str:
         ("adapters/http-webhook.md", "## Settings", WebhookSourceSettings),
         ("adapters/http.md", "## Settings", HttpSinkSettings),
         ("adapters/email.md", "## Settings", EmailSinkSettings),
+        ("adapters/files.md", "## Settings", FileSourceSettings),
         ("adapters/sql.md", "### Sink settings", SqlSinkSettings),
         ("adapters/sql.md", "### Source settings", SqlSourceSettings),
         ("routes.md", "### File (`RouteFile`)", routes.RouteFile),

@@ -1,0 +1,41 @@
+"""Settings of the dropped-files source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from esb.settings import AdapterSettings
+
+
+class FileSourceSettings(AdapterSettings):
+    """Read CSV or JSON-lines files dropped in a directory, the legacy file exchange."""
+
+    directory: Path = Field(description="Directory the files are dropped in.")
+    pattern: str = Field(default="*.csv", description="Files to take, as a glob.")
+    format: Literal["csv", "jsonl"] = Field(default="csv", description="csv or jsonl.")
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="CSV delimiter.")
+    encoding: str = Field(default="utf-8", description="Text encoding of the files.")
+    done_dir: Path | None = Field(
+        default=None,
+        description="Where a file goes once all its events are confirmed; "
+        "default <directory>/done.",
+    )
+    error_dir: Path | None = Field(
+        default=None,
+        description="Where a file with a bad row goes, with a .reason.txt beside "
+        "it; default <directory>/error.",
+    )
+    event_type: str = Field(description="Type of the events.", examples=["erp.order.imported"])
+    event_source: str = Field(default="urn:esb:files", description="Source attribute.")
+    id_field: str | None = Field(
+        default=None,
+        description="Field holding a row's id; default <file name>:<line>, so a file read "
+        "again after a crash repeats its ids.",
+    )
+    settle_seconds: float = Field(
+        default=2.0, ge=0, description="A file younger than this may still be written: wait."
+    )
+    poll_seconds: float = Field(default=2.0, gt=0, description="Pause between directory scans.")
