@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from esb.settings import AdapterSettings
 
@@ -39,3 +39,28 @@ class FileSourceSettings(AdapterSettings):
         default=2.0, ge=0, description="A file younger than this may still be written: wait."
     )
     poll_seconds: float = Field(default=2.0, gt=0, description="Pause between directory scans.")
+
+
+class BatchFileSinkSettings(AdapterSettings):
+    """Write a period's events as one CSV or JSON-lines file, on a cron schedule."""
+
+    directory: Path = Field(description="Where the period files are written.")
+    schedule: str = Field(
+        description="Cron expression of the period ends (5 fields, or 6 with seconds).",
+        examples=["0 2 * * *"],
+    )
+    name: str = Field(
+        default="report-{period}.csv",
+        description="File name; {period} is the period's end (UTC, 20261124T020000Z).",
+    )
+    format: Literal["csv", "jsonl"] = Field(default="csv", description="csv or jsonl.")
+    columns: list[str] = Field(
+        default_factory=list,
+        description="CSV columns, fields of each event's data (dotted paths); required for csv.",
+    )
+
+    @model_validator(mode="after")
+    def _columns_for_csv(self) -> BatchFileSinkSettings:
+        if self.format == "csv" and not self.columns:
+            raise ValueError("format csv needs columns")
+        return self

@@ -27,7 +27,7 @@ def test_adapters_list_shows_the_builtin_adapters(runner: CliRunner) -> None:
     assert result.exit_code == 0
     assert [line.split()[:2] for line in result.output.splitlines()] == [
         ["email", "sink"],
-        ["files", "source"],
+        ["files", "source,sink"],
         ["http", "sink"],
         ["http-webhook", "source"],
         ["jsonl", "source,sink"],

@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from adapters.email.settings import EmailSinkSettings
-from adapters.files.settings import FileSourceSettings
+from adapters.files.settings import BatchFileSinkSettings, FileSourceSettings
 from adapters.http.settings import HttpSinkSettings
 from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
 from adapters.sql.settings import SqlSinkSettings
@@ -49,7 +49,8 @@ def section(text: str, heading: str) -> str:
         ("adapters/http-webhook.md", "## Settings", WebhookSourceSettings),
         ("adapters/http.md", "## Settings", HttpSinkSettings),
         ("adapters/email.md", "## Settings", EmailSinkSettings),
-        ("adapters/files.md", "## Settings", FileSourceSettings),
+        ("adapters/files.md", "### Source settings", FileSourceSettings),
+        ("adapters/files.md", "### Sink settings", BatchFileSinkSettings),
         ("adapters/sql.md", "### Sink settings", SqlSinkSettings),
         ("adapters/sql.md", "### Source settings", SqlSourceSettings),
         ("routes.md", "### File (`RouteFile`)", routes.RouteFile),
