@@ -31,6 +31,7 @@ from esb.routing.report import explain, run_tests
 from esb.routing.services import routing_queues
 from esb.routing.slip import STEP_KINDS
 from esb.runtime import run_router, run_sink, run_source, run_transformers
+from esb.scaffold import new_adapter
 from esb.settings import AdapterSettings, ProcessSettings, load_settings
 from esb.topology import QueueNames, QueueSpec, declare_exchange, declare_queue, dlq_name
 
@@ -443,6 +444,27 @@ def dlq_purge(
         await channel.close()
 
     _run(_with_broker(settings, purge))
+
+
+@main.group(cls=EsbGroup)
+def new() -> None:
+    """Start something new from a template."""
+
+
+@new.command("adapter")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "parent",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Where to create esb-NAME/.",
+)
+def new_adapter_command(name: str, parent: Path) -> None:
+    """A package for adapter NAME: entry point, settings, a working source and sink, tests."""
+    target = new_adapter(name, parent)
+    click.echo(f"created {target}: cd {target} && pip install -e '.[dev]' && pytest")
 
 
 async def _connected(settings: ProcessSettings, service: str) -> Broker:
