@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from esb import CloudEvent
 from esb.idempotency import IdempotencyStore, PostgresStore, SqliteStore
 from esb.runtime import write_to
 from esb.testing import RecordingSink
-from tests.support.rabbit import port_open
-
-PG_DSN = os.environ.get("ESB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.support.postgres import PG_DSN, pg, require_postgres
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -25,11 +21,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "sqlite":
         implementation: IdempotencyStore = SqliteStore(tmp_path / "ids.sqlite3", ttl=3600)
     else:
-        if not port_open("127.0.0.1", 5432) and "ESB_TEST_POSTGRES" not in os.environ:
-            pytest.fail(
-                "no PostgreSQL: start it (pg_ctlcluster 15 main start) or set ESB_TEST_POSTGRES"
-            )
-        implementation = PostgresStore(PG_DSN, f"test-{uuid.uuid4().hex[:8]}", ttl=3600)
+        implementation = PostgresStore(require_postgres(), f"test-{uuid.uuid4().hex[:8]}", ttl=3600)
     await implementation.open()
     yield implementation
     await implementation.close()
@@ -83,5 +75,4 @@ async def test_postgres_store_is_shared_by_replicas() -> None:
     finally:
         await first.close()
         await second.close()
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute("DELETE FROM esb_applied WHERE scope = %s", (scope,))
+    pg(f"DELETE FROM esb_applied WHERE scope = '{scope}'")

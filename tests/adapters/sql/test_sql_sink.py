@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,9 +15,8 @@ import pytest
 from adapters.sql import SqlSink
 from adapters.sql.settings import SqlSinkSettings
 from esb import CloudEvent, ConfigError, PermanentError, TransientError
-from tests.support.rabbit import port_open
+from tests.support.postgres import PG_DSN, pg, require_postgres
 
-PG_DSN = os.environ.get("ESB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 DDL = (
     'CREATE TABLE "{table}" (client_id TEXT PRIMARY KEY, amount TEXT, invoice_date TEXT NOT NULL, '
     "event_id TEXT)"
@@ -53,14 +51,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
             f"sqlite://{path}", table, lambda: run(f'SELECT * FROM "{table}" ORDER BY client_id')
         )
         return
-    if not port_open("127.0.0.1", 5432) and "ESB_TEST_POSTGRES" not in os.environ:
-        pytest.fail("no PostgreSQL: run `make postgres` or set ESB_TEST_POSTGRES")
-
-    def pg(sql: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            cursor = conn.execute(sql)
-            return cursor.fetchall() if cursor.description else []
-
+    require_postgres()
     pg(DDL.format(table=table))
     yield Database(PG_DSN, table, lambda: pg(f'SELECT * FROM "{table}" ORDER BY client_id'))
     pg(f'DROP TABLE "{table}"')
@@ -119,8 +110,7 @@ async def test_a_missing_table_or_column_stops_the_sink_at_start(database: Datab
 
 
 async def test_a_postgres_connection_that_goes_away_is_transient_then_recovers() -> None:
-    if not port_open("127.0.0.1", 5432) and "ESB_TEST_POSTGRES" not in os.environ:
-        pytest.fail("no PostgreSQL: run `make postgres` or set ESB_TEST_POSTGRES")
+    require_postgres()
     table = f"invoices_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_DSN, autocommit=True) as admin:
         admin.execute(DDL.format(table=table))

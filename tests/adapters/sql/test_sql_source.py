@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,15 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from adapters.sql import SqlSource
 from adapters.sql.source_settings import SqlSourceSettings
 from esb.testing import MemoryBus
-from tests.support.rabbit import port_open
-
-PG_DSN = os.environ.get("ESB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.support.postgres import PG_DSN, pg, require_postgres
 
 
 @dataclass
@@ -45,14 +41,7 @@ def deals(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Table]:
         run(ddl)
         yield Table(f"sqlite://{path}", name, run)
         return
-    if not port_open("127.0.0.1", 5432) and "ESB_TEST_POSTGRES" not in os.environ:
-        pytest.fail("no PostgreSQL: run `make postgres` or set ESB_TEST_POSTGRES")
-
-    def pg(sql: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            cursor = conn.execute(sql)
-            return cursor.fetchall() if cursor.description else []
-
+    require_postgres()
     pg(ddl)
     yield Table(PG_DSN, name, pg)
     pg(f'DROP TABLE "{name}"')
