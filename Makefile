@@ -42,6 +42,7 @@ lint: install
 bench: install broker
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/sql_sink.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

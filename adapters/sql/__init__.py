@@ -1,4 +1,4 @@
-"""SQL out: rows in PostgreSQL or SQLite, each event applied exactly once."""
+"""SQL in and out: tables as events, and events as rows applied exactly once."""
 
 from adapters.sql.sink import SqlSink
 from adapters.sql.source import SqlSource
@@ -7,7 +7,7 @@ from esb import Adapter
 ADAPTER = Adapter(
     name="sql",
     description="Tables as events (a cursor column or an outbox) and events as rows "
-    "(insert or upsert, each event applied once), in PostgreSQL or SQLite.",
+    "(insert, upsert or increment, each event applied once), in PostgreSQL or SQLite.",
     source=SqlSource,
     sink=SqlSink,
 )

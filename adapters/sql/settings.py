@@ -10,10 +10,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from esb.settings import AdapterSettings
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ATTRIBUTES = ("id", "type", "source", "subject", "time")
 
 
 class SqlSinkSettings(AdapterSettings):
-    """Write each event as a row: insert, or upsert by key, in a transaction per event."""
+    """Write each event as rows: insert, upsert or increment by key, applied exactly once."""
 
     dsn: SecretStr = Field(
         description="postgresql://user@host/db, or sqlite:///path/to/file.db.",
@@ -21,14 +22,35 @@ class SqlSinkSettings(AdapterSettings):
     )
     table: str = Field(pattern=IDENTIFIER, description="Target table.")
     columns: dict[str, str] = Field(
-        description="Column to value: data.<path>, or one of id, type, source, subject, time.",
+        description="Column to value: data.<path>, one of id, type, source, subject, time, "
+        "or (with rows) row.<path> or row.",
         examples=[{"client_id": "data.client_id", "amount": "data.amount", "event_id": "id"}],
     )
-    mode: Literal["insert", "upsert"] = Field(
-        default="upsert", description="upsert updates the row with the same key."
+    mode: Literal["insert", "upsert", "increment"] = Field(
+        default="upsert",
+        description="upsert updates the row with the same key; increment adds each non-key "
+        "value to the existing row with the same key.",
     )
     key: list[str] = Field(
-        default_factory=list, description="Columns that identify a row (upsert)."
+        default_factory=list, description="Columns that identify a row (upsert, increment)."
+    )
+    rows: str | None = Field(
+        default=None,
+        description="data.<path> of a list in the event: one row per element, all in one "
+        "transaction; none writes one row per event.",
+        examples=["data.items"],
+    )
+    transaction: Literal["event", "batch"] = Field(
+        default="event",
+        description="event commits each event alone; batch commits concurrent events together.",
+    )
+    batch_size: int = Field(
+        default=100, ge=1, description="Events per batch transaction at most (batch)."
+    )
+    batch_wait: float = Field(
+        default=0.05,
+        gt=0,
+        description="Seconds a batch waits for more events after its first one (batch).",
     )
 
     @field_validator("columns")
@@ -38,17 +60,33 @@ class SqlSinkSettings(AdapterSettings):
             if not re.match(IDENTIFIER, column):
                 raise ValueError(f"{column!r} is not a plain column name")
             head = source.split(".", 1)[0]
-            if head not in ("data", "id", "type", "source", "subject", "time"):
-                raise ValueError(f"{column}: {source!r} is not data.<path> or an attribute")
+            if head not in ("data", "row", *ATTRIBUTES):
+                raise ValueError(
+                    f"{column}: {source!r} is not data.<path>, row.<path> or an attribute"
+                )
         if not value:
             raise ValueError("map at least one column")
         return value
 
+    @field_validator("rows")
+    @classmethod
+    def _rows_in_data(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("data."):
+            raise ValueError(f"rows {value!r} is not data.<path>")
+        return value
+
     @model_validator(mode="after")
-    def _key_for_upsert(self) -> SqlSinkSettings:
+    def _consistent(self) -> SqlSinkSettings:
         missing = [k for k in self.key if k not in self.columns]
         if missing:
             raise ValueError(f"key columns {missing} are not in columns")
-        if self.mode == "upsert" and not self.key:
-            raise ValueError("mode upsert needs key columns")
+        if self.mode in ("upsert", "increment") and not self.key:
+            raise ValueError(f"mode {self.mode} needs key columns")
+        if self.mode == "increment" and set(self.columns) <= set(self.key):
+            raise ValueError("mode increment needs a column besides the key to add to")
+        from_row = [c for c, source in self.columns.items() if source.split(".", 1)[0] == "row"]
+        if from_row and self.rows is None:
+            raise ValueError(
+                f"columns {from_row} take row values: set rows to the list they come from"
+            )
         return self

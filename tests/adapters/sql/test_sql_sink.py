@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -15,7 +14,8 @@ import pytest
 from adapters.sql import SqlSink
 from adapters.sql.settings import SqlSinkSettings
 from esb import CloudEvent, ConfigError, PermanentError, TransientError
-from tests.support.postgres import PG_DSN, pg, require_postgres
+from tests.adapters.sql.conftest import Db
+from tests.support.postgres import PG_DSN, require_postgres
 
 DDL = (
     'CREATE TABLE "{table}" (client_id TEXT PRIMARY KEY, amount TEXT, invoice_date TEXT NOT NULL, '
@@ -36,25 +36,12 @@ class Database:
     rows: Callable[[], list[tuple[Any, ...]]]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+@pytest.fixture
+def database(db: Db) -> Iterator[Database]:
     table = f"invoices_{uuid.uuid4().hex[:8]}"
-    if request.param == "sqlite":
-        path = tmp_path / "accounting.db"
-
-        def run(sql: str) -> list[tuple[Any, ...]]:
-            with sqlite3.connect(path) as db:
-                return db.execute(sql).fetchall()
-
-        run(DDL.format(table=table))
-        yield Database(
-            f"sqlite://{path}", table, lambda: run(f'SELECT * FROM "{table}" ORDER BY client_id')
-        )
-        return
-    require_postgres()
-    pg(DDL.format(table=table))
-    yield Database(PG_DSN, table, lambda: pg(f'SELECT * FROM "{table}" ORDER BY client_id'))
-    pg(f'DROP TABLE "{table}"')
+    db.run(DDL.format(table=table))
+    yield Database(db.dsn, table, lambda: db.run(f'SELECT * FROM "{table}" ORDER BY client_id'))
+    db.run(f'DROP TABLE "{table}"')
 
 
 @pytest.fixture
@@ -83,6 +70,14 @@ async def test_rows_are_upserted_by_key_and_each_event_applied_once(
         ("C-1", "20.00", "2026-11-24", "e-3"),
         ("C-2", "5.00", "2026-11-24", "e-2"),
     ]
+
+
+async def test_concurrent_writes_each_commit_in_their_own_transaction(
+    sink: SqlSink, database: Database
+) -> None:
+    """As the consumer calls it: up to broker.prefetch writes at once, on one connection."""
+    await asyncio.gather(*(sink.write(invoice(f"C-{n:03}", "1.00", f"e-{n}")) for n in range(100)))
+    assert len(database.rows()) == 100
 
 
 async def test_a_row_the_table_refuses_is_a_permanent_error_and_not_recorded(
@@ -143,3 +138,22 @@ def test_settings_refuse_unsafe_names_and_an_upsert_without_key() -> None:
         SqlSinkSettings(dsn="sqlite:///x.db", table='t"; --', columns={"a": "id"}, key=["a"])
     with pytest.raises(ValueError, match="mode upsert needs key columns"):
         SqlSinkSettings(dsn="sqlite:///x.db", table="t", columns={"a": "id"})
+
+
+def test_settings_refuse_row_values_without_rows_and_an_increment_with_nothing_to_add() -> None:
+    with pytest.raises(ValueError, match=r"columns \['sku'\] take row values: set rows"):
+        SqlSinkSettings(dsn="sqlite:///x.db", table="t", columns={"sku": "row.sku"}, key=["sku"])
+    with pytest.raises(ValueError, match=r"rows 'items' is not data\.<path>"):
+        SqlSinkSettings(
+            dsn="sqlite:///x.db", table="t", columns={"sku": "row.sku"}, key=["sku"], rows="items"
+        )
+    with pytest.raises(ValueError, match="mode increment needs key columns"):
+        SqlSinkSettings(dsn="sqlite:///x.db", table="t", columns={"n": "data.n"}, mode="increment")
+    with pytest.raises(ValueError, match="mode increment needs a column besides the key"):
+        SqlSinkSettings(
+            dsn="sqlite:///x.db", table="t", columns={"k": "data.k"}, key=["k"], mode="increment"
+        )
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        SqlSinkSettings(
+            dsn="sqlite:///x.db", table="t", columns={"a": "id"}, key=["a"], batch_size=0
+        )

@@ -1,0 +1,114 @@
+"""From an event to SQL: the rows it writes and the statement that writes each one.
+
+Both backends share this, so PostgreSQL and SQLite write the same rows and
+refuse the same events with the same messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from adapters.sql.settings import SqlSinkSettings
+from esb import CloudEvent, PermanentError
+
+#: The parameters of each row one event writes, in the order of ``columns``.
+Rows = list[list[Any]]
+
+
+def _walk(value: Any, path: str) -> Any:
+    for part in path.split(".") if path else []:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def column_value(event: CloudEvent, source: str, element: Any = None) -> Any:
+    """The value for one column: an attribute, or a path in data or in the row's element.
+
+    A missing path is None; objects and lists are stored as JSON text.
+    """
+    head, _, path = source.partition(".")
+    if head == "data":
+        value = _walk(event.data, path)
+    elif head == "row":
+        value = _walk(element, path)
+    else:
+        return getattr(event, head)
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def event_rows(settings: SqlSinkSettings, event: CloudEvent) -> Rows:
+    """The rows of ``event``: one, or one per element of the ``rows`` list."""
+    sources = settings.columns.values()
+    if settings.rows is None:
+        rows = [[column_value(event, source) for source in sources]]
+    else:
+        elements = _walk(event.data, settings.rows.removeprefix("data."))
+        if not isinstance(elements, list):
+            found = "missing" if elements is None else f"a {type(elements).__name__}"
+            raise PermanentError(f"sql sink: {settings.rows} is {found}, not a list")
+        rows = [
+            [column_value(event, source, element) for source in sources] for element in elements
+        ]
+    if settings.mode == "increment":
+        # Adding NULL would set the column to NULL, silently losing the count it held.
+        for column, index in _indexes(settings, added(settings)):
+            if any(row[index] is None for row in rows):
+                raise PermanentError(
+                    f"sql sink: {settings.table}: no value to add to {column} "
+                    f"({settings.columns[column]} is missing)"
+                )
+    return rows
+
+
+def added(settings: SqlSinkSettings) -> list[str]:
+    """The columns an increment adds to: every column but the key."""
+    return [c for c in settings.columns if c not in settings.key]
+
+
+def _indexes(settings: SqlSinkSettings, columns: list[str]) -> list[tuple[str, int]]:
+    names = list(settings.columns)
+    return [(c, names.index(c)) for c in columns]
+
+
+class RowStatement:
+    """The statement that writes one row in the sink's mode, and how to judge its result."""
+
+    def __init__(self, settings: SqlSinkSettings, placeholder: str) -> None:
+        self.table = settings.table
+        self.increment = settings.mode == "increment"
+        self._keys = _indexes(settings, settings.key)
+        columns = list(settings.columns)
+        # Table and column names passed the IDENTIFIER pattern of the settings; values are
+        # parameters.
+        if self.increment:
+            adds = _indexes(settings, added(settings))
+            sets = ", ".join(f'"{c}" = "{c}" + {placeholder}' for c, _ in adds)
+            where = " AND ".join(f'"{k}" = {placeholder}' for k, _ in self._keys)
+            self.sql = f'UPDATE "{self.table}" SET {sets} WHERE {where}'  # noqa: S608
+            self._order = [i for _, i in adds + self._keys]
+            return
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        values = ", ".join(placeholder for _ in columns)
+        self.sql = f'INSERT INTO "{self.table}" ({quoted}) VALUES ({values})'  # noqa: S608
+        if settings.mode == "upsert":
+            keys = ", ".join(f'"{k}"' for k in settings.key)
+            updates = ", ".join(f'"{c}" = excluded."{c}"' for c in added(settings))
+            self.sql += f" ON CONFLICT ({keys}) DO " + (
+                f"UPDATE SET {updates}" if updates else "NOTHING"
+            )
+        self._order = list(range(len(columns)))
+
+    def params(self, row: list[Any]) -> list[Any]:
+        return [row[i] for i in self._order]
+
+    def check(self, row: list[Any], rowcount: int) -> None:
+        """An increment that matched no row is refused: there is nothing to add to."""
+        if self.increment and rowcount == 0:
+            keys = ", ".join(f"{k}={row[i]!r}" for k, i in self._keys)
+            raise PermanentError(f"sql sink: {self.table} has no row with {keys}")
