@@ -18,7 +18,7 @@ broker:
 	scripts/ensure-broker.sh
 
 demo: install broker
-	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh
+	$(BIN)/python -m demo $(if $(KEEP),--keep)
 
 ASYNCAPI_SCHEMA := .cache/asyncapi-3.0.0.json
 
@@ -35,8 +35,8 @@ unit: install $(ASYNCAPI_SCHEMA)
 	$(BIN)/pytest tests/unit tests/adapters/jsonl
 
 lint: install
-	$(BIN)/ruff check esb adapters tests bench scripts
-	$(BIN)/ruff format --check esb adapters tests bench scripts
+	$(BIN)/ruff check esb adapters demo tests bench scripts
+	$(BIN)/ruff format --check esb adapters demo tests bench scripts
 	$(BIN)/mypy
 
 bench: install broker

@@ -1,4 +1,4 @@
-"""Delete what a test deployment declared under its prefix."""
+"""Delete what a deployment declared under its prefix: for tests and demos that start afresh."""
 
 from __future__ import annotations
 

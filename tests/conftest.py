@@ -12,7 +12,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from tests.support.cleanup import delete_deployment
+from esb.teardown import delete_deployment
 from tests.support.rabbit import HOW_TO_START, LOCAL_URL, PrivateRabbit, port_open
 
 

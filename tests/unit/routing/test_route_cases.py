@@ -88,7 +88,7 @@ def test_each_step_output_keeps_lineage() -> None:
 def test_cli_routes_test_reports_like_a_test_runner() -> None:
     result = CliRunner().invoke(main, ["routes", "test", str(REPO / "routes")])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1] == "4 passed, 0 failed"
+    assert result.output.splitlines()[-1] == "7 passed, 0 failed"
 
 
 def test_cli_routes_test_fails_on_a_failing_case(tmp_path: Path) -> None:
@@ -132,7 +132,7 @@ def test_cli_dry_run_of_one_event_shows_steps_and_sink_payloads(tmp_path: Path) 
     assert lines[2].startswith('  convert invoice_date,due_date,amount -> {"amount":"5.00"')
     assert lines[3] == (
         '  sink accounting-db receives: {"amount":"5.00","client_id":"C-9","currency":"EUR",'
-        '"description":"Deal D-1: T","due_date":null,"invoice_date":"2026-02-01"}'
+        '"deal_id":"D-1","description":"Deal D-1: T","due_date":null,"invoice_date":"2026-02-01"}'
     )
     assert "route won-deals-to-marketing matches" in lines
 

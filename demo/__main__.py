@@ -1,0 +1,125 @@
+"""``make demo``: the three example integrations end to end, then what each system holds."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from demo.deployment import Deployment, Snapshot
+
+ORDERS = 200
+ABANDONED = 20
+DEALS = 40
+DEALS_WITHOUT_EMAIL = 5
+
+
+def step(text: str) -> None:
+    print(text, flush=True)
+
+
+async def run(out: Path, amqp_url: str, postgres_dsn: str | None, keep: bool) -> None:
+    started = time.monotonic()
+    deployment = Deployment(out, amqp_url, postgres_dsn=postgres_dsn)
+    databases = "PostgreSQL" if postgres_dsn else f"SQLite files in {out}/systems"
+    step(f"1. databases ({databases}), shop, carrier, marketing tool and mail server stand-ins")
+    await deployment.start()
+    try:
+        running = ", ".join(
+            s for s in deployment.services if s not in ("daily-sales", "sales-report")
+        )
+        step(f"2. esb processes running: {running}")
+        step(f"   each one's settings: {out}/config/*.yaml, logs: {out}/logs/")
+        step(
+            f"3. the shop sells {ORDERS} orders ({ABANDONED} carts abandoned), "
+            f"the CRM marks {DEALS} deals won"
+        )
+        deployment.win_deals(DEALS, without_email=DEALS_WITHOUT_EMAIL)
+        await deployment.sell(ORDERS, ABANDONED)
+        units = deployment.paid_units()
+        flows = await deployment.wait_until(
+            lambda s: (
+                s.shipments >= ORDERS
+                and s.emails >= ORDERS
+                and s.units_taken >= units
+                and s.invoices >= DEALS
+                and s.customers >= DEALS - DEALS_WITHOUT_EMAIL
+                and s.audit_lines >= 2 * ORDERS + ABANDONED
+            ),
+            within=120,
+            what="the real-time flows did not complete",
+        )
+        step(f"4. real-time flows done {time.monotonic() - started:.1f} s after the start")
+        show_flows(deployment, flows, units)
+        step("5. the nightly job: accounting's completed days into the sales report")
+        await deployment.start_nightly()
+        days = int(deployment.accounting.scalar("SELECT count(*) FROM daily_sales"))
+        report = await deployment.wait_until(
+            lambda s: len(s.report_rows) >= days, 60, "the sales report was not written"
+        )
+        for path in sorted((out / "reports").glob("*.csv")):
+            step(f"   {path}:")
+            for line in path.read_text().splitlines():
+                step(f"     {line}")
+        step(f"   parked: {report.parked or 'nothing'}; unrouted: {report.unrouted}")
+        metrics = await deployment.metrics("shipping-api")
+        consumed = [line for line in metrics.splitlines() if line.startswith("esb_consumed_total")]
+        step("6. metrics: every process serves /metrics, e.g. the shipping-api sink:")
+        for line in consumed:
+            step(f"     {line}")
+        if keep:
+            step("   still running for you to look at (Ctrl-C ends it):")
+            for service in deployment.services.values():
+                step(f"     {service.name:<16} {service.metrics_url}")
+            await asyncio.Event().wait()
+    finally:
+        await deployment.stop()
+    step(f"demo done in {time.monotonic() - started:.1f} s; everything it wrote is in {out}/")
+
+
+def show_flows(deployment: Deployment, flows: Snapshot, units: int) -> None:
+    shop = ", ".join(f"{n} x {status}" for status, n in sorted(flows.shop_answers.items()))
+    carrier = ", ".join(f"{n} x {s}" for s, n in sorted(deployment.shipping.answers.items()))
+    marketing = ", ".join(f"{n} x {s}" for s, n in sorted(deployment.marketing.answers.items()))
+    low = deployment.inventory.execute("SELECT sku, on_hand FROM stock ORDER BY on_hand LIMIT 1")
+    first = next(iter(deployment.shipping.shipments.values()))
+    mail = deployment.mail.mailbox.messages[0]
+    invoice = deployment.accounting.execute(
+        "SELECT deal_id, client_id, invoice_date, amount FROM invoices ORDER BY deal_id LIMIT 1"
+    )[0]
+    step(f"   shop        webhooks answered: {shop}")
+    step(f"   shipping    {flows.shipments} shipments booked (answers: {carrier}),")
+    step(
+        f"               e.g. {first['reference']} -> {first['tracking_number']}, "
+        f"{first['weight_kg']} kg {first['service']}"
+    )
+    step(
+        f"   inventory   {flows.units_taken} of {units} ordered units taken from stock; "
+        f"lowest now {low[0][0]} at {low[0][1]}"
+    )
+    step(
+        f"   mail        {flows.emails} shipping e-mails, e.g. to {mail['To']}: {mail['Subject']!r}"
+    )
+    step(f"   accounting  {flows.invoices} invoices, e.g. {invoice}")
+    step(f"   marketing   {flows.customers} contacts now customers (answers: {marketing})")
+    step(f"   audit log   {flows.audit_lines} order events")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("demo-out"), help="Where files go.")
+    parser.add_argument("--keep", action="store_true", help="Keep running until Ctrl-C.")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("ESB_DEMO_POSTGRES"),
+        help="PostgreSQL DSN for the databases (default: SQLite files).",
+    )
+    args = parser.parse_args()
+    amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    asyncio.run(run(args.out, amqp_url, args.postgres, args.keep))
+
+
+if __name__ == "__main__":
+    main()

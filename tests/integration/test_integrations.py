@@ -1,0 +1,132 @@
+"""The three example integrations end to end, through the demo's deployment.
+
+Real ``esb run`` processes on RabbitMQ between stand-ins that validate what
+they get and fail now and then (503s from the carrier, 429s from the
+marketing tool): N paid orders give N stock decrements, N shipments and N
+e-mails, the won deals give invoices and customer contacts, the completed
+days give the nightly report's rows, and nothing else happens anywhere.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from demo.databases import STOCK_START
+from demo.deployment import SINKS, Deployment, Snapshot
+from demo.shop import order
+from esb.teardown import delete_deployment
+from tests.support.postgres import require_postgres
+
+pytestmark = pytest.mark.integration
+
+ORDERS = 120
+ABANDONED = 15
+DEALS = 24
+WITHOUT_EMAIL = 4
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def deployment(
+    request: pytest.FixtureRequest, amqp_url: str, tmp_path: Path
+) -> AsyncIterator[Deployment]:
+    postgres = require_postgres() if request.param == "postgresql" else None
+    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
+    running = Deployment(
+        tmp_path, amqp_url, prefix=prefix, postgres_dsn=postgres, busy_rate=0.2, quota_every=7
+    )
+    try:
+        await running.start()
+        yield running
+    finally:
+        await running.stop()
+        await delete_deployment(amqp_url, prefix, running.exchange, SINKS)
+
+
+def arrived(s: Snapshot, units: int) -> bool:
+    return (
+        s.shipments >= ORDERS
+        and s.emails >= ORDERS
+        and s.units_taken >= units
+        and s.invoices >= DEALS
+        and s.customers >= DEALS - WITHOUT_EMAIL
+        and s.audit_lines >= 2 * ORDERS + ABANDONED
+    )
+
+
+async def test_each_integration_applies_every_event_once_and_nothing_else(
+    deployment: Deployment,
+) -> None:
+    deployment.win_deals(DEALS, without_email=WITHOUT_EMAIL)
+    await deployment.sell(ORDERS, abandoned=ABANDONED)
+    units = deployment.paid_units()
+    await deployment.wait_until(lambda s: arrived(s, units), 150, "the flows did not complete")
+    await deployment.shipping.settled()
+    after = await deployment.snapshot()
+
+    paid = [order(n) for n in range(1, ORDERS + 1)]
+    assert after.shop_answers == {202: 2 * ORDERS + ABANDONED}
+    assert after.audit_lines == 2 * ORDERS + ABANDONED
+    assert after.parked == {}
+    assert after.unrouted == 0
+
+    shipments = deployment.shipping.shipments
+    assert sorted(shipments) == [o["order_id"] for o in paid]
+    assert deployment.shipping.answers[201] == ORDERS
+    assert deployment.shipping.answers[503] > 0, "the carrier never failed: retries untested"
+    first = shipments["SO-00001"]
+    assert first["recipient"] == {
+        "name": "Customer 1",
+        "street": "1 Market St",
+        "city": "Lyon",
+        "country": "FR",
+        "email": "customer1@example.com",
+    }
+    assert (first["weight_kg"], first["service"], first["carrier"]) == (0.26, "standard", "DHL")
+    assert shipments["SO-00007"]["service"] == "express"
+
+    mails = deployment.mail.mailbox.messages
+    assert sorted(m["To"] for m in mails) == sorted(o["customer"]["email"] for o in paid)
+    for mail in mails:
+        reference = mail["Subject"].split()[2]
+        assert shipments[reference]["tracking_number"] in mail.get_payload()
+
+    wanted: Counter[str] = Counter()
+    for placed in paid:
+        for line in placed["lines"]:
+            wanted[line["sku"]] += line["qty"]
+    stock = dict(deployment.inventory.execute("SELECT sku, on_hand FROM stock"))
+    assert {sku: STOCK_START - on_hand for sku, on_hand in stock.items()} == {
+        sku: wanted[sku] for sku in stock
+    }
+
+    invoices = deployment.accounting.execute(
+        "SELECT deal_id, client_id, invoice_date, amount, currency, description FROM invoices"
+    )
+    assert len(invoices) == DEALS
+    by_deal = {row[0]: row for row in invoices}
+    deal_3 = deployment.crm.execute("SELECT closed_on FROM deals WHERE deal_id = 'D-3'")[0][0]
+    day, month, year = deal_3.split(".")
+    assert by_deal["D-3"][1:3] == ("CUST-0003", f"{year}-{month}-{day}")
+    assert Decimal(by_deal["D-3"][3]) == Decimal("300.50")
+    assert by_deal["D-3"][4:] == ("EUR", "Deal D-3: Licence 3")
+
+    with_email = {f"buyer{n}@example.com" for n in range(WITHOUT_EMAIL + 1, DEALS + 1)}
+    assert deployment.marketing.contacts == dict.fromkeys(with_email, "customer")
+    assert deployment.marketing.answers[429] > 0, "the quota never hit: Retry-After untested"
+
+    days = deployment.accounting.execute(
+        "SELECT day, invoices, total FROM daily_sales ORDER BY day"
+    )
+    assert days, "no completed day: the deals should close over the last days"
+    await deployment.start_nightly()
+    report = await deployment.wait_until(
+        lambda s: len(s.report_rows) >= len(days), 60, "the nightly report was not written"
+    )
+    assert report.report_rows == [f"{d},{n},{total}" for d, n, total in days]
+    assert report.parked == {}
