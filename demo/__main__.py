@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 
 from demo.deployment import Deployment, Snapshot
+from demo.shop import order
 
 ORDERS = 200
 ABANDONED = 20
@@ -53,7 +55,18 @@ async def run(out: Path, amqp_url: str, postgres_dsn: str | None, keep: bool) ->
         )
         step(f"4. real-time flows done {time.monotonic() - started:.1f} s after the start")
         show_flows(deployment, flows, units)
-        step("5. the nightly job: accounting's completed days into the sales report")
+        step("5. the shop sells an order the warehouse cannot fill: 5,000 x SKU-01")
+        oversized = {**order(ORDERS + ABANDONED + 1), "lines": [{"sku": "SKU-01", "qty": 5000}]}
+        await deployment.shop.post(deployment.session, "order.paid", oversized)
+        await deployment.wait_until(
+            lambda s: s.parked.get("inventory-db", 0) >= 1, 60, "the refused order was not parked"
+        )
+        step("   the stock table refused it (on_hand >= 0) and the sink parked it; esb dlq list:")
+        for line in (await deployment.parking_lots()).splitlines():
+            if line.strip() and not line.endswith(" 0 parked"):
+                step(f"     {line}")
+        step("   fix the stock, then `esb dlq replay` applies it once (see docs/demo.md)")
+        step("6. the nightly job: accounting's completed days into the sales report")
         await deployment.start_nightly()
         days = int(deployment.accounting.scalar("SELECT count(*) FROM daily_sales"))
         report = await deployment.wait_until(
@@ -66,14 +79,17 @@ async def run(out: Path, amqp_url: str, postgres_dsn: str | None, keep: bool) ->
         step(f"   parked: {report.parked or 'nothing'}; unrouted: {report.unrouted}")
         metrics = await deployment.metrics("shipping-api")
         consumed = [line for line in metrics.splitlines() if line.startswith("esb_consumed_total")]
-        step("6. metrics: every process serves /metrics, e.g. the shipping-api sink:")
+        step("7. metrics: every process serves /metrics, e.g. the shipping-api sink:")
         for line in consumed:
             step(f"     {line}")
         if keep:
             step("   still running for you to look at (Ctrl-C ends it):")
             for service in deployment.services.values():
                 step(f"     {service.name:<16} {service.metrics_url}")
-            await asyncio.Event().wait()
+            stop = asyncio.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+            await stop.wait()
     finally:
         await deployment.stop()
     step(f"demo done in {time.monotonic() - started:.1f} s; everything it wrote is in {out}/")
@@ -86,8 +102,9 @@ def show_flows(deployment: Deployment, flows: Snapshot, units: int) -> None:
     low = deployment.inventory.execute("SELECT sku, on_hand FROM stock ORDER BY on_hand LIMIT 1")
     first = next(iter(deployment.shipping.shipments.values()))
     mail = deployment.mail.mailbox.messages[0]
-    invoice = deployment.accounting.execute(
-        "SELECT deal_id, client_id, invoice_date, amount FROM invoices ORDER BY deal_id LIMIT 1"
+    deal, client, day, amount, currency = deployment.accounting.execute(
+        "SELECT deal_id, client_id, invoice_date, amount, currency FROM invoices "
+        "ORDER BY deal_id LIMIT 1"
     )[0]
     step(f"   shop        webhooks answered: {shop}")
     step(f"   shipping    {flows.shipments} shipments booked (answers: {carrier}),")
@@ -102,7 +119,10 @@ def show_flows(deployment: Deployment, flows: Snapshot, units: int) -> None:
     step(
         f"   mail        {flows.emails} shipping e-mails, e.g. to {mail['To']}: {mail['Subject']!r}"
     )
-    step(f"   accounting  {flows.invoices} invoices, e.g. {invoice}")
+    step(
+        f"   accounting  {flows.invoices} invoices, e.g. {deal} to client {client} "
+        f"on {day}: {amount} {currency}"
+    )
     step(f"   marketing   {flows.customers} contacts now customers (answers: {marketing})")
     step(f"   audit log   {flows.audit_lines} order events")
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -382,6 +384,23 @@ class Deployment:
                     depths[name] = declared.declaration_result.message_count or 0
         unrouted = depths.pop("unrouted", 0)
         return {name: n for name, n in depths.items() if n}, unrouted
+
+    async def parking_lots(self) -> str:
+        """What ``esb dlq list`` shows an operator about this deployment's parked messages."""
+        listing = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "esb.cli",
+            "dlq",
+            "list",
+            "--routes",
+            str(ROUTES),
+            env={**os.environ, **self.env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await listing.communicate()
+        return output.decode()
 
     async def metrics(self, name: str) -> str:
         async with self.session.get(self.services[name].metrics_url) as response:

@@ -53,6 +53,7 @@ class Service:
             env={**os.environ, **env, "ESB_SERVICE__HEALTH_PORT": str(self.health_port)},
             stdout=log,
             stderr=log,
+            start_new_session=True,  # Ctrl-C reaches the demo, which stops each in turn
         )
         log.close()
 
