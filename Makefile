@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install broker postgres demo test unit lint bench clean
+.PHONY: install broker postgres prometheus demo test unit lint bench clean
 
 install: $(STAMP)
 
@@ -28,7 +28,10 @@ $(ASYNCAPI_SCHEMA): scripts/fetch-asyncapi-schema.py
 postgres:
 	scripts/ensure-postgres.sh
 
-test: install broker postgres $(ASYNCAPI_SCHEMA)
+prometheus: broker
+	scripts/ensure-prometheus.sh
+
+test: install broker postgres prometheus $(ASYNCAPI_SCHEMA)
 	$(BIN)/pytest
 
 unit: install $(ASYNCAPI_SCHEMA)

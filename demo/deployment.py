@@ -23,6 +23,7 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+import orjson
 from aiohttp import web
 
 from demo.databases import STOCK_START, Database
@@ -290,7 +291,14 @@ class Deployment:
     async def _start(self, services: list[Service]) -> None:
         for service in services:
             await service.start(self.out, self.env)
+        self._write_scrape_targets()
         await asyncio.gather(*(s.wait_ready(self.session, self.out, 60) for s in services))
+
+    def _write_scrape_targets(self) -> None:
+        """The running processes' /metrics, for Prometheus's file-based discovery."""
+        running = [s for s in self.services.values() if s.process is not None]
+        targets = [{"targets": [f"127.0.0.1:{s.health_port}" for s in running]}]
+        (self.out / "prometheus-targets.json").write_bytes(orjson.dumps(targets))
 
     async def stop(self) -> None:
         await asyncio.gather(*(s.stop() for s in self.services.values()))

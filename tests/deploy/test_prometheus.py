@@ -1,0 +1,192 @@
+"""The alert rules and the dashboard, checked by promtool and evaluated by a real Prometheus
+scraping a real esb process and RabbitMQ's own metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+import yaml
+
+from esb import CloudEvent, to_message
+from esb.metrics import Metrics
+from tests.conftest import Names
+from tests.support.processes import EsbProcess, read_ids, wait_for
+from tests.support.rabbit import free_port, port_open
+
+DEPLOY = Path(__file__).parents[2] / "deploy"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "esb-overview.json"
+HOW = "run `make prometheus` (installs Prometheus, enables RabbitMQ's Prometheus plugin)"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not on PATH: {HOW}")
+    return path
+
+
+def promtool(*args: str) -> str:
+    done = subprocess.run(
+        [tool("promtool"), *args], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def dashboard_queries(prefix: str = "esb", service: str = ".*") -> list[str]:
+    """Every panel's PromQL, with the dashboard's variables as Grafana would fill them."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [
+        target["expr"]
+        .replace("$__rate_interval", "1m")
+        .replace("$service", service)
+        .replace("$prefix", prefix)
+        for panel in panels
+        for target in panel["targets"]
+    ]
+
+
+def test_the_rules_are_valid_and_their_unit_tests_pass() -> None:
+    assert "SUCCESS: 11 rules found" in promtool("check", "rules", str(ALERTS))
+    assert "SUCCESS" in promtool("test", "rules", str(ALERTS.with_name("alerts.test.yml")))
+    promtool("check", "config", str(ALERTS.with_name("prometheus.yml")))
+
+
+def test_every_esb_metric_the_rules_and_dashboard_read_is_exported() -> None:
+    exported = set()
+    for family in Metrics().registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+        exported |= {family.name + s for s in suffixes.get(family.type, [""])}
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    read = {m for r in rules for m in re.findall(r"\besb_[a-z_]+", r["expr"])}
+    read |= {m for q in dashboard_queries() for m in re.findall(r"\besb_[a-z_]+", q)}
+    assert read - exported == set()
+    assert len(read) >= 10
+
+
+class Prometheus:
+    """A Prometheus server of the test's own, scraping every second."""
+
+    def __init__(self, workdir: Path, esb_target: str) -> None:
+        self.port = free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(ALERTS)],
+            "scrape_configs": [
+                {"job_name": "esb", "static_configs": [{"targets": [esb_target]}]},
+                {
+                    "job_name": "rabbitmq",
+                    "metrics_path": "/metrics/detailed",
+                    "params": {"family": ["queue_coarse_metrics"]},
+                    "static_configs": [{"targets": ["127.0.0.1:15692"]}],
+                },
+            ],
+        }
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.log_path = workdir / "prometheus.log"
+        self.log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            [
+                tool("prometheus"),
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self.log,
+            stderr=self.log,
+        )
+
+    def api(self, path: str, **params: str) -> Any:
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.loads(response.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def value(self, query: str) -> float:
+        result = self.api("query", query=query)["result"]
+        return float(result[0]["value"][1]) if result else 0.0
+
+    def tail(self) -> str:
+        return "Prometheus log:\n" + self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        self.popen.terminate()
+        self.popen.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def prometheus_for(tmp_path: Path) -> Iterator[list[Prometheus]]:
+    started: list[Prometheus] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+async def test_a_real_scrape_fills_the_dashboard_and_fires_the_parked_alert(
+    esb_env: dict[str, str],
+    names: Names,
+    amqp_url: str,
+    tmp_path: Path,
+    prometheus_for: list[Prometheus],
+) -> None:
+    if not port_open("127.0.0.1", 15692):
+        pytest.fail(f"RabbitMQ's Prometheus plugin does not answer on 127.0.0.1:15692: {HOW}")
+    out = tmp_path / "out.jsonl"
+    env = {**esb_env, "ESB_ADAPTER__PATH": str(out), "ESB_SERVICE__NAME": "watched-sink"}
+    sink = EsbProcess(["run", "sink", "jsonl"], env, tmp_path / "sink.log")
+    try:
+        sink.wait_ready()
+        prometheus = Prometheus(tmp_path, f"127.0.0.1:{sink.health_port}")
+        prometheus_for.append(prometheus)
+
+        def both_scraped() -> bool:
+            try:
+                return prometheus.value('sum(up{job=~"esb|rabbitmq"})') == 2
+            except OSError:
+                return False
+
+        wait_for(both_scraped, 30, prometheus.tail)
+        events = [CloudEvent.new("t.watched", "urn:t", {"n": n}) for n in range(20)]
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(names.exchange)
+            for event in events:
+                await exchange.publish(to_message(event), routing_key=event.type)
+            await exchange.publish(aio_pika.Message(b'{"broken": '), routing_key="t.watched")
+        wait_for(lambda: len(read_ids(out)) == len(events), 30, sink.tail)
+
+        def parked_alert() -> list[dict[str, Any]]:
+            alerts = prometheus.api("alerts")["alerts"]
+            return [a for a in alerts if a["labels"]["alertname"] == "EsbMessagesParked"]
+
+        wait_for(lambda: bool(parked_alert()), 60, prometheus.tail)
+        (alert,) = parked_alert()
+        assert alert["labels"]["service"] == "watched-sink"
+        assert alert["state"] == "firing"
+
+        ok = 'esb_consumed_total{job="esb", service="watched-sink", outcome="ok"}'
+        assert prometheus.value(ok) == len(events)
+        depth = f'rabbitmq_detailed_queue_messages{{queue="{names.queue}.dlq"}}'
+        wait_for(lambda: prometheus.value(depth) == 1, 30, prometheus.tail)
+
+        for query in dashboard_queries(prefix=names.queue.split(".")[0]):
+            prometheus.api("query", query=query)
+        rules = prometheus.api("rules")["groups"][0]["rules"]
+        assert [r["name"] for r in rules if r["health"] != "ok"] == []
+        assert len(rules) == 11
+    finally:
+        sink.stop()
