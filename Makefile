@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install broker postgres prometheus demo test unit lint bench clean
+.PHONY: install broker postgres prometheus mosquitto demo test unit lint bench clean
 
 install: $(STAMP)
 
@@ -31,7 +31,10 @@ postgres:
 prometheus: broker
 	scripts/ensure-prometheus.sh
 
-test: install broker postgres prometheus $(ASYNCAPI_SCHEMA)
+mosquitto:
+	scripts/ensure-mosquitto.sh
+
+test: install broker postgres prometheus mosquitto $(ASYNCAPI_SCHEMA)
 	$(BIN)/pytest
 
 unit: install $(ASYNCAPI_SCHEMA)

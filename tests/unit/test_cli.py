@@ -31,6 +31,7 @@ def test_adapters_list_shows_the_builtin_adapters(runner: CliRunner) -> None:
         ["http", "sink"],
         ["http-webhook", "source"],
         ["jsonl", "source,sink"],
+        ["mqtt", "source,sink"],
         ["sql", "source,sink"],
     ]
 
@@ -47,7 +48,7 @@ def test_unknown_adapter_is_one_line(runner: CliRunner) -> None:
     assert result.exit_code == 1
     assert result.output == (
         "Error: unknown adapter 'nosuch'; "
-        "installed adapters: email, files, http, http-webhook, jsonl, sql\n"
+        "installed adapters: email, files, http, http-webhook, jsonl, mqtt, sql\n"
     )
 
 

@@ -11,6 +11,7 @@ from adapters.email.settings import EmailSinkSettings
 from adapters.files.settings import BatchFileSinkSettings, FileSourceSettings
 from adapters.http.settings import HttpSinkSettings
 from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
+from adapters.mqtt.settings import MqttSinkSettings, MqttSourceSettings
 from adapters.sql.settings import SqlSinkSettings
 from adapters.sql.source_settings import SqlSourceSettings
 from adapters.webhook.settings import WebhookSourceSettings
@@ -53,6 +54,8 @@ def section(text: str, heading: str) -> str:
         ("adapters/files.md", "### Sink settings", BatchFileSinkSettings),
         ("adapters/sql.md", "### Sink settings", SqlSinkSettings),
         ("adapters/sql.md", "### Source settings", SqlSourceSettings),
+        ("adapters/mqtt.md", "### Source settings", MqttSourceSettings),
+        ("adapters/mqtt.md", "### Sink settings", MqttSinkSettings),
         ("routes.md", "### File (`RouteFile`)", routes.RouteFile),
         ("routes.md", "### Source (`SourceDecl`)", routes.SourceDecl),
         ("routes.md", "### Sink (`SinkDecl`)", routes.SinkDecl),

@@ -1,0 +1,139 @@
+"""Settings of the MQTT source and sink: how to reach the broker, then each side's own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from adapters.mqtt.topics import check_filter, check_topic_template, check_type_template
+from esb.settings import AdapterSettings
+
+
+class MqttSettings(AdapterSettings):
+    """The connection to an MQTT broker, shared by the source and the sink."""
+
+    host: str = Field(description="MQTT broker.", examples=["mqtt.warehouse.example.com"])
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port; 8883 with TLS.")
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT version: 5 or 3.1.1.")
+    username: str | None = Field(default=None, description="Login, when the broker needs one.")
+    password: SecretStr | None = Field(default=None, description="Password; never logged.")
+    tls: bool = Field(default=False, description="Connect over TLS, verifying the broker.")
+    tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle to verify the broker; the system's when unset."
+    )
+    tls_cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    tls_key_file: Path | None = Field(default=None, description="Client key (mutual TLS).")
+    keepalive: int = Field(
+        default=60, ge=5, le=65535, description="Seconds between pings on an idle connection."
+    )
+    timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds per connection attempt and, in the sink, per publish.",
+    )
+    reconnect_max_seconds: int = Field(
+        default=30,
+        ge=1,
+        description="Longest wait between reconnection attempts (doubling from 1).",
+    )
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: object) -> object:
+        """YAML reads ``protocol: 5`` as a number."""
+        return str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttSettings:
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs a username (ESB_ADAPTER__USERNAME)")
+        files = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+        given = [name for name in files if getattr(self, name) is not None]
+        if given and not self.tls:
+            raise ValueError(f"{', '.join(given)} set but tls is false (ESB_ADAPTER__TLS=true)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+
+class MqttSourceSettings(MqttSettings):
+    """Subscribe to topic filters and publish each message as an event."""
+
+    client_id: str = Field(
+        min_length=1,
+        description="Client id of the persistent session; one running source per id.",
+        examples=["esb-warehouse-scanners"],
+    )
+    topics: list[str] = Field(
+        min_length=1,
+        description="Topic filters to subscribe to (QoS 1); + and # are wildcards.",
+        examples=[["warehouse/+/scanner/#"]],
+    )
+    session_expiry_seconds: int = Field(
+        default=604_800,
+        ge=0,
+        le=4_294_967_295,
+        description="MQTT 5: how long the broker keeps the session (and queues messages) while "
+        "the source is away.",
+    )
+    event_type: str = Field(
+        description="Event type; {topic} is the topic with / turned into ., {1}, {2}, ... its "
+        "levels.",
+        examples=["warehouse.scan", "shopfloor.{3}.reading", "mqtt.{topic}"],
+    )
+    event_source: str = Field(default="urn:esb:mqtt", description="Source attribute.")
+    id_field: str | None = Field(
+        default=None,
+        description="Field of a JSON object payload holding the message's id, used as the event "
+        "id so a redelivered message repeats it; a new UUID when unset or absent.",
+        examples=["reading_id"],
+    )
+    non_json: Literal["reject", "wrap"] = Field(
+        default="reject",
+        description="A payload that is not JSON: reject (log, count, acknowledge) or wrap as "
+        '{"raw": text} ({"raw_base64": ...} when not UTF-8).',
+    )
+    window: int = Field(
+        default=256,
+        ge=1,
+        le=65_535,
+        description="Messages in flight awaiting the bus's confirm (MQTT 5: Receive Maximum).",
+    )
+
+    @field_validator("topics")
+    @classmethod
+    def _filters(cls, value: list[str]) -> list[str]:
+        for topic_filter in value:
+            check_filter(topic_filter)
+        return value
+
+    @field_validator("event_type")
+    @classmethod
+    def _type_template(cls, value: str) -> str:
+        check_type_template(value)
+        return value
+
+
+class MqttSinkSettings(MqttSettings):
+    """Publish each event's data as JSON to a topic built from the event."""
+
+    client_id: str | None = Field(
+        default=None, description="Client id; the broker picks one when unset (clean session)."
+    )
+    topic: str = Field(
+        description="Topic template: {id}, {type}, {source}, {subject} and {data.path} are "
+        "filled from the event.",
+        examples=["warehouse/{data.site}/pick", "esb/{type}/{subject}"],
+    )
+    qos: int = Field(
+        default=1, ge=0, le=2, description="0, 1 (wait for PUBACK) or 2 (wait for PUBCOMP)."
+    )
+    retain: bool = Field(default=False, description="Ask the broker to retain the last message.")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_template(cls, value: str) -> str:
+        check_topic_template(value)
+        return value

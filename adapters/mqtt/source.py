@@ -1,0 +1,153 @@
+"""MQTT in: every message on the subscribed topics becomes one event.
+
+At least once: a message's PUBACK goes to the broker only after the bus
+confirmed its event, and in the order the messages came, as MQTT requires.
+The session is persistent (a fixed client id, clean start off), so what is
+published while the source is away waits on the broker. A message in flight
+when the process dies or the connection drops is sent again by the broker,
+and the bus may then carry its event twice: with the same id when
+``id_field`` names one in the payload, else with a new one, since MQTT
+gives a message no id that survives a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from adapters.mqtt.connection import Connection, Delivery
+from adapters.mqtt.settings import MqttSourceSettings
+from adapters.mqtt.topics import event_type
+from esb import AdapterSettings, CloudEvent, Emitter, EnvelopeError, Source
+from esb.envelope import loads_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Unacked:
+    delivery: Delivery
+    settled: bool = False
+
+
+def wrapped(payload: bytes) -> dict[str, str]:
+    """A payload that is not JSON, kept whole: as text, or as base64 when not UTF-8."""
+    try:
+        return {"raw": payload.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"raw_base64": base64.b64encode(payload).decode("ascii")}
+
+
+class MqttSource(Source[MqttSourceSettings]):
+    """Scanners, sensors and machine gateways publishing to a broker."""
+
+    settings_model: ClassVar[type[AdapterSettings]] = MqttSourceSettings
+
+    def __init__(self, settings: MqttSourceSettings, emitter: Emitter) -> None:
+        super().__init__(settings, emitter)
+        #: Messages refused as events (not JSON, or a type template their topic cannot fill).
+        self.rejected = 0
+        self._inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._unacked: deque[_Unacked] = deque()
+        self.connection = Connection(
+            settings,
+            "mqtt source",
+            client_id=settings.client_id,
+            session_expiry=settings.session_expiry_seconds,
+            topics=settings.topics,
+            deliver=self._inbox.put_nowait,
+            receive_maximum=settings.window,
+        )
+
+    async def open(self) -> None:
+        self.connection.start()
+
+    async def close(self) -> None:
+        await self.connection.stop()
+
+    async def run(self) -> None:
+        """Emit up to ``window`` messages at once; the first failure ends the run, unacked."""
+        slots = asyncio.Semaphore(self.settings.window)
+        failures: list[BaseException] = []
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def emit_one(event: CloudEvent, entry: _Unacked) -> None:
+            try:
+                await self.emit(event)
+            except Exception as exc:
+                failures.append(exc)
+                self._inbox.put_nowait(None)
+            else:
+                self._settle(entry)
+            finally:
+                slots.release()
+
+        waker = asyncio.create_task(self._wake_when_stopping())
+        try:
+            while (delivery := await self._inbox.get()) is not None:
+                if self.stopping.is_set() or failures:
+                    break
+                entry = _Unacked(delivery)
+                self._unacked.append(entry)
+                try:
+                    event = self.to_event(delivery)
+                except EnvelopeError as exc:
+                    self._reject(delivery, exc)
+                    self._settle(entry)
+                    continue
+                await slots.acquire()
+                task = asyncio.create_task(emit_one(event, entry))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except asyncio.CancelledError:  # past the shutdown grace: unconfirmed ones stay unacked
+            for task in tasks:
+                task.cancel()
+            raise
+        finally:
+            waker.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if failures:
+            raise failures[0]
+
+    def to_event(self, delivery: Delivery) -> CloudEvent:
+        """The event for one message; EnvelopeError when it cannot be one."""
+        try:
+            data: Any = loads_json(delivery.payload, "payload")
+        except EnvelopeError:
+            if self.settings.non_json == "reject":
+                raise
+            data = wrapped(delivery.payload)
+        attributes = {"subject": delivery.topic}
+        field = self.settings.id_field
+        if field is not None and isinstance(data, dict) and data.get(field) not in (None, ""):
+            attributes["id"] = str(data[field])
+        return CloudEvent.new(
+            event_type(self.settings.event_type, delivery.topic),
+            self.settings.event_source,
+            data,
+            **attributes,
+        )
+
+    async def _wake_when_stopping(self) -> None:
+        await self.stopping.wait()
+        self._inbox.put_nowait(None)
+
+    def _settle(self, entry: _Unacked) -> None:
+        """Mark ``entry`` done and acknowledge every done message at the head, in order."""
+        entry.settled = True
+        while self._unacked and self._unacked[0].settled:
+            self.connection.ack(self._unacked.popleft().delivery)
+
+    def _reject(self, delivery: Delivery, error: EnvelopeError) -> None:
+        """Acknowledged and dropped: the broker would send it again and again otherwise."""
+        self.rejected += 1
+        log.warning(
+            "mqtt source: rejected a message on %s (%d so far): %s",
+            delivery.topic,
+            self.rejected,
+            error,
+        )

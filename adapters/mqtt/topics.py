@@ -1,0 +1,85 @@
+"""MQTT topic strings: subscription filters, event types from topics, topics from events.
+
+Templates are checked when the settings load, so a typo fails at startup;
+what only an event can tell (a missing field) fails that one message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from esb import CloudEvent, EnvelopeError, PermanentError
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_LEVEL = re.compile(r"[1-9][0-9]*")
+_EVENT_FIELD = re.compile(r"id|type|source|subject|data(\.[A-Za-z0-9_-]+)+")
+_WILDCARDS = ("+", "#", "\0")
+
+
+def check_filter(topic_filter: str) -> None:
+    """A valid subscription filter: ``+`` alone in its level, ``#`` alone and last."""
+    if not topic_filter or "\0" in topic_filter:
+        raise ValueError(f"topic filter {topic_filter!r} is empty or holds NUL")
+    levels = topic_filter.split("/")
+    for number, level in enumerate(levels, start=1):
+        if "#" in level and (level != "#" or number != len(levels)):
+            raise ValueError(f"topic filter {topic_filter!r}: # must be a whole, last level")
+        if "+" in level and level != "+":
+            raise ValueError(f"topic filter {topic_filter!r}: + must be a whole level")
+
+
+def check_type_template(template: str) -> None:
+    for name in _PLACEHOLDER.findall(template):
+        if name != "topic" and not _LEVEL.fullmatch(name):
+            raise ValueError(f"unknown placeholder {{{name}}}: use {{topic}} or {{1}}, {{2}}, ...")
+
+
+def event_type(template: str, topic: str) -> str:
+    """``template`` filled from ``topic``; EnvelopeError when it has fewer levels than named."""
+    levels = topic.split("/")
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "topic":
+            return ".".join(levels)
+        if int(name) > len(levels):
+            raise EnvelopeError("type", f"{{{name}}}: topic {topic!r} has {len(levels)} levels")
+        return levels[int(name) - 1]
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+def check_topic_template(template: str) -> None:
+    if not template:
+        raise ValueError("the topic template is empty")
+    for name in _PLACEHOLDER.findall(template):
+        if not _EVENT_FIELD.fullmatch(name):
+            raise ValueError(
+                f"unknown placeholder {{{name}}}: use {{id}}, {{type}}, {{source}}, {{subject}} "
+                "or {data.path}"
+            )
+    if any(char in _PLACEHOLDER.sub("", template) for char in _WILDCARDS):
+        raise ValueError(f"topic {template!r}: + and # are for subscriptions, not for publishing")
+
+
+def render_topic(template: str, event: CloudEvent) -> str:
+    """The topic for ``event``; PermanentError names a field that is missing, empty or unfit."""
+
+    def value(match: re.Match[str]) -> str:
+        name, *path = match.group(1).split(".")
+        found: Any = event.data if name == "data" else getattr(event, name)
+        for part in path:
+            found = found.get(part) if isinstance(found, dict) else None
+        if found is None:
+            raise PermanentError(f"topic: the event has no {match.group(1)}")
+        if found == "":
+            raise PermanentError(f"topic: {match.group(1)} is empty")
+        if isinstance(found, dict | list):
+            raise PermanentError(f"topic: {match.group(1)} is not a single value")
+        text = str(found)
+        if any(char in text for char in _WILDCARDS):
+            raise PermanentError(f"topic: {match.group(1)} {text!r} holds + or #")
+        return text
+
+    return _PLACEHOLDER.sub(value, template)
