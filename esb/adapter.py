@@ -7,8 +7,10 @@ metrics and signals, so an adapter only speaks to its own system.
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, Iterable
+from collections import Counter
+from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -16,6 +18,8 @@ from esb.envelope import CloudEvent
 from esb.settings import AdapterSettings
 
 S = TypeVar("S", bound=AdapterSettings)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 256
 
@@ -40,7 +44,10 @@ class Source(ABC, Generic[S]):
     def __init__(self, settings: S, emitter: Emitter) -> None:
         self.settings = settings
         self.stopping = asyncio.Event()
+        #: Inputs refused so far, by reason (see :meth:`refuse_input`).
+        self.refused: Counter[str] = Counter()
         self._emitter = emitter
+        self._on_refused: Callable[[str], None] | None = None
 
     async def open(self) -> None:
         """Acquire resources (files, connections); the default holds none."""
@@ -55,6 +62,23 @@ class Source(ABC, Generic[S]):
     async def emit(self, event: CloudEvent) -> None:
         """Publish one event; returns only after the broker confirmed it."""
         await self._emitter.emit(event)
+
+    def refuse_input(self, reason: str, detail: str) -> None:
+        """Log and count an input that cannot become an event (a bad signature, a malformed row).
+
+        ``reason`` is a short stable code (``bad_signature``, ``invalid_json``);
+        the runtime exports the count as ``esb_source_refused_total``, so a
+        sender going wrong shows on the dashboard and in alerts, not only in
+        the log.
+        """
+        self.refused[reason] += 1
+        log.warning("%s refused an input (%s): %s", type(self).__name__, reason, detail)
+        if self._on_refused is not None:
+            self._on_refused(reason)
+
+    def count_refusals(self, callback: Callable[[str], None]) -> None:
+        """Have ``callback(reason)`` called for each refused input (the runtime's metric)."""
+        self._on_refused = callback
 
     async def emit_all(
         self, events: Iterable[CloudEvent] | AsyncIterable[CloudEvent], window: int = DEFAULT_WINDOW

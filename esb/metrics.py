@@ -45,6 +45,12 @@ class Metrics:
             ["service", "reason"],
             registry=r,
         )
+        self.source_refused = Counter(
+            "esb_source_refused",
+            "Inputs a source could not turn into events (bad signature, malformed row), by reason.",
+            ["service", "adapter", "reason"],
+            registry=r,
+        )
         self.duplicates = Counter(
             "esb_duplicates",
             "Deliveries a sink had already applied, acked without a write.",

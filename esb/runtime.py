@@ -187,6 +187,8 @@ async def run_source(
     source: Source[Any] = adapter.source(
         settings.adapter, BrokerEmitter(process.broker, process.stop)
     )
+    refused = process.metrics.source_refused
+    source.count_refusals(lambda why: refused.labels(process.service, adapter.name, why).inc())
     async with process.running(lambda: process.broker.ready):
         await process.connect()
         await source.open()

@@ -117,6 +117,7 @@ class FileSource(Source[FileSourceSettings]):
         path.rename(self.done / path.name)
 
     def refuse(self, path: Path, reason: BadFile) -> None:
+        self.refuse_input("bad_file", f"{path.name} moved to {self.error}: {reason}")
         path.rename(self.error / path.name)
         (self.error / f"{path.name}.reason.txt").write_text(f"{reason}\n")
 

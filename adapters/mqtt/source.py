@@ -49,8 +49,6 @@ class MqttSource(Source[MqttSourceSettings]):
 
     def __init__(self, settings: MqttSourceSettings, emitter: Emitter) -> None:
         super().__init__(settings, emitter)
-        #: Messages refused as events (not JSON, or a type template their topic cannot fill).
-        self.rejected = 0
         self._inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._unacked: deque[_Unacked] = deque()
         self.connection = Connection(
@@ -144,10 +142,4 @@ class MqttSource(Source[MqttSourceSettings]):
 
     def _reject(self, delivery: Delivery, error: EnvelopeError) -> None:
         """Acknowledged and dropped: the broker would send it again and again otherwise."""
-        self.rejected += 1
-        log.warning(
-            "mqtt source: rejected a message on %s (%d so far): %s",
-            delivery.topic,
-            self.rejected,
-            error,
-        )
+        self.refuse_input(error.code, f"a message on {delivery.topic}: {error}")

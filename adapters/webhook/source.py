@@ -67,7 +67,12 @@ class WebhookSource(Source[WebhookSourceSettings]):
             await runner.cleanup()
 
     async def receive(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.settings.max_body_bytes
+            self.refuse_input("too_large", f"a webhook body over {limit} bytes")
+            return web.json_response({"error": f"body over {limit} bytes"}, status=413)
         if self.settings.signature != "none" and self.settings.secret is not None:
             check = SCHEMES[self.settings.signature]
             reason = check(
@@ -77,11 +82,12 @@ class WebhookSource(Source[WebhookSourceSettings]):
                 self.settings.tolerance_seconds,
             )
             if reason is not None:
-                log.warning("refused a webhook: %s", reason)
+                self.refuse_input("bad_signature", reason)
                 return web.json_response({"error": reason}, status=401)
         try:
             event = self.to_event(body, request.headers)
         except EnvelopeError as exc:
+            self.refuse_input(exc.code, str(exc))
             return web.json_response({"error": str(exc)}, status=400)
         if self._was_seen(event.id):
             return web.json_response({"id": event.id, "status": "duplicate"}, status=200)

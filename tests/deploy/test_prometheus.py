@@ -58,7 +58,7 @@ def dashboard_queries(prefix: str = "esb", service: str = ".*") -> list[str]:
 
 
 def test_the_rules_are_valid_and_their_unit_tests_pass() -> None:
-    assert "SUCCESS: 11 rules found" in promtool("check", "rules", str(ALERTS))
+    assert "SUCCESS: 12 rules found" in promtool("check", "rules", str(ALERTS))
     assert "SUCCESS" in promtool("test", "rules", str(ALERTS.with_name("alerts.test.yml")))
     promtool("check", "config", str(ALERTS.with_name("prometheus.yml")))
 
@@ -187,6 +187,6 @@ async def test_a_real_scrape_fills_the_dashboard_and_fires_the_parked_alert(
             prometheus.api("query", query=query)
         rules = prometheus.api("rules")["groups"][0]["rules"]
         assert [r["name"] for r in rules if r["health"] != "ok"] == []
-        assert len(rules) == 11
+        assert len(rules) == 12
     finally:
         sink.stop()

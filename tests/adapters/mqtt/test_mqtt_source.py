@@ -94,7 +94,7 @@ async def test_every_message_becomes_exactly_one_event_with_its_data(
         (d["reading_id"], t, d) for t, d in readings
     ]
     assert {e.type for e in got} == {f"shopfloor.press-{n}.reading" for n in range(5)}
-    assert run.source.rejected == 0
+    assert sum(run.source.refused.values()) == 0
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
@@ -131,16 +131,17 @@ async def test_a_payload_that_is_not_json_is_rejected_counted_and_not_sent_again
     first = await start(**settings)
     payloads = [b"temp=21.5", b'{"ok": 1}', b"\xff\xfe", b""]
     await asyncio.to_thread(mqtt.publish, [(f"{prefix}/plc-7", p) for p in payloads])
-    await until(lambda: first.source.rejected == 3, "three rejects")
+    await until(lambda: sum(first.source.refused.values()) == 3, "three rejects")
     await bus.wait(lambda events: len(events) == 1)
     assert bus.events[0].data == {"ok": 1}
-    assert f"mqtt source: rejected a message on {prefix}/plc-7 (3 so far): payload: " in caplog.text
+    assert first.source.refused == {"invalid_json": 2, "invalid_encoding": 1}
+    assert f"(invalid_json): a message on {prefix}/plc-7: payload: " in caplog.text
     assert "temp=21.5" not in caplog.text
     await first.stop()
     second = await start(**settings)
     await asyncio.to_thread(mqtt.publish, [(f"{prefix}/plc-7", b'{"ok": 2}')])
     await bus.wait(lambda events: len(events) == 2)
-    assert (bus.events[1].data, second.source.rejected) == ({"ok": 2}, 0)
+    assert (bus.events[1].data, second.source.refused) == ({"ok": 2}, {})
 
 
 async def test_a_payload_that_is_not_json_can_be_wrapped_instead(

@@ -33,6 +33,7 @@ class Endpoint:
     url: str
     broker: Broker
     queue: str
+    source: WebhookSource
 
     async def post(self, body: bytes, **headers: str) -> tuple[int, dict[str, Any], Any]:
         async with (
@@ -74,7 +75,7 @@ async def start(amqp_url: str) -> AsyncIterator[Start]:
         task = asyncio.create_task(source.run())
         await asyncio.wait_for(source.listening.wait(), 10)
         running.append((source, task, broker, queue))
-        return Endpoint(f"http://127.0.0.1:{source.port}/webhook", broker, queue)
+        return Endpoint(f"http://127.0.0.1:{source.port}/webhook", broker, queue, source)
 
     yield go
     for source, task, broker, queue in running:
@@ -132,6 +133,7 @@ async def test_shopify_signature_is_base64(start: Start) -> None:
     assert (await endpoint.post(BODY, **{"X-Shopify-Hmac-Sha256": good}))[0] == 202
     assert (await endpoint.post(BODY, **{"X-Shopify-Hmac-Sha256": good[::-1]}))[0] == 401
     assert len(await endpoint.events()) == 1
+    assert endpoint.source.refused == {"bad_signature": 1}
 
 
 async def test_stripe_signature_checks_the_timestamp(start: Start) -> None:
@@ -183,6 +185,7 @@ async def test_bad_json_is_400_and_an_oversize_body_is_413(start: Start) -> None
     ):
         assert response.status == 413
     assert await endpoint.events() == []
+    assert endpoint.source.refused == {"invalid_json": 1, "too_large": 1}
 
 
 async def test_cloudevents_http_binding_in_both_modes_is_taken_as_is(start: Start) -> None:
