@@ -46,9 +46,11 @@ async def test_a_bad_row_sends_the_whole_file_to_error_with_the_reason(tmp_path:
     bus.bind("erp")
     (tmp_path / "orders-2.csv").write_text("order,qty\nSO-3,1\nSO-4,1,extra\n")
     (tmp_path / "orders-3.jsonl").write_text('{"order": "SO-5"}\n{"order": \n')
-    await scan(source(tmp_path, bus))
+    csv_source = source(tmp_path, bus)
+    await scan(csv_source)
     await scan(source(tmp_path, bus, pattern="*.jsonl", format="jsonl"))
     assert bus.published == []
+    assert csv_source.refused == {"bad_file": 1}
     assert (tmp_path / "error" / "orders-2.csv.reason.txt").read_text() == (
         "orders-2.csv:3: 3 fields, the header has 2\n"
     )
