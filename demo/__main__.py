@@ -82,6 +82,10 @@ async def run(out: Path, amqp_url: str, postgres_dsn: str | None, keep: bool) ->
         step("7. metrics: every process serves /metrics, e.g. the shipping-api sink:")
         for line in consumed:
             step(f"     {line}")
+        step(f"   Prometheus targets for all of them: {out}/prometheus-targets.json;")
+        step("   alerts and the Grafana dashboard: docs/monitoring.md")
+        if not keep:
+            step("   `make demo KEEP=1` keeps every process and its /metrics up after the run")
         if keep:
             step("   still running for you to look at (Ctrl-C ends it):")
             for service in deployment.services.values():
