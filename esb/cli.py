@@ -145,14 +145,22 @@ ROUTES_ARGUMENT = click.argument(
 )
 
 
+WATCH_OPTION = click.option(
+    "--watch",
+    is_flag=True,
+    help="Also reload when a route file in the routes directory changes, as SIGHUP does.",
+)
+
+
 @run.command("router")
 @ROUTES_REQUIRED
+@WATCH_OPTION
 @CONFIG_OPTION
-def run_router_command(routes_dir: Path, config_file: Path | None) -> None:
+def run_router_command(routes_dir: Path, watch: bool, config_file: Path | None) -> None:
     """Route events to transformers and sinks until SIGTERM; SIGHUP reloads the routes."""
     settings = load_settings(None, config_file)
     logs.configure(settings.service.log_level, settings.service.mask_patterns)
-    _run(run_router(settings, routes_dir))
+    _run(run_router(settings, routes_dir, watch=watch))
 
 
 @run.command("transformer")
@@ -164,14 +172,17 @@ def run_router_command(routes_dir: Path, config_file: Path | None) -> None:
     help="Run each step's current definition from this directory (SIGHUP reloads it), "
     "so a fixed route applies to replayed messages.",
 )
+@WATCH_OPTION
 @CONFIG_OPTION
 def run_transformer_command(
-    kinds: tuple[str, ...], routes_dir: Path | None, config_file: Path | None
+    kinds: tuple[str, ...], routes_dir: Path | None, watch: bool, config_file: Path | None
 ) -> None:
     """Run the transformer step KINDS (all of them when none is given) until SIGTERM."""
+    if watch and routes_dir is None:
+        raise click.UsageError("--watch needs --routes DIR: there is nothing to watch without it")
     settings = load_settings(None, config_file)
     logs.configure(settings.service.log_level, settings.service.mask_patterns)
-    _run(run_transformers(settings, list(kinds), routes_dir))
+    _run(run_transformers(settings, list(kinds), routes_dir, watch=watch))
 
 
 @main.group(cls=EsbGroup)

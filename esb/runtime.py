@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from esb.health import HealthServer
 from esb.idempotency import IdempotencyStore, build_store
 from esb.masking import Masker
 from esb.metrics import Metrics
+from esb.reloading import reloading
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService, TransformerService
 from esb.routing.slip import STEP_KINDS
@@ -267,28 +268,16 @@ async def serve(
         await asyncio.gather(*(c.stop(process.settings.service.shutdown_grace) for c in consumers))
 
 
-@contextlib.contextmanager
-def reload_on_sighup(reload: Callable[[], Coroutine[Any, Any, bool]]) -> Iterator[None]:
-    """Run ``reload`` on every SIGHUP while the block runs."""
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[bool]] = set()
-
-    def on_sighup() -> None:
-        task = loop.create_task(reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGHUP)
-
-
 async def run_router(
-    settings: ProcessSettings, routes_dir: Path, stop: asyncio.Event | None = None
+    settings: ProcessSettings,
+    routes_dir: Path,
+    stop: asyncio.Event | None = None,
+    watch: bool = False,
 ) -> None:
-    """Route events from the events exchange until stopped; SIGHUP reloads the routes."""
+    """Route events from the events exchange until stopped.
+
+    SIGHUP reloads the routes, and so does a change to a route file with ``watch``.
+    """
     table = load_routes(routes_dir)
     process = Process(settings, settings.service.name or "router", stop=stop or asyncio.Event())
     router = RouterService(process.broker, table, routes_dir)
@@ -301,7 +290,7 @@ async def run_router(
         retry=settings.retry,
         masker=masker(settings),
     )
-    with reload_on_sighup(router.reload):
+    async with reloading(router.reload, routes_dir if watch else None):
         await serve(process, [consumer], on_connect=router.declare)
 
 
@@ -310,11 +299,13 @@ async def run_transformers(
     kinds: list[str],
     routes_dir: Path | None = None,
     stop: asyncio.Event | None = None,
+    watch: bool = False,
 ) -> None:
     """Run the step kinds ``kinds`` (all when empty) until stopped.
 
     With ``routes_dir`` each step runs its route's current definition and
-    SIGHUP reloads it; without, each runs the definition its slip carries.
+    SIGHUP (or, with ``watch``, a changed route file) reloads it; without,
+    each runs the definition its slip carries.
     """
     table = load_routes(routes_dir) if routes_dir is not None else None
     process = Process(
@@ -334,5 +325,5 @@ async def run_transformers(
         )
         for spec in service.queues()
     ]
-    with reload_on_sighup(service.reload):
+    async with reloading(service.reload, routes_dir if watch else None):
         await serve(process, consumers)

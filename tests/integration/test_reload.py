@@ -104,3 +104,41 @@ async def test_sighup_reloads_routes_and_refuses_a_broken_file(
         assert router.popen.poll() is None
     finally:
         router.stop()
+
+
+async def test_watch_reloads_when_a_route_file_changes_and_refuses_a_broken_one(
+    broker: tuple[Broker, QueueNames], tmp_path: Path
+) -> None:
+    bus, names = broker
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "r.yaml").write_text(FIRST)
+    env = {
+        "ESB_BROKER__URL": bus.settings.url.get_secret_value(),
+        "ESB_BROKER__EXCHANGE": bus.settings.exchange,
+        "ESB_BROKER__PREFIX": names.prefix,
+    }
+    router = EsbProcess(
+        ["run", "router", "--routes", str(routes), "--watch"], env, tmp_path / "router.log"
+    )
+    try:
+        router.wait_ready()
+        wait_for(lambda: "watching" in router.log.read_text(), 10, router.tail)
+        (routes / "notes.txt").write_text("not a route file: no reload")
+        (routes / "r.yaml").write_text(BROKEN)
+        wait_for(lambda: "route reload refused" in router.log.read_text(), 10, router.tail)
+        await bus.publish(CloudEvent.new("shop.order.paid", "urn:t", {"total": 1}))
+        await wait_depth(bus, names.sink("crm"), 1)
+        assert await depth(bus, names.sink("erp")) == 0
+
+        (routes / "r.yaml").write_text(SECOND)
+        wait_for(lambda: "routes reloaded: 2 routes" in router.log.read_text(), 10, router.tail)
+        await bus.publish(CloudEvent.new("shop.order.paid", "urn:t", {"total": 2}))
+        await wait_depth(bus, names.sink("crm"), 2)
+        await wait_depth(bus, names.sink("erp"), 1)
+
+        text = router.metrics()
+        assert metric(text, "esb_routes_reloads_total", service="router", outcome="refused") == 1
+        assert metric(text, "esb_routes_reloads_total", service="router", outcome="ok") == 1
+    finally:
+        router.stop()
