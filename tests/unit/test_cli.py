@@ -89,3 +89,9 @@ def test_publish_to_a_dead_broker_says_how_to_start_one(runner: CliRunner) -> No
     assert "cannot connect to amqp://guest:***@127.0.0.1:1/" in result.output
     assert "make broker" in result.output
     assert "Canary-S3cret" not in result.output
+
+
+def test_transformer_watch_without_routes_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["run", "transformer", "--watch"])
+    assert result.exit_code == 2
+    assert "--watch needs --routes DIR" in result.output
