@@ -117,6 +117,7 @@ class Deployment:
         self.sold = 0
         self.paid: list[int] = []
         self.won = 0
+        self.contacts = 0
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -341,6 +342,18 @@ class Deployment:
                 (closed, time.time(), f"D-{n}"),
             )
         self.won += deals
+        self.contacts += deals - without_email
+
+    def flows_done(self, s: Snapshot) -> bool:
+        """Every real-time flow has delivered what the shop and the CRM did so far."""
+        return (
+            s.shipments >= len(self.paid)
+            and s.emails >= len(self.paid)
+            and s.units_taken >= self.paid_units()
+            and s.invoices >= self.won
+            and s.customers >= self.contacts
+            and s.audit_lines >= self.sold + len(self.paid)
+        )
 
     def paid_units(self) -> int:
         """Units in the paid orders: what the inventory must have given out."""

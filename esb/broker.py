@@ -20,6 +20,7 @@ from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError, UnroutableError
 from esb.metrics import Metrics
 from esb.settings import BrokerSettings, redact_url
+from esb.tls import verified_context
 from esb.topology import declare_exchange
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,7 @@ def tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
     files = (settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
     if scheme != "amqps" and not any(files):
         return None
-    try:
-        context = ssl.create_default_context(
-            cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
-        )
-        if settings.tls_cert_file is not None:
-            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"broker TLS files: {exc}") from None
-    return context
+    return verified_context(*files, "broker")
 
 
 def _is_tls_failure(exc: BaseException) -> bool:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from adapters.mqtt.settings import MqttSettings
-from esb import ConfigError, PermanentError, TransientError
+from esb import PermanentError, TransientError
+from esb.tls import verified_context
 
 try:
     import paho.mqtt.client as paho
@@ -67,19 +67,6 @@ def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
 
 
-def tls_context(settings: MqttSettings, name: str) -> ssl.SSLContext:
-    """Verified TLS: the broker's certificate and host name are always checked."""
-    try:
-        context = ssl.create_default_context(
-            cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
-        )
-        if settings.tls_cert_file is not None:
-            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"{name}: TLS files: {exc}") from None
-    return context
-
-
 class Connection:
     """One MQTT client. With ``deliver`` it subscribes to ``topics`` at QoS 1 on every
     connect and hands each message to ``deliver`` on the event loop, unacknowledged;
@@ -123,7 +110,11 @@ class Connection:
             password = settings.password.get_secret_value() if settings.password else None
             client.username_pw_set(settings.username, password)
         if settings.tls:
-            client.tls_set_context(tls_context(settings, name))
+            client.tls_set_context(
+                verified_context(
+                    settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file, name
+                )
+            )
         if self._v5:
             properties = _properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = session_expiry or 0
