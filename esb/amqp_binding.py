@@ -32,7 +32,13 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractMessage
 
-from esb.envelope import CloudEvent, check_size, loads_json, parse_structured, split_attributes
+from esb.envelope import (
+    KNOWN_ATTRIBUTES,
+    CloudEvent,
+    check_size,
+    loads_json,
+    parse_structured,
+)
 from esb.errors import EnvelopeError
 
 HEADER_PREFIX = "ce-"
@@ -76,10 +82,6 @@ def to_message(event: CloudEvent, headers: Mapping[str, Any] | None = None) -> a
     )
 
 
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes | bytearray) else value
-
-
 def decode(
     body: bytes,
     *,
@@ -90,32 +92,46 @@ def decode(
     headers: Mapping[str, Any] | None,
     max_body_bytes: int | None = None,
 ) -> CloudEvent:
-    """Decode an AMQP message (binary or structured mode) into a validated event."""
-    if (
-        content_type is not None
-        and content_type.split(";", 1)[0].strip() == STRUCTURED_CONTENT_TYPE
-    ):
-        return parse_structured(body, max_body_bytes)
+    """Decode an AMQP message (binary or structured mode) into a validated event.
+
+    Every consumer runs this for every delivery, so binary mode sorts the
+    headers into attributes and extensions in one pass.
+    """
+    if content_type is not None and STRUCTURED_CONTENT_TYPE in content_type:
+        media = content_type.split(";", 1)[0].strip()
+        if media == STRUCTURED_CONTENT_TYPE:
+            return parse_structured(body, max_body_bytes)
     check_size(body, max_body_bytes)
-    attrs: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    extensions: dict[str, Any] = {}
     for key, value in (headers or {}).items():
-        if key[:3].lower() == HEADER_PREFIX:
-            attrs[key[3:].lower()] = _text(value)
-    fallbacks = {"id": message_id, "type": type, "correlationid": correlation_id}
-    for name, value in fallbacks.items():
-        if name not in attrs and value is not None:
-            attrs[name] = value
+        if len(key) > 3 and key[:3].lower() == HEADER_PREFIX:
+            name = key[3:].lower()
+            if isinstance(value, bytes | bytearray):
+                value = value.decode()
+            if name in KNOWN_ATTRIBUTES:
+                fields[name] = value
+            else:
+                extensions[name] = value
+    if "id" not in fields and message_id is not None:
+        fields["id"] = message_id
+    if "type" not in fields and type is not None:
+        fields["type"] = type
+    if "correlationid" not in fields and correlation_id is not None:
+        fields["correlationid"] = correlation_id
     for name in ("id", "source", "type"):
-        if name not in attrs:
+        if name not in fields:
             raise EnvelopeError(
                 name,
                 f"required attribute is missing (header {HEADER_PREFIX}{name})",
                 "missing_attribute",
             )
     if content_type is not None:
-        attrs["datacontenttype"] = content_type
-    attrs["data"] = decode_data(body, content_type)
-    return CloudEvent.validated(**split_attributes(attrs))
+        fields["datacontenttype"] = content_type
+    if extensions:
+        fields["extensions"] = extensions
+    fields["data"] = decode_data(body, content_type)
+    return CloudEvent.validated(**fields)
 
 
 def decode_data(body: bytes, content_type: str | None) -> Any:
