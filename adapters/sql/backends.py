@@ -151,6 +151,14 @@ class PostgresBackend(Backend):
     async def apply(self, events: Batch) -> None:
         import psycopg
 
+        # What the event holds can never fit: a constraint, a bad value, a value of the wrong
+        # type for its column (a number for a text key: no operator text = smallint).
+        refused = (
+            psycopg.errors.IntegrityError,
+            psycopg.errors.DataError,
+            psycopg.errors.DatatypeMismatch,
+            psycopg.errors.UndefinedFunction,
+        )
         table, statement = self.settings.table, self.statement
         async with self._turn:
             conn = await self._connect()
@@ -178,7 +186,7 @@ class PostgresBackend(Backend):
                         results = [result.rowcount async for result in cursor.results()]
                         for row, rowcount in zip(todo, results, strict=True):
                             statement.check(row, rowcount)
-            except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+            except refused as exc:
                 raise PermanentError(f"sql sink: {table}: {exc}") from None
             except psycopg.OperationalError as exc:
                 raise TransientError(f"sql sink: {table}: {exc}") from None

@@ -91,6 +91,36 @@ async def test_a_row_the_table_refuses_is_a_permanent_error_and_not_recorded(
     assert database.rows() == [("C-9", "1.00", "2026-11-24", "e-9")]
 
 
+async def test_a_value_of_the_wrong_type_for_its_postgres_column_is_permanent() -> None:
+    require_postgres()
+    table = f"stock_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE TABLE "{table}" (sku TEXT PRIMARY KEY, on_hand INTEGER)')
+        admin.execute(f"INSERT INTO \"{table}\" VALUES ('42', 5)")
+        sql = SqlSink(
+            SqlSinkSettings(
+                dsn=PG_DSN,
+                table=table,
+                mode="increment",
+                key=["sku"],
+                columns={"sku": "data.sku", "on_hand": "data.delta"},
+            )
+        )
+        await sql.open()
+
+        def taken(sku: object, event_id: str) -> CloudEvent:
+            return CloudEvent.new("t", "urn:t", {"sku": sku, "delta": -1}, id=event_id)
+
+        try:
+            with pytest.raises(PermanentError, match=rf"^sql sink: {table}: operator does not exist: text = "):
+                await sql.write(taken(42, "e-1"))
+            await sql.write(taken("42", "e-1"))  # the fixed event, replayed with its id
+            assert admin.execute(f'SELECT on_hand FROM "{table}"').fetchall() == [(4,)]
+        finally:
+            await sql.close()
+            admin.execute(f'DROP TABLE "{table}"')
+
+
 async def test_a_missing_table_or_column_stops_the_sink_at_start(database: Database) -> None:
     for table, columns, reason in (
         ("no_such_table", COLUMNS, "table no_such_table does not exist"),
