@@ -112,7 +112,9 @@ async def test_a_value_of_the_wrong_type_for_its_postgres_column_is_permanent() 
             return CloudEvent.new("t", "urn:t", {"sku": sku, "delta": -1}, id=event_id)
 
         try:
-            with pytest.raises(PermanentError, match=rf"^sql sink: {table}: operator does not exist: text = "):
+            with pytest.raises(
+                PermanentError, match=rf"^sql sink: {table}: operator does not exist: text = "
+            ):
                 await sql.write(taken(42, "e-1"))
             await sql.write(taken("42", "e-1"))  # the fixed event, replayed with its id
             assert admin.execute(f'SELECT on_hand FROM "{table}"').fetchall() == [(4,)]
