@@ -45,10 +45,11 @@ lint: install
 	$(BIN)/ruff format --check esb adapters demo tests bench scripts
 	$(BIN)/mypy
 
-bench: install broker
+bench: install broker mosquitto
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/routing.py
 	$(BIN)/python bench/sql_sink.py
+	$(BIN)/python bench/mqtt_source.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

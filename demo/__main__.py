@@ -27,8 +27,8 @@ async def run(out: Path, amqp_url: str, postgres_dsn: str | None, keep: bool) ->
     deployment = Deployment(out, amqp_url, postgres_dsn=postgres_dsn)
     databases = "PostgreSQL" if postgres_dsn else f"SQLite files in {out}/systems"
     step(f"1. databases ({databases}), shop, carrier, marketing tool and mail server stand-ins")
-    await deployment.start()
     try:
+        await deployment.start()
         running = ", ".join(
             s for s in deployment.services if s not in ("daily-sales", "sales-report")
         )

@@ -49,7 +49,7 @@ DIALECTS = {
         "real": "DOUBLE PRECISION",
         "money": "NUMERIC(14, 2)",
         "total": "to_char(sum(amount), 'FM999999999990.00')",
-        "today": "to_char(current_date, 'YYYY-MM-DD')",
+        "today": "to_char((now() AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD')",
     },
 }
 SINK_TABLES = {"inventory": "stock", "accounting": "invoices"}

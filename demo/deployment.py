@@ -302,6 +302,7 @@ class Deployment:
         (self.out / "prometheus-targets.json").write_bytes(orjson.dumps(targets))
 
     async def stop(self) -> None:
+        """Stop whatever started, also after a start that failed half-way."""
         await asyncio.gather(*(s.stop() for s in self.services.values()))
         if self._session is not None:
             await self._session.close()
@@ -327,10 +328,11 @@ class Deployment:
         self.sold += orders + abandoned
 
     def win_deals(self, deals: int, without_email: int = 0) -> None:
-        """Sales people mark deals won in the CRM, closed over the last days and today."""
+        """Sales people mark deals won in the CRM, closed over the last days and today (UTC,
+        the day the databases' ``daily_sales`` view counts as complete)."""
         today = time.time()
         for n in range(self.won + 1, self.won + deals + 1):
-            closed = time.strftime("%d.%m.%Y", time.localtime(today - 86_400 * (n % 4)))
+            closed = time.strftime("%d.%m.%Y", time.gmtime(today - 86_400 * (n % 4)))
             email = "" if n <= self.won + without_email else f"buyer{n}@example.com"
             self.crm.execute(
                 "INSERT INTO deals (deal_id, title, customer_id, amount, contact_email) "

@@ -39,9 +39,13 @@ class MailServer:
         self.port = port
         self.mailbox = Mailbox()
         self._controller = Controller(self.mailbox, hostname="127.0.0.1", port=port)
+        self._running = False
 
     def start(self) -> None:
         self._controller.start()
+        self._running = True
 
     def stop(self) -> None:
-        self._controller.stop()
+        if self._running:
+            self._controller.stop()
+            self._running = False

@@ -64,7 +64,7 @@ class Source(ABC, Generic[S]):
         await self._emitter.emit(event)
 
     def refuse_input(self, reason: str, detail: str) -> None:
-        """Log and count an input that cannot become an event (a bad signature, a malformed row).
+        """Log and count an input that cannot become an event (a bad signature, a bad file).
 
         ``reason`` is a short stable code (``bad_signature``, ``invalid_json``);
         the runtime exports the count as ``esb_source_refused_total``, so a

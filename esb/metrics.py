@@ -102,7 +102,7 @@ class Metrics:
         )
         self.reloads = Counter(
             "esb_routes_reloads",
-            "Route reloads on SIGHUP, by outcome.",
+            "Route reloads (SIGHUP or a watched file change), by outcome.",
             ["service", "outcome"],
             registry=r,
         )

@@ -21,22 +21,33 @@ log = logging.getLogger(__name__)
 
 Reload = Callable[[], Coroutine[Any, Any, bool]]
 
-#: Editors save in bursts (a temporary file, a rename): changes this close together are one.
+#: Editors save in bursts (a temporary file, a rename): changes with less than watchfiles'
+#: 50 ms quiet step between them are one reload, but none waits longer than this.
 DEBOUNCE_MS = 300
 
 
 def is_route_file(change: Change, path: str) -> bool:
-    return path.endswith((".yaml", ".yml"))
+    """What the loader reads: ``*.yaml``."""
+    return path.endswith(".yaml")
 
 
 @contextlib.asynccontextmanager
 async def reloading(reload: Reload, watch: Path | None = None) -> AsyncIterator[None]:
-    """Run ``reload`` on every SIGHUP and, with ``watch``, when a route file there changes."""
+    """Run ``reload`` on every SIGHUP and, with ``watch``, when a route file there changes.
+
+    Reloads run one at a time, in order: two overlapping ones could otherwise
+    restore a table that a later reload had replaced.
+    """
     loop = asyncio.get_running_loop()
+    turn = asyncio.Lock()
     reloads: set[asyncio.Task[bool]] = set()
 
+    async def one_reload() -> bool:
+        async with turn:
+            return await reload()
+
     def start_reload() -> None:
-        task = loop.create_task(reload())
+        task = loop.create_task(one_reload())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
@@ -46,14 +57,17 @@ async def reloading(reload: Reload, watch: Path | None = None) -> AsyncIterator[
         yield
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        for task in (*reloads, *([watcher] if watcher else [])):
+            task.cancel()
+        await asyncio.gather(*reloads, *([watcher] if watcher else []), return_exceptions=True)
 
 
 async def _watch(directory: Path, start_reload: Callable[[], None]) -> None:
     log.info("watching %s for route changes", directory)
-    async for changes in awatch(directory, watch_filter=is_route_file, debounce=DEBOUNCE_MS):
-        log.info("route files changed (%s), reloading", ", ".join(sorted(p for _, p in changes)))
-        start_reload()
+    try:
+        async for changes in awatch(directory, watch_filter=is_route_file, debounce=DEBOUNCE_MS):
+            names = ", ".join(sorted(p for _, p in changes))
+            log.info("route files changed (%s), reloading", names)
+            start_reload()
+    except Exception:
+        log.exception("watching %s failed; SIGHUP still reloads the routes", directory)

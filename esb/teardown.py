@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 
 import aio_pika
@@ -11,7 +10,8 @@ from esb.retry import retry_queue
 from esb.routing.slip import STEP_KINDS
 from esb.topology import QueueNames, dlq_name
 
-MAX_RETRY_QUEUES = 10
+#: The most delay queues a queue can have: one per retry, and ``retry.max_retries`` is at most 30.
+MAX_RETRY_QUEUES = 30
 
 
 async def delete_deployment(url: str, prefix: str, exchange: str, sinks: Iterable[str]) -> None:
@@ -21,14 +21,15 @@ async def delete_deployment(url: str, prefix: str, exchange: str, sinks: Iterabl
     queues += [names.sink(s) for s in sinks]
     connection = await aio_pika.connect(url)
     async with connection:
+        channel = await connection.channel()
         for queue in queues:
             related = [
                 dlq_name(queue),
-                *(retry_queue(queue, n) for n in range(1, MAX_RETRY_QUEUES)),
+                *(retry_queue(queue, n) for n in range(1, MAX_RETRY_QUEUES + 1)),
             ]
             for name in (queue, *related):
-                channel = await connection.channel()
-                with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                try:
                     await channel.queue_delete(name)
-        channel = await connection.channel()
+                except aio_pika.exceptions.AMQPError:
+                    channel = await connection.channel()  # a failed delete closes the channel
         await channel.exchange_delete(exchange)

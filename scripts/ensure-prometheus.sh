@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the tests of deploy/prometheus need: prometheus and promtool on PATH
 # (from Debian's packages when missing), and the local RabbitMQ's Prometheus
-# plugin for queue depths (skipped when AMQP_URL points at another broker).
+# plugin for queue depths (left alone when AMQP_URL points at another host).
 set -euo pipefail
 
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
@@ -18,9 +18,19 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
 fi
 promtool --version 2>&1 | head -n 1
 
-if [ -z "${AMQP_URL:-}" ] && command -v rabbitmq-plugins >/dev/null 2>&1; then
-  if ! (exec 3<>/dev/tcp/127.0.0.1/15692) 2>/dev/null; then
-    rabbitmq-plugins enable rabbitmq_prometheus >/dev/null
+# The plugin of the local node only: an AMQP_URL pointing at another host is that broker's job.
+case "${AMQP_URL:-amqp://127.0.0.1}" in
+  *@127.0.0.1[:/]* | *@localhost[:/]* | amqp://127.0.0.1* | amqp://localhost*) local_broker=1 ;;
+  *) local_broker=0 ;;
+esac
+plugin_open() { (exec 3<>/dev/tcp/127.0.0.1/15692) 2>/dev/null; }
+if [ "$local_broker" = 1 ] && command -v rabbitmq-plugins >/dev/null 2>&1; then
+  plugin_open || rabbitmq-plugins enable rabbitmq_prometheus >/dev/null
+  for _ in $(seq 1 50); do plugin_open && break; sleep 0.1; done
+  if plugin_open; then
+    echo "RabbitMQ's Prometheus plugin answers on 127.0.0.1:15692"
+  else
+    echo "RabbitMQ's Prometheus plugin does not answer on 127.0.0.1:15692" >&2
+    exit 1
   fi
-  echo "RabbitMQ's Prometheus plugin answers on 127.0.0.1:15692"
 fi

@@ -72,7 +72,7 @@ async def test_rows_are_upserted_by_key_and_each_event_applied_once(
     ]
 
 
-async def test_concurrent_writes_each_commit_in_their_own_transaction(
+async def test_concurrent_writes_on_the_one_connection_all_commit(
     sink: SqlSink, database: Database
 ) -> None:
     """As the consumer calls it: up to broker.prefetch writes at once, on one connection."""
