@@ -175,6 +175,7 @@ class Deployment:
                 where="status = 'won'",
                 event_type="crm.deal.won",
                 event_source="urn:demo:crm",
+                delay_seconds=1.0,
                 poll_seconds=0.5,
             ),
             self._sink(

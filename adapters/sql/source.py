@@ -15,6 +15,7 @@ import base64
 import contextlib
 import os
 import sqlite3
+import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +37,20 @@ def plain(value: Any) -> Any:
     if isinstance(value, bytes | memoryview):
         return base64.b64encode(bytes(value)).decode()
     return value
+
+
+def epoch_seconds(value: Any) -> float:
+    """A cursor value as seconds since the epoch: a timestamp (naive ones taken as UTC), a
+    date, ISO 8601 text, or a number of seconds; ValueError for anything else."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"{value!r} is not a time")
 
 
 def _tagged(value: Any) -> dict[str, Any]:
@@ -160,7 +175,7 @@ class SqlSource(Source[SqlSourceSettings]):
         s = self.settings
         after = self.cursor.load() if s.mode == "cursor" else None
         sql, params = self._select(after)
-        rows = await self._query(sql, params)
+        rows = self._settled(await self._query(sql, params))
         if not rows:
             return 0
         await self.emit_all(self.to_event(row) for row in rows)
@@ -180,6 +195,29 @@ class SqlSource(Source[SqlSourceSettings]):
             )
             await self._query(done, (datetime.now(UTC).isoformat(), *ids))
         return len(rows)
+
+    def _settled(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows older than ``delay_seconds``; the rest wait for a later poll.
+
+        Rows come in cursor order, so the first one too young ends the batch. A
+        writer whose transaction stamped its rows before another's but commits
+        after it would otherwise land behind a cursor that has moved past them.
+        """
+        delay, column = self.settings.delay_seconds, self.settings.cursor_column
+        if not delay or column is None:
+            return rows
+        horizon = time.time() - delay
+        for position, row in enumerate(rows):
+            try:
+                stamp = epoch_seconds(row[column])
+            except ValueError as exc:
+                raise ConfigError(
+                    f"sql source: delay_seconds needs {self.settings.table}.{column} to hold "
+                    f"times: {exc}"
+                ) from None
+            if stamp > horizon:
+                return rows[:position]
+        return rows
 
     async def run(self) -> None:
         while not self.stopping.is_set():

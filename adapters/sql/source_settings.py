@@ -46,6 +46,13 @@ class SqlSourceSettings(AdapterSettings):
     )
     event_type: str = Field(description="Type of the events.", examples=["crm.deal.won"])
     event_source: str = Field(default="urn:esb:sql", description="Source attribute.")
+    delay_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Leave rows whose cursor time is younger than this for a later poll, so a "
+        "transaction that stamped its rows earlier but commits later is not skipped (cursor "
+        "mode; the cursor must hold the change time: a timestamp, ISO text or epoch seconds).",
+    )
     poll_seconds: float = Field(default=2.0, gt=0, description="Pause between polls.")
     batch_size: int = Field(default=500, ge=1, description="Rows per poll.")
 
@@ -53,6 +60,8 @@ class SqlSourceSettings(AdapterSettings):
     def _mode_needs(self) -> SqlSourceSettings:
         if self.mode == "cursor" and self.cursor_column is None:
             raise ValueError("mode cursor needs cursor_column")
+        if self.mode == "outbox" and self.delay_seconds:
+            raise ValueError("delay_seconds applies to mode cursor only")
         if self.mode == "outbox" and self.outbox_done == "mark" and self.mark_column is None:
             raise ValueError("outbox_done mark needs mark_column")
         return self

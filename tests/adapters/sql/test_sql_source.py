@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from adapters.sql import SqlSource
 from adapters.sql.source_settings import SqlSourceSettings
+from esb import ConfigError
 from esb.testing import MemoryBus
 from tests.support.postgres import PG_DSN, pg, require_postgres
 
@@ -140,3 +144,65 @@ async def test_nothing_moves_when_the_bus_refuses(deals: Table, tmp_path: Path) 
 def test_settings_need_a_cursor_or_an_outbox() -> None:
     with pytest.raises(ValueError, match="mode cursor needs cursor_column"):
         SqlSourceSettings(dsn="sqlite:///x.db", table="t", id_column="id", event_type="t.x")
+
+
+async def test_delay_leaves_young_rows_for_a_later_poll(deals: Table, tmp_path: Path) -> None:
+    bus = MemoryBus()
+    bus.bind("crm")
+    insert(deals, 1, 3, stamp="2026-11-24T10:00:00")
+    young = datetime.now(UTC).isoformat()
+    insert(deals, 4, 4, stamp=young)
+    source = new_source(deals, bus, tmp_path, delay_seconds=0.5)
+    await source.open()
+    try:
+        assert await source.poll() == 3
+        assert await source.poll() == 0
+        await asyncio.sleep(0.6)
+        assert await source.poll() == 1
+    finally:
+        await source.close()
+    assert [e.data["id"] for e in bus.published] == [1, 2, 3, 4]
+
+
+async def test_delay_needs_a_cursor_that_holds_times(deals: Table, tmp_path: Path) -> None:
+    bus = MemoryBus()
+    bus.bind("crm")
+    insert(deals, 1, 1, stamp="not a time")
+    source = new_source(deals, bus, tmp_path, delay_seconds=1)
+    await source.open()
+    try:
+        with pytest.raises(ConfigError, match=r"delay_seconds needs deals_\w+\.updated_at"):
+            await source.poll()
+    finally:
+        await source.close()
+    assert bus.published == []
+
+
+async def test_a_late_commit_with_an_earlier_stamp_is_read_with_a_delay(tmp_path: Path) -> None:
+    """Two PostgreSQL writers stamp rows with now(), the transaction's start: the one that
+    began first commits last. Without a delay the cursor passes its row before it is
+    visible and never reads it; with one, the row is read in order."""
+    require_postgres()
+    for delay, expected in ((0.0, ["B"]), (1.0, ["A", "B"])):
+        name = f"deals_{uuid.uuid4().hex[:8]}"
+        pg(f'CREATE TABLE "{name}" (id TEXT PRIMARY KEY, updated_at TIMESTAMPTZ NOT NULL)')
+        bus = MemoryBus()
+        bus.bind("crm")
+        table = Table(PG_DSN, name, pg)
+        source = new_source(table, bus, tmp_path / name, delay_seconds=delay)
+        (tmp_path / name).mkdir()
+        await source.open()
+        try:
+            async with await psycopg.AsyncConnection.connect(PG_DSN) as slow:
+                await slow.execute(f"INSERT INTO \"{name}\" VALUES ('A', now())")
+                await asyncio.sleep(0.05)
+                pg(f"INSERT INTO \"{name}\" VALUES ('B', now())")
+                await source.poll()
+                await slow.commit()
+            await asyncio.sleep(delay + 0.1)
+            while await source.poll():
+                pass
+        finally:
+            await source.close()
+            pg(f'DROP TABLE "{name}"')
+        assert [e.data["id"] for e in bus.published] == expected
