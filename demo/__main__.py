@@ -22,9 +22,11 @@ def step(text: str) -> None:
     print(text, flush=True)
 
 
-async def run(out: Path, amqp_url: str, postgres_dsn: str | None, keep: bool) -> None:
+async def run(
+    out: Path, amqp_url: str, postgres_dsn: str | None, keep: bool, metrics_host: str
+) -> None:
     started = time.monotonic()
-    deployment = Deployment(out, amqp_url, postgres_dsn=postgres_dsn)
+    deployment = Deployment(out, amqp_url, postgres_dsn=postgres_dsn, metrics_host=metrics_host)
     databases = "PostgreSQL" if postgres_dsn else f"SQLite files in {out}/systems"
     step(f"1. databases ({databases}), shop, carrier, marketing tool and mail server stand-ins")
     try:
@@ -127,13 +129,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="Where files go.")
     parser.add_argument("--keep", action="store_true", help="Keep running until Ctrl-C.")
     parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="Host Prometheus reaches the processes' /metrics at (a container's name).",
+    )
+    parser.add_argument(
         "--postgres",
         default=os.environ.get("ESB_DEMO_POSTGRES"),
         help="PostgreSQL DSN for the databases (default: SQLite files).",
     )
     args = parser.parse_args()
     amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    asyncio.run(run(args.out, amqp_url, args.postgres, args.keep))
+    asyncio.run(run(args.out, amqp_url, args.postgres, args.keep, args.metrics_host))
 
 
 if __name__ == "__main__":

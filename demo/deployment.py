@@ -92,12 +92,14 @@ class Deployment:
         busy_rate: float = 0.1,
         quota_every: int = 20,
         report_schedule: str = "* * * * * */3",
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         self.out = out.resolve()
         self.amqp_url = amqp_url
         self.prefix = prefix
         self.exchange = f"{prefix}.events"
         self.report_schedule = report_schedule
+        self.metrics_host = metrics_host
         self.crm = Database("crm", self.out / "systems", postgres_dsn)
         self.inventory = Database("inventory", self.out / "systems", postgres_dsn)
         self.accounting = Database("accounting", self.out / "systems", postgres_dsn)
@@ -299,7 +301,7 @@ class Deployment:
     def _write_scrape_targets(self) -> None:
         """The running processes' /metrics, for Prometheus's file-based discovery."""
         running = [s for s in self.services.values() if s.process is not None]
-        targets = [{"targets": [f"127.0.0.1:{s.health_port}" for s in running]}]
+        targets = [{"targets": [f"{self.metrics_host}:{s.health_port}" for s in running]}]
         (self.out / "prometheus-targets.json").write_bytes(orjson.dumps(targets))
 
     async def stop(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 
 from demo.databases import STOCK_START
@@ -117,4 +118,8 @@ async def test_each_integration_applies_every_event_once_and_nothing_else(
         lambda s: len(s.report_rows) >= len(days), 60, "the nightly report was not written"
     )
     assert report.report_rows == [f"{d},{n},{total}" for d, n, total in days]
+    targets = orjson.loads((deployment.out / "prometheus-targets.json").read_bytes())
+    assert sorted(targets[0]["targets"]) == sorted(
+        f"127.0.0.1:{service.health_port}" for service in deployment.services.values()
+    )
     assert report.parked == {}
