@@ -27,8 +27,9 @@ DEBOUNCE_MS = 300
 
 
 def is_route_file(change: Change, path: str) -> bool:
-    """What the loader reads: ``*.yaml``."""
-    return path.endswith(".yaml")
+    """What the loader reads, ``*.yaml``, and Kubernetes' ``..data`` link: a ConfigMap volume
+    is updated by swapping that link, while the ``*.yaml`` links through it stay as they are."""
+    return path.endswith(".yaml") or Path(path).name == "..data"
 
 
 @contextlib.asynccontextmanager
@@ -65,7 +66,9 @@ async def reloading(reload: Reload, watch: Path | None = None) -> AsyncIterator[
 async def _watch(directory: Path, start_reload: Callable[[], None]) -> None:
     log.info("watching %s for route changes", directory)
     try:
-        async for changes in awatch(directory, watch_filter=is_route_file, debounce=DEBOUNCE_MS):
+        async for changes in awatch(
+            directory, watch_filter=is_route_file, debounce=DEBOUNCE_MS, recursive=False
+        ):
             names = ", ".join(sorted(p for _, p in changes))
             log.info("route files changed (%s), reloading", names)
             start_reload()
