@@ -1,0 +1,108 @@
+"""deploy/k8s, checked without a cluster: the Kubernetes schemas, every esb container's
+arguments and settings as esb itself reads them, and KEDA scaling on the queue each sink
+really consumes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from esb.cli import main
+from esb.registry import load_adapter
+from esb.settings import load_settings
+from esb.topology import QueueNames
+
+K8S = Path(__file__).parents[2] / "deploy" / "k8s"
+
+
+def documents() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    found = []
+    for name in kustomization["resources"]:
+        found += [doc for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
+    return found
+
+
+def containers() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(deployment name, container, pod spec) of every esb container."""
+    for doc in documents():
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            for container in pod["containers"]:
+                if container["image"] == "esb":
+                    yield doc["metadata"]["name"], container, pod
+
+
+def test_every_manifest_is_listed_and_valid_for_kubernetes() -> None:
+    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml") if p.stem != "kustomization")
+    tool = Path(sys.executable).with_name("kubernetes-validate")
+    done = subprocess.run(
+        [str(tool), "--strict", *(str(K8S / name) for name in listed)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ERROR" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in containers()])
+def test_each_container_runs_a_real_command_with_settings_esb_accepts(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, container, pod = next(c for c in containers() if c[0] == name)
+    args = container["args"]
+    help_args = [*args[: 3 if args[1] in ("source", "sink") else 2], "--help"]
+    assert CliRunner().invoke(main, help_args).exit_code == 0, f"{name}: esb {args} is unknown"
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    if "--routes" in args:
+        routes = args[args.index("--routes") + 1]
+        assert volumes[mounts[routes]]["configMap"]["name"] == "esb-routes"
+    for variable in container["env"]:
+        if "valueFrom" in variable:
+            value = "from-a-secret"
+        elif variable["name"].endswith("_FILE"):
+            # A file the pod gets from a mounted secret: the test writes a stand-in for it.
+            directory = str(Path(variable["value"]).parent)
+            assert directory in mounts, f"{name}: {variable['value']} is not on a mounted volume"
+            stand_in = tmp_path / Path(variable["value"]).name
+            stand_in.write_text(
+                "amqp://esb:secret@rabbitmq:5672/"
+                if "broker" in directory
+                else "postgresql://esb@db/esb"
+            )
+            value = str(stand_in)
+        else:
+            value = variable["value"]
+        monkeypatch.setenv(variable["name"], value)
+    model = None
+    if args[1] in ("source", "sink"):
+        adapter = load_adapter(args[2])
+        model = getattr(adapter, args[1]).settings_model
+    settings = load_settings(model)
+    assert settings.service.name == name.removeprefix("esb-")
+
+
+def test_keda_scales_each_sink_on_the_queue_it_consumes() -> None:
+    found = documents()
+    auths = {d["metadata"]["name"] for d in found if d["kind"] == "TriggerAuthentication"}
+    by_deployment = {name: container for name, container, _ in containers()}
+    scaled = [d for d in found if d["kind"] == "ScaledObject"]
+    assert scaled
+    for doc in scaled:
+        target = doc["spec"]["scaleTargetRef"]["name"]
+        env = {v["name"]: v.get("value") for v in by_deployment[target]["env"]}
+        names = QueueNames(env.get("ESB_BROKER__PREFIX") or "esb")
+        for trigger in doc["spec"]["triggers"]:
+            assert trigger["type"] == "rabbitmq"
+            assert trigger["metadata"]["queueName"] == names.sink(env["ESB_SERVICE__NAME"])
+            assert trigger["authenticationRef"]["name"] in auths
