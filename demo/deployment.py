@@ -13,7 +13,6 @@ import base64
 import contextlib
 import os
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from demo.services import ROUTES, Service
 from demo.shipping import ShippingApi
 from demo.shop import SKUS, Shop, order
 from esb.teardown import delete_deployment
+from esb.testing import free_port
 from esb.topology import QueueNames, dlq_name
 
 SHOP_SECRET = "shop-demo-signing-secret"  # noqa: S105 - a demo's stand-in secret
@@ -56,12 +56,6 @@ EMAIL_BODY = (
     "your order {{ data.vars.order }} is on its way with {{ data.vars.carrier }}.\n"
     "Tracking number: {{ data.vars.tracking }}\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -103,7 +97,9 @@ class Deployment:
         self.crm = Database("crm", self.out / "systems", postgres_dsn)
         self.inventory = Database("inventory", self.out / "systems", postgres_dsn)
         self.accounting = Database("accounting", self.out / "systems", postgres_dsn)
-        self.ports = {name: free_port() for name in ("shop", "carrier", "shipping", "marketing")}
+        self.ports = {
+            name: free_port() for name in ("shop", "carrier", "shipping", "marketing")
+        }
         self.shop = Shop(f"http://127.0.0.1:{self.ports['shop']}/webhooks/shop", SHOP_SECRET)
         self.shipping = ShippingApi(
             SHIPPING_TOKEN,
@@ -297,6 +293,9 @@ class Deployment:
             await service.start(self.out, self.env)
         self._write_scrape_targets()
         await asyncio.gather(*(s.wait_ready(self.session, self.out, 60) for s in services))
+        await asyncio.sleep(0.2)
+        for service in services:  # ready, and still its own process answering
+            service.check_running(self.out)
 
     def _write_scrape_targets(self) -> None:
         """The running processes' /metrics, for Prometheus's file-based discovery."""

@@ -68,8 +68,16 @@ class Service:
                     if response.status == 200:
                         return
             await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not become ready; {self._log_end(out)}")
+
+    def check_running(self, out: Path) -> None:
+        """Fail when the process has exited (a port taken under it, a bad setting)."""
+        if self.process is None or self.process.returncode is not None:
+            raise RuntimeError(f"{self.name} exited; {self._log_end(out)}")
+
+    def _log_end(self, out: Path) -> str:
         log = (out / "logs" / f"{self.name}.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{self.name} did not become ready; its log ends:\n{log}")
+        return f"its log ends:\n{log}"
 
     async def stop(self, grace: float = 10) -> None:
         """SIGTERM, as an orchestrator stops a container; SIGKILL if it hangs."""

@@ -13,6 +13,8 @@ so it cannot drift from the broker's behaviour.
 from __future__ import annotations
 
 import heapq
+import random
+import socket
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -216,3 +218,27 @@ class FlowHarness:
 
     def parked(self, sink: str) -> list[Parked]:
         return self.bus.queues[sink].parked
+
+
+#: Listening ports below Linux's ephemeral range (32768 and up): an outgoing connection made
+#: between choosing a port and binding it cannot take it.
+_PORT_RANGE = (20_000, 32_000)
+_ports_given: set[int] = set()
+_port_random = random.Random()  # noqa: S311 - spreading ports, not security
+
+
+def free_port() -> int:
+    """A port nothing listens on, for a test's server or process; never the same twice in one
+    test run, so servers started together cannot be handed one port."""
+    for _ in range(1_000):
+        port = _port_random.randrange(*_PORT_RANGE)
+        if port in _ports_given:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))  # noqa: S104 - where servers under test bind
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError(f"no free port between {_PORT_RANGE[0]} and {_PORT_RANGE[1]}")

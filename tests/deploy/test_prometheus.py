@@ -19,9 +19,10 @@ import yaml
 
 from esb import CloudEvent, to_message
 from esb.metrics import Metrics
+from esb.testing import free_port
 from tests.conftest import Names
 from tests.support.processes import EsbProcess, read_ids, wait_for
-from tests.support.rabbit import free_port, port_open
+from tests.support.rabbit import port_open
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"

@@ -12,10 +12,10 @@ from pathlib import Path
 import aio_pika
 
 from esb import Broker, BrokerSettings, CloudEvent, Metrics
+from esb.testing import free_port
 from esb.topology import QueueSpec, declare_queue
 from tests.conftest import Names
 from tests.support.processes import read_ids
-from tests.support.rabbit import free_port
 
 LIMIT = 3
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from esb import Broker, BrokerSettings, CloudEvent, ConfigError, Metrics
+from esb.testing import free_port
 from esb.topology import QueueSpec, declare_queue
-from tests.support.rabbit import PrivateRabbit, free_port
+from tests.support.rabbit import PrivateRabbit
 
 
 def openssl(*args: str, cwd: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.support.rabbit import free_port
+from esb.testing import free_port
 
 ESB = [sys.executable, "-m", "esb.cli"]
 

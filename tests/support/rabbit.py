@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from esb.testing import free_port
+
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
 HOW_TO_START = (
     "no RabbitMQ found: set AMQP_URL, or run `make broker` to start one on 127.0.0.1:5672, "
@@ -23,12 +25,6 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _rabbit_bin(name: str) -> str:

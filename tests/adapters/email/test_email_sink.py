@@ -14,7 +14,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from adapters.email import EmailSink
 from adapters.email.settings import EmailSinkSettings
 from esb import CloudEvent, PermanentError, TransientError
-from tests.support.rabbit import free_port
+from esb.testing import free_port
 
 
 class Mailbox:

@@ -14,7 +14,7 @@ from aiohttp import web
 from adapters.http import HttpSink
 from adapters.http.settings import HttpSinkSettings
 from esb import CloudEvent, PermanentError, TransientError
-from tests.support.rabbit import free_port
+from esb.testing import free_port
 
 
 @dataclass

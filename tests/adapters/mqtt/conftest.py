@@ -29,8 +29,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from esb import Broker, BrokerSettings, CloudEvent, Metrics, from_message
 from esb.runtime import BrokerEmitter
+from esb.testing import free_port
 from esb.topology import QueueSpec, declare_queue, dlq_name
-from tests.support.rabbit import free_port, port_open
+from tests.support.rabbit import port_open
 
 HOW_TO_START = (
     "no MQTT broker on {host}:{port}: start Mosquitto with "

@@ -13,8 +13,8 @@ import pytest
 from adapters.mqtt import MqttSink
 from adapters.mqtt.settings import MqttSinkSettings
 from esb import CloudEvent, PermanentError, TransientError
+from esb.testing import free_port
 from tests.adapters.mqtt.conftest import Mqtt, PrivateMosquitto, subscriber, until
-from tests.support.rabbit import free_port
 
 OpenSink = Callable[..., Awaitable[MqttSink]]
 

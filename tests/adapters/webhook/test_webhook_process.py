@@ -6,9 +6,9 @@ from pathlib import Path
 
 import aiohttp
 
+from esb.testing import free_port
 from tests.support.processes import EsbProcess
 from tests.support.prometheus import metric
-from tests.support.rabbit import free_port
 
 
 async def post(url: str, body: bytes, **headers: str) -> int:
