@@ -97,9 +97,7 @@ class Deployment:
         self.crm = Database("crm", self.out / "systems", postgres_dsn)
         self.inventory = Database("inventory", self.out / "systems", postgres_dsn)
         self.accounting = Database("accounting", self.out / "systems", postgres_dsn)
-        self.ports = {
-            name: free_port() for name in ("shop", "carrier", "shipping", "marketing")
-        }
+        self.ports = {name: free_port() for name in ("shop", "carrier", "shipping", "marketing")}
         self.shop = Shop(f"http://127.0.0.1:{self.ports['shop']}/webhooks/shop", SHOP_SECRET)
         self.shipping = ShippingApi(
             SHIPPING_TOKEN,
