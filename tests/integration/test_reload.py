@@ -65,9 +65,10 @@ async def wait_depth(broker: Broker, queue: str, count: int) -> None:
     raise AssertionError(f"{queue} holds {await depth(broker, queue)} messages, not {count}")
 
 
-async def test_sighup_reloads_routes_and_refuses_a_broken_file(
-    broker: tuple[Broker, QueueNames], tmp_path: Path
-) -> None:
+def start_router(
+    broker: tuple[Broker, QueueNames], tmp_path: Path, *flags: str
+) -> tuple[Path, EsbProcess]:
+    """A routes directory holding FIRST, and a router process serving it."""
     bus, names = broker
     routes = tmp_path / "routes"
     routes.mkdir()
@@ -77,7 +78,15 @@ async def test_sighup_reloads_routes_and_refuses_a_broken_file(
         "ESB_BROKER__EXCHANGE": bus.settings.exchange,
         "ESB_BROKER__PREFIX": names.prefix,
     }
-    router = EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "router.log")
+    command = ["run", "router", "--routes", str(routes), *flags]
+    return routes, EsbProcess(command, env, tmp_path / "router.log")
+
+
+async def test_sighup_reloads_routes_and_refuses_a_broken_file(
+    broker: tuple[Broker, QueueNames], tmp_path: Path
+) -> None:
+    bus, names = broker
+    routes, router = start_router(broker, tmp_path)
     try:
         router.wait_ready()
         await bus.publish(CloudEvent.new("shop.order.paid", "urn:t", {"total": 1}))
@@ -110,17 +119,7 @@ async def test_watch_reloads_when_a_route_file_changes_and_refuses_a_broken_one(
     broker: tuple[Broker, QueueNames], tmp_path: Path
 ) -> None:
     bus, names = broker
-    routes = tmp_path / "routes"
-    routes.mkdir()
-    (routes / "r.yaml").write_text(FIRST)
-    env = {
-        "ESB_BROKER__URL": bus.settings.url.get_secret_value(),
-        "ESB_BROKER__EXCHANGE": bus.settings.exchange,
-        "ESB_BROKER__PREFIX": names.prefix,
-    }
-    router = EsbProcess(
-        ["run", "router", "--routes", str(routes), "--watch"], env, tmp_path / "router.log"
-    )
+    routes, router = start_router(broker, tmp_path, "--watch")
     try:
         router.wait_ready()
         wait_for(lambda: "watching" in router.log.read_text(), 10, router.tail)
