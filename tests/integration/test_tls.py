@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,65 +10,16 @@ import pytest
 from esb import Broker, BrokerSettings, CloudEvent, ConfigError, Metrics
 from esb.testing import free_port
 from esb.topology import QueueSpec, declare_queue
+from tests.support.pki import authority, signed
 from tests.support.rabbit import PrivateRabbit
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA and a server certificate for DNS:localhost only."""
     d = tmp_path_factory.mktemp("pki")
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=esb test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        cwd=d,
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        cwd=d,
-    )
-    (d / "san.ext").write_text("subjectAltName=DNS:localhost\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-        cwd=d,
-    )
+    authority(d)
+    signed("server", "/CN=localhost", d, "subjectAltName=DNS:localhost\n")
     for name in ("server.key", "server.pem", "ca.pem"):
         (d / name).chmod(0o644)
     return d

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,47 +12,16 @@ from adapters.mqtt import MqttSink
 from adapters.mqtt.settings import MqttSinkSettings
 from esb import CloudEvent, ConfigError, TransientError
 from tests.adapters.mqtt.conftest import Mqtt, PrivateMosquitto, subscriber
+from tests.support.pki import authority, signed
 
 EVENT = CloudEvent.new("display.text", "urn:esb", {"text": "Gate 4"})
-EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def signed(name: str, subject: str, pki: Path, extensions: str = "") -> None:
-    """``name``.key and ``name``.pem, signed by the test CA."""
-    openssl(
-        "req", *EC_KEY, "-subj", subject, "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=pki
-    )
-    (pki / f"{name}.ext").write_text(extensions or "basicConstraints=CA:FALSE\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        f"{name}.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        f"{name}.ext",
-        "-out",
-        f"{name}.pem",
-        cwd=pki,
-    )
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA, a server certificate for IP 127.0.0.1 and a client certificate."""
     d = tmp_path_factory.mktemp("pki")
-    ca = ["-x509", "-days", "2", "-subj", "/CN=esb test CA", "-keyout", "ca.key", "-out", "ca.pem"]
-    openssl("req", *EC_KEY, *ca, cwd=d)
+    authority(d)
     signed("server", "/CN=127.0.0.1", d, "subjectAltName=IP:127.0.0.1\n")
     signed("client", "/CN=esb-sink", d)
     return d
