@@ -98,6 +98,11 @@ class BrokerSettings(BaseModel):
     reconnect_interval: float = Field(
         default=1.0, gt=0, description="Seconds between reconnection attempts after a loss."
     )
+    declare: bool = Field(
+        default=True,
+        description="Declare the exchange and queues at start; false for least-privilege users "
+        "(no configure permission): they only check that `esb topology declare` declared them.",
+    )
 
     @model_validator(mode="after")
     def _url_from_file(self) -> BrokerSettings:
