@@ -40,37 +40,63 @@ from esb.envelope import (
     parse_structured,
 )
 from esb.errors import EnvelopeError
+from esb.limits import MAX_HEADER_BYTES, MAX_HEADERS
 
 HEADER_PREFIX = "ce-"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+
+
+def media_type(content_type: str) -> str:
+    """The media type of a content type, lower-cased: media types are case-insensitive."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_structured(content_type: str | None) -> bool:
+    return content_type is not None and media_type(content_type) == STRUCTURED_CONTENT_TYPE
 
 
 def is_json(content_type: str | None) -> bool:
     """JSON when unset (the CloudEvents default) or ``*/json`` / ``*+json``."""
     if content_type is None:
         return True
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = media_type(content_type)
     return media.endswith("/json") or media.endswith("+json")
 
 
 def encode_data(event: CloudEvent) -> bytes:
-    """The body for ``event.data`` under its content type."""
+    """The body for ``event.data`` under its content type; EnvelopeError when it cannot be."""
     data = event.data
     if data is None:
         return b""
     if isinstance(data, bytes):
         return data
-    if isinstance(data, str) and not is_json(event.datacontenttype):
-        return data.encode()
-    return orjson.dumps(data)
+    try:
+        if isinstance(data, str) and not is_json(event.datacontenttype):
+            return data.encode()
+        return orjson.dumps(data)
+    except (orjson.JSONEncodeError, UnicodeEncodeError) as exc:
+        raise EnvelopeError("data", f"cannot be encoded: {exc}", "unencodable") from None
+
+
+def header_value(value: Any) -> str:
+    """An attribute as its CloudEvents string form (booleans are ``true`` and ``false``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def to_message(event: CloudEvent, headers: Mapping[str, Any] | None = None) -> aio_pika.Message:
-    """Encode ``event`` in binary mode as a persistent AMQP message."""
+    """Encode ``event`` in binary mode as a persistent AMQP message.
+
+    Raises :class:`EnvelopeError` for data that cannot be encoded (the event
+    was valid, so only data a step or an adapter built can fail here).
+    """
     amqp_headers: dict[str, Any] = dict(headers or {})
     for name, value in event.attributes().items():
         if name != "datacontenttype":
-            amqp_headers[HEADER_PREFIX + name] = value if isinstance(value, str) else str(value)
+            amqp_headers[HEADER_PREFIX + name] = header_value(value)
     return aio_pika.Message(
         body=encode_data(event),
         message_id=event.id,
@@ -97,10 +123,8 @@ def decode(
     Every consumer runs this for every delivery, so binary mode sorts the
     headers into attributes and extensions in one pass.
     """
-    if content_type is not None and STRUCTURED_CONTENT_TYPE in content_type:
-        media = content_type.split(";", 1)[0].strip()
-        if media == STRUCTURED_CONTENT_TYPE:
-            return parse_structured(body, max_body_bytes)
+    if is_structured(content_type):
+        return parse_structured(body, max_body_bytes)
     check_size(body, max_body_bytes)
     fields: dict[str, Any] = {}
     extensions: dict[str, Any] = {}
@@ -108,7 +132,7 @@ def decode(
         if len(key) > 3 and key[:3].lower() == HEADER_PREFIX:
             name = key[3:].lower()
             if isinstance(value, bytes | bytearray):
-                value = value.decode()
+                value = _text(value, key)
             if name in KNOWN_ATTRIBUTES:
                 fields[name] = value
             else:
@@ -134,13 +158,46 @@ def decode(
     return CloudEvent.validated(**fields)
 
 
+def _text(value: bytes | bytearray, header: str) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise EnvelopeError(
+            header[len(HEADER_PREFIX) :], f"header {header} is not valid UTF-8", "invalid_encoding"
+        ) from None
+
+
+def check_headers(headers: Mapping[str, Any] | None) -> None:
+    """Refuse more headers, or larger ones, than :mod:`esb.limits` allows."""
+    if not headers:
+        return
+    if len(headers) > MAX_HEADERS:
+        raise EnvelopeError(
+            "headers",
+            f"{len(headers)} headers, more than the limit of {MAX_HEADERS}",
+            "headers_too_large",
+        )
+    size = 0
+    for key, value in headers.items():
+        if isinstance(value, str | bytes | bytearray):
+            size += len(key) + len(value)
+        else:
+            size += len(key) + (len(str(value)) if isinstance(value, dict | list) else 8)
+    if size > MAX_HEADER_BYTES:
+        raise EnvelopeError(
+            "headers",
+            f"headers of about {size} bytes, more than the limit of {MAX_HEADER_BYTES}",
+            "headers_too_large",
+        )
+
+
 def decode_data(body: bytes, content_type: str | None) -> Any:
     """The body as ``data``: parsed JSON, text for ``text/*``, bytes otherwise."""
     if not body:
         return None
     if is_json(content_type):
         return loads_json(body, "data")
-    if content_type is not None and content_type.lower().startswith("text/"):
+    if content_type is not None and media_type(content_type).startswith("text/"):
         try:
             return body.decode()
         except UnicodeDecodeError:
@@ -152,6 +209,7 @@ def decode_data(body: bytes, content_type: str | None) -> Any:
 
 def from_message(message: AbstractMessage, max_body_bytes: int | None = None) -> CloudEvent:
     """Decode a message (delivered or built); raises :class:`EnvelopeError` naming the fault."""
+    check_headers(message.headers)
     return decode(
         message.body,
         message_id=message.message_id,

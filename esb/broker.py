@@ -17,7 +17,7 @@ from yarl import URL
 
 from esb.amqp_binding import to_message
 from esb.envelope import CloudEvent
-from esb.errors import BrokerUnavailable, ConfigError, UnroutableError
+from esb.errors import BrokerUnavailable, ConfigError, EnvelopeError, UnroutableError
 from esb.metrics import Metrics
 from esb.settings import BrokerSettings, redact_url
 from esb.tls import verified_context
@@ -182,12 +182,18 @@ class Broker:
     async def publish_message(
         self, message: aio_pika.Message, routing_key: str, exchange: str
     ) -> None:
-        """Publish an already encoded message with confirm and mandatory routing."""
+        """Publish an already encoded message with confirm and mandatory routing.
+
+        Raises :class:`EnvelopeError` when AMQP cannot carry the message (a
+        property over 255 bytes, a header of a type it has no encoding for).
+        """
         try:
             target = await self._exchange_named(exchange)
             await target.publish(
                 message, routing_key, mandatory=True, timeout=self.settings.publish_timeout
             )
+        except TypeError as exc:  # pamqp refuses what AMQP cannot encode before anything is sent
+            raise EnvelopeError("message", f"AMQP cannot carry it: {exc}", "unencodable") from None
         except aiormq.exceptions.PublishError:
             self.metrics.published.labels(self.service, "unroutable").inc()
             raise UnroutableError(

@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 from esb import __version__, logs
 from esb.adapter import Adapter
 from esb.broker import Broker
-from esb.dlq import browse, compile_filter, depth, parking_lot, replay
+from esb.dlq import browse, compile_filter, depth, parking_lot, printable, replay
 from esb.envelope import CloudEvent, parse_structured
 from esb.errors import EsbError
 from esb.metrics import Metrics
@@ -367,9 +367,9 @@ def dlq_show(
                         continue
                     click.echo(f"parking lot: {lot}")
                     for key in sorted(parked.message.headers or {}):
-                        click.echo(f"{key}: {parked.header(key)}")
+                        click.echo(printable(f"{key}: {parked.header(key)}"))
                     body = parked.event.to_structured() if parked.event else parked.message.body
-                    click.echo(f"event: {body.decode(errors='replace')}")
+                    click.echo(f"event: {printable(body.decode(errors='replace'))}")
                     return True
             return False
         finally:

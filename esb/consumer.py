@@ -42,7 +42,7 @@ SETTLE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, aiormq.exc
 
 MIN_RETRY_LEVELS = 5
 
-OUTCOMES = ("ok", "parked", "retried", "returned", "requeued", "unsettled")
+OUTCOMES = ("ok", "parked", "retried", "returned", "requeued", "rejected", "unsettled")
 
 
 class Consumer:
@@ -100,8 +100,13 @@ class Consumer:
 
     @property
     def consuming(self) -> bool:
-        """Ready: consuming, or paused on purpose by an open circuit."""
-        return not self._stopping and (self._tag is not None or self.circuit.state != State.CLOSED)
+        """Ready: consuming, or paused on purpose by an open circuit whose probe is armed."""
+        if self._stopping:
+            return False
+        if self._tag is not None:
+            return True
+        probe_armed = self._probe is not None and not self._probe.done()
+        return self.circuit.state != State.CLOSED and probe_armed
 
     async def start(self) -> None:
         """Declare the queue, its parking lot and delay queues, then start consuming."""
@@ -161,18 +166,27 @@ class Consumer:
                 self._idle.set()
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
+        """Every delivery ends acked (applied, retried or parked) or, should esb itself fail
+        on it, rejected: the broker then dead-letters it to the parking lot."""
+        try:
+            await self._process(message)
+        except Exception:
+            log.exception(
+                "could not handle a delivery; rejecting it to the parking lot %s",
+                dlq_name(self.spec.name),
+                extra={"message_id": message.message_id},
+            )
+            await self._settle(message, "rejected", reject=True)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
         attempts = attempts_so_far(message)
         try:
             event = from_message(message, self.broker.settings.max_body_bytes)
         except EnvelopeError as exc:
-            self.metrics.rejected.labels(self.service, exc.code).inc()
-            text = self.masker.text(str(exc))
-            log.warning(
-                "refused an invalid envelope: %s",
-                text,
-                extra={"message_id": message.message_id, "reason": exc.code},
-            )
-            await self._park(message, exc.code, exc, text, attempts)
+            await self._refuse(message, exc, exc.code, attempts)
+            return
+        except Exception as exc:  # a decoder fault on hostile input: park, never hold the slot
+            await self._refuse(message, exc, "undecodable", attempts)
             return
         was_open = self.circuit.state == State.OPEN
         try:
@@ -185,6 +199,20 @@ class Consumer:
                 await self._consume()
             self.circuit.success()
             await self._settle(message, "ok")
+
+    async def _refuse(
+        self, message: AbstractIncomingMessage, exc: Exception, code: str, attempts: int
+    ) -> None:
+        """Park a delivery that is not a valid envelope; it says nothing about the target."""
+        self.metrics.rejected.labels(self.service, code).inc()
+        text = self.masker.text(str(exc))
+        log.warning(
+            "refused an invalid envelope: %s",
+            text,
+            extra={"message_id": message.message_id, "reason": code},
+        )
+        keep_headers = code != "headers_too_large"
+        await self._park(message, code, exc, text, attempts, keep_headers=keep_headers)
 
     async def _failed(
         self,
@@ -229,21 +257,30 @@ class Consumer:
             self._probe = asyncio.create_task(self._probe_later())
 
     async def _probe_later(self) -> None:
-        """Wait, then try one message; its outcome closes the circuit or opens it again."""
-        while not self._stopping and self.circuit.state == State.OPEN:
-            await asyncio.sleep(self.circuit.seconds_until_probe())
-            if self._stopping or self._queue is None:
-                return
-            self.circuit.probing()
+        """Wait, then try messages until one tells whether the target answers.
+
+        A success closes the circuit (and consuming resumes), a target failure
+        opens it again; a message that says nothing about the target (an
+        invalid envelope, a fault in esb) leaves it half-open, and the next
+        message is the probe. No path leaves the circuit open without a probe.
+        """
+        while not self._stopping and self.circuit.state != State.CLOSED:
             try:
+                if self.circuit.state == State.OPEN:
+                    await asyncio.sleep(self.circuit.seconds_until_probe())
+                if self._stopping or self._queue is None:
+                    return
+                self.circuit.probing()
                 message = await self._queue.get(no_ack=False, fail=False, timeout=5)
+                if message is None:
+                    await self._consume()  # nothing to probe with: the next delivery is the probe
+                    return
+                await self._on_message(message)
             except CONNECTION_ERRORS:
                 self.circuit.trip()
-                continue
-            if message is None:
-                await self._consume()  # nothing to probe with: the next delivery is the probe
-                return
-            await self._on_message(message)
+            except Exception:
+                log.exception("circuit probe of %s failed; trying again later", self.spec.name)
+                self.circuit.trip()
 
     async def _retry(
         self, message: AbstractIncomingMessage, exc: Exception, text: str, attempt: int
@@ -259,7 +296,7 @@ class Consumer:
             await self._park(message, "retries_exhausted", exc, text, attempt)
             return
         delay = max(backoff(policy, attempt), retry_after(exc) or 0.0)
-        level = min(attempt, self._retry_levels)
+        level = max(1, min(attempt, self._retry_levels))
         copy = retry_copy(
             message, attempt=attempt, delay=delay, error=exc, service=self.service, error_text=text
         )
@@ -276,6 +313,8 @@ class Consumer:
         exc: BaseException,
         text: str,
         attempts: int,
+        *,
+        keep_headers: bool = True,
     ) -> None:
         copy = parked_copy(
             message,
@@ -285,6 +324,7 @@ class Consumer:
             queue=self.spec.name,
             attempts=attempts,
             error_text=text,
+            keep_headers=keep_headers,
         )
         await self._republish(message, copy, dlq_name(self.spec.name), "parked")
 
@@ -306,11 +346,15 @@ class Consumer:
         await self._settle(message, outcome)
 
     async def _settle(
-        self, message: AbstractIncomingMessage, outcome: str, requeue: bool = False
+        self,
+        message: AbstractIncomingMessage,
+        outcome: str,
+        requeue: bool = False,
+        reject: bool = False,
     ) -> None:
         try:
-            if requeue:
-                await message.nack(requeue=True)
+            if requeue or reject:
+                await message.nack(requeue=requeue)
             else:
                 await message.ack()
         except SETTLE_ERRORS:

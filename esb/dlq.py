@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from esb.amqp_binding import from_message
 from esb.broker import Broker
 from esb.envelope import CloudEvent
-from esb.errors import ConfigError, EnvelopeError
+from esb.errors import ConfigError
 from esb.parking import (
     ATTEMPTS,
     ERROR,
@@ -52,7 +52,7 @@ class Parked:
 
     def header(self, name: str) -> Any:
         value = (self.message.headers or {}).get(name)
-        return value.decode() if isinstance(value, bytes) else value
+        return value.decode(errors="replace") if isinstance(value, bytes) else value
 
     @property
     def reason(self) -> str:
@@ -62,10 +62,18 @@ class Parked:
     def summary(self) -> str:
         kind = self.event.type if self.event else "(not a valid event)"
         error = str(self.header(ERROR) or "")[:80]
-        return (
+        return printable(
             f"{self.id}  {kind}  reason={self.reason}  attempts={self.header(ATTEMPTS) or 0}"
             f"  at={self.header(FAILED_AT) or '?'}  {error}"
         )
+
+
+def printable(text: str) -> str:
+    """``text`` safe for an operator's terminal: control characters (escape sequences a
+    publisher chose) are shown escaped instead of acted on."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 async def depth(channel: AbstractChannel, queue: str) -> int | None:
@@ -86,7 +94,7 @@ async def browse(channel: AbstractChannel, lot: str) -> AsyncIterator[Parked]:
     while (message := await queue.get(no_ack=False, fail=False, timeout=10)) is not None:
         try:
             event: CloudEvent | None = from_message(message)
-        except EnvelopeError:
+        except Exception:  # parked because it is not a valid event: show it as it is
             event = None
         yield Parked(message, event)
 

@@ -18,6 +18,12 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esb.errors import EnvelopeError
+from esb.limits import (
+    MAX_ATTRIBUTE_BYTES,
+    MAX_DEPTH,
+    MAX_HEADERS,
+    SHORT_STRING_BYTES,
+)
 
 SPECVERSION = "1.0"
 
@@ -80,16 +86,35 @@ class CloudEvent(BaseModel):
             raise ValueError("must be an RFC 3339 string")
         return value
 
+    @field_validator("id", "type", "correlationid", "datacontenttype")
+    @classmethod
+    def _short_string(cls, value: str | None) -> str | None:
+        """These travel in AMQP short strings (message_id, type, ...): 255 bytes at most."""
+        if value is not None and len(value) * 4 > SHORT_STRING_BYTES:
+            _check_bytes(value, SHORT_STRING_BYTES)
+        return value
+
+    @field_validator("source", "subject", "dataschema", "causationid", "traceparent")
+    @classmethod
+    def _attribute_size(cls, value: str | None) -> str | None:
+        if value is not None and len(value) * 4 > MAX_ATTRIBUTE_BYTES:
+            _check_bytes(value, MAX_ATTRIBUTE_BYTES)
+        return value
+
     @field_validator("extensions")
     @classmethod
     def _extension_names(cls, value: dict[str, ExtensionValue]) -> dict[str, ExtensionValue]:
-        for name in value:
+        if len(value) > MAX_HEADERS:
+            raise ValueError(f"{len(value)} extensions, more than the limit of {MAX_HEADERS}")
+        for name, item in value.items():
             if not _EXTENSION_NAME.match(name):
                 raise ValueError(
                     f"extension name {name!r} must be 1-20 lowercase letters or digits"
                 )
             if name in KNOWN_ATTRIBUTES:
                 raise ValueError(f"extension name {name!r} is a reserved attribute")
+            if isinstance(item, str) and len(item) * 4 > MAX_ATTRIBUTE_BYTES:
+                _check_bytes(item, MAX_ATTRIBUTE_BYTES, name)
         return value
 
     @classmethod
@@ -138,6 +163,13 @@ class CloudEvent(BaseModel):
         return orjson.dumps(doc)
 
 
+def _check_bytes(value: str, limit: int, name: str = "") -> None:
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        prefix = f"{name}: " if name else ""
+        raise ValueError(f"{prefix}{size} bytes, more than the limit of {limit} bytes")
+
+
 def format_time(value: datetime) -> str:
     """RFC 3339 with ``Z`` for UTC, the form most CloudEvents tools emit."""
     text = value.isoformat()
@@ -171,10 +203,28 @@ class _DuplicateKey(ValueError):
     pass
 
 
-_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+class _LongInteger(ValueError):
+    pass
+
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_HUGE = float(2**63)
+
+
+def _checked_int(text: str) -> int:
+    value = int(text)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise _LongInteger(text)
+    return value
+
+
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_int=_checked_int)
 #: Every object key in the text is a string followed by a colon; a string value can match too,
 #: so more matches than parsed keys means "maybe a duplicate": only then parse a second time.
 _KEY_LIKE = re.compile(rb'"\s*:')
+#: orjson turns integers beyond 64 bits into floats; they have 19 digits or more.
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 def _maybe_duplicate_keys(body: bytes, keys: int) -> bool:
@@ -187,36 +237,89 @@ def _maybe_duplicate_keys(body: bytes, keys: int) -> bool:
     return body.count(b":") > keys and len(_KEY_LIKE.findall(body)) > keys
 
 
-def _count_keys(value: Any) -> int:
+def _shape(value: Any, field: str) -> int:
+    """The number of object keys in ``value``; EnvelopeError when it nests deeper than allowed."""
     count = 0
-    stack = [value]
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, dict):
             count += len(item)
-            stack.extend(item.values())
+            children: Any = item.values()
         elif isinstance(item, list):
-            stack.extend(item)
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise EnvelopeError(
+                field, f"nested deeper than the limit of {MAX_DEPTH} levels", "too_deep"
+            )
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return count
 
 
 def loads_json(body: bytes, field: str) -> Any:
-    """Parse JSON strictly: UTF-8, no NaN or Infinity, numbers that fit a double, nesting up to
-    1,024 levels (orjson's limits), and no duplicate object keys, which parsers resolve
-    differently (a duplicate could smuggle a value past a check); the error names ``field``."""
+    """Parse JSON strictly; the error names ``field``.
+
+    Refused: text that is not UTF-8, NaN and Infinity, nesting deeper than
+    :data:`esb.limits.MAX_DEPTH`, integers beyond 64 bits (orjson would make
+    them floats, dropping digits), and duplicate object keys, which parsers
+    resolve differently (a duplicate could smuggle a value past a check).
+    """
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         code = "invalid_encoding" if "UTF-8" in str(exc) else "invalid_json"
-        raise EnvelopeError(field, f"not valid JSON: {exc}", code) from None
-    if isinstance(value, dict | list) and _maybe_duplicate_keys(body, _count_keys(value)):
-        try:
-            _STRICT_DECODER.decode(body.decode())
-        except _DuplicateKey as exc:
-            raise EnvelopeError(
-                field, f"duplicate key {exc.args[0]!r} in a JSON object", "duplicate_key"
-            ) from None
+        raise EnvelopeError(field, f"not valid JSON: {_short(str(exc))}", code) from None
+    keys = _shape(value, field)
+    if (keys and _maybe_duplicate_keys(body, keys)) or (
+        _LONG_DIGITS.search(body) is not None and _has_huge_float(value)
+    ):
+        _strict_parse(body, field)
     return value
+
+
+def _has_huge_float(value: Any) -> bool:
+    """A float of 64-bit integer size or more: it may have been an integer too long to keep."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if abs(item) >= _HUGE:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _strict_parse(body: bytes, field: str) -> None:
+    """Parse again with Python's decoder, which sees duplicate keys and every digit of a number.
+
+    Only reached for text within the depth limit, so its recursion is bounded.
+    """
+    try:
+        _STRICT_DECODER.decode(body.decode())
+    except _DuplicateKey as exc:
+        raise EnvelopeError(
+            field, f"duplicate key {_short(exc.args[0])!r} in a JSON object", "duplicate_key"
+        ) from None
+    except _LongInteger as exc:
+        raise EnvelopeError(
+            field,
+            f"integer {_short(exc.args[0])} does not fit 64 bits (send it as a string)",
+            "number_out_of_range",
+        ) from None
+    except ValueError as exc:  # Python's own limit on digits in an integer
+        raise EnvelopeError(
+            field, f"not a usable number: {_short(str(exc))}", "number_out_of_range"
+        ) from None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """Attacker-chosen text quoted in an error is cut: errors are logged and stored in headers."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
 def parse_structured(body: bytes, max_bytes: int | None = None) -> CloudEvent:

@@ -34,6 +34,3 @@ MAX_HEADER_BYTES = 16_384
 
 #: Default largest body (``broker.max_body_bytes``); sources' own limits may not exceed it.
 DEFAULT_MAX_BODY_BYTES = 1_048_576
-
-#: Attributes carried in AMQP short strings.
-SHORT_STRING_ATTRIBUTES = frozenset({"id", "type", "correlationid", "datacontenttype"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
@@ -75,12 +76,30 @@ def copy_message(
     )
 
 
+def _encodable(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """Headers as AMQP can send them again: a string that was not UTF-8 arrives as ``bytes``,
+    which the encoder refuses; as a byte array it keeps its exact bytes."""
+    return {
+        key: bytearray(value) if isinstance(value, bytes) else value
+        for key, value in headers.items()
+    }
+
+
 def failure_headers(
-    message: AbstractIncomingMessage, *, error: BaseException, error_text: str, service: str
+    message: AbstractIncomingMessage,
+    *,
+    error: BaseException,
+    error_text: str,
+    service: str,
+    keep_headers: bool = True,
 ) -> dict[str, Any]:
-    """The message's headers with this failure recorded; the first failure's time is kept."""
+    """The message's headers with this failure recorded; the first failure's time is kept.
+
+    ``keep_headers=False`` drops the message's own headers: headers over the
+    limits could make the copy too large to publish.
+    """
     now = datetime.now(UTC).isoformat()
-    headers: dict[str, Any] = dict(message.headers or {})
+    headers: dict[str, Any] = _encodable(message.headers or {}) if keep_headers else {}
     headers.setdefault(FIRST_FAILED_AT, now)
     headers.setdefault(ORIGINAL_EXCHANGE, message.exchange or "")
     headers.setdefault(ORIGINAL_ROUTING_KEY, message.routing_key or "")
@@ -104,10 +123,13 @@ def parked_copy(
     queue: str,
     attempts: int,
     error_text: str | None = None,
+    keep_headers: bool = True,
 ) -> aio_pika.Message:
     """The message to put in a parking lot: same body and properties, plus the why."""
     text = error_text if error_text is not None else str(error)
-    headers = failure_headers(message, error=error, error_text=text, service=service)
+    headers = failure_headers(
+        message, error=error, error_text=text, service=service, keep_headers=keep_headers
+    )
     headers.update(
         {
             REASON: reason,

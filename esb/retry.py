@@ -14,23 +14,34 @@ import random
 from datetime import timedelta
 
 import aio_pika
+import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from esb.parking import ATTEMPTS, copy_message, failure_headers
 from esb.settings import RetrySettings
+from esb.topology import access_refused, check_queue
 
 
 def retry_queue(queue: str, attempt: int) -> str:
     return f"{queue}.retry.{attempt}"
 
 
+#: More attempts than any retry policy allows (max_retries is at most 30).
+_MAX_ATTEMPTS = 1000
+
+
 def attempts_so_far(message: AbstractIncomingMessage) -> int:
-    """Failed attempts recorded on the message before this delivery."""
+    """Failed attempts recorded on the message before this delivery.
+
+    Anyone who can publish can forge the header, so the value is clamped to
+    a count no policy could reach: a forged count parks a message sooner, no worse.
+    """
     value = (message.headers or {}).get(ATTEMPTS, 0)
     try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        count = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
         return 0
+    return max(0, min(count, _MAX_ATTEMPTS))
 
 
 def backoff(settings: RetrySettings, attempt: int, rng: random.Random | None = None) -> float:
@@ -40,18 +51,30 @@ def backoff(settings: RetrySettings, attempt: int, rng: random.Random | None = N
     return max(0.001, base + (rng or random).uniform(-spread, spread))
 
 
-async def declare_retry_queues(channel: AbstractChannel, queue: str, retries: int) -> None:
-    """The delay queues of ``queue``: expired messages dead-letter back to it."""
+async def declare_retry_queues(
+    channel: AbstractChannel, queue: str, retries: int, *, declare: bool = True
+) -> None:
+    """The delay queues of ``queue``: expired messages dead-letter back to it.
+
+    With ``declare`` false (a least-privilege user) only check that they exist.
+    """
     for attempt in range(1, retries + 1):
-        await channel.declare_queue(
-            retry_queue(queue, attempt),
-            durable=True,
-            arguments={
-                "x-queue-type": "classic",
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": queue,
-            },
-        )
+        name = retry_queue(queue, attempt)
+        if not declare:
+            await check_queue(channel, name, queue)
+            continue
+        try:
+            await channel.declare_queue(
+                name,
+                durable=True,
+                arguments={
+                    "x-queue-type": "classic",
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": queue,
+                },
+            )
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise access_refused(exc, "configure", f"declaring queue {name!r}") from None
 
 
 def retry_copy(

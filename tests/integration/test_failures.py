@@ -9,9 +9,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aio_pika
 import pytest
 
 from esb import Broker, BrokerSettings, CloudEvent, Metrics, TransientError
+from esb.circuit import State
 from esb.consumer import Consumer
 from esb.failures import http_error
 from esb.retry import retry_queue
@@ -261,3 +263,57 @@ async def test_a_target_down_for_20_seconds_gets_everything_after_recovery(broke
     assert sorted(target.ids) == sorted(f"o-{n}" for n in range(count))
     assert await parked(broker) == 0
     assert sample(broker, "esb_consumed_total", adapter="test", outcome="retried") >= count
+
+
+class BrokenOnce(RecordingSink):
+    """Fails its first write with an error esb does not know (a bug, say), then works."""
+
+    async def write(self, event: CloudEvent) -> None:
+        self.attempts[event.id] += 1
+        if sum(self.attempts.values()) == 1:
+            raise RuntimeError("driver bug")
+        await super().write(event)
+
+
+async def test_an_invalid_envelope_taken_by_the_probe_does_not_wedge_the_circuit(
+    broker: Broker,
+) -> None:
+    """The probe parks an invalid message; the next message is the probe, and consuming resumes
+    (it used to end the probe with the circuit half-open and nobody consuming)."""
+    spec = QueueSpec(f"{broker.settings.prefix}.sink", ["#"])
+    target = BrokenOnce()
+    consumer = Consumer(
+        broker,
+        write_to(target),
+        spec,
+        adapter="test",
+        metrics=broker.metrics,
+        retry=RetrySettings(max_retries=3, initial_delay=0.1, jitter=0),
+        circuit=CircuitSettings(threshold=1, open_seconds=0.5),
+    )
+    await declare_queue(broker.channel, spec, broker.settings)
+    await broker.publish(CloudEvent.new("t.x", "urn:t", {}, id="first"))
+    await consumer.start()
+    for _ in range(100):
+        if consumer.circuit.state != State.CLOSED:
+            break
+        await asyncio.sleep(0.02)
+    assert consumer.circuit.state == State.OPEN
+    channel = await broker.connection.channel()
+    exchange = await channel.get_exchange(broker.settings.exchange)
+    await exchange.publish(aio_pika.Message(b"{}", headers={"ce-id": "x"}), routing_key="t.x")
+    for _ in range(200):
+        if await parked(broker) == 1:
+            break
+        await asyncio.sleep(0.05)
+    await broker.publish(CloudEvent.new("t.x", "urn:t", {}, id="after"))
+    for _ in range(200):
+        if sorted(target.ids) == ["after", "first"]:
+            break
+        await asyncio.sleep(0.05)
+    ready_after = consumer.consuming
+    await consumer.stop(grace=5)
+    assert sorted(target.ids) == ["after", "first"]
+    assert consumer.circuit.state == State.CLOSED
+    assert ready_after
+    assert await parked(broker) == 1
