@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.sql.dsn import describe, scrub
 from adapters.sql.settings import SqlSinkSettings
 from adapters.sql.statements import Rows, RowStatement
 from esb import ConfigError, PermanentError, TransientError
-from esb.settings import redact_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -119,7 +119,11 @@ class PostgresBackend(Backend):
                 )
             except psycopg.OperationalError as exc:
                 raise TransientError(
-                    f"sql sink: cannot reach {redact_url(self.dsn)}: {exc}"
+                    f"sql sink: cannot reach {describe(self.dsn)}: {scrub(str(exc), self.dsn)}"
+                ) from None
+            except psycopg.Error as exc:  # a DSN libpq refuses: retrying cannot help
+                raise ConfigError(
+                    f"sql sink: dsn {describe(self.dsn)}: {scrub(str(exc), self.dsn)}"
                 ) from None
         return self._conn
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar
-from urllib.parse import urlsplit
 
 from adapters.sql.backends import Backend, PostgresBackend, SqliteBackend
 from adapters.sql.batch import Batcher
+from adapters.sql.dsn import backend
 from adapters.sql.settings import SqlSinkSettings
 from adapters.sql.statements import event_rows
-from esb import AdapterSettings, CloudEvent, ConfigError, Sink
+from esb import AdapterSettings, CloudEvent, Sink
 
 
 class SqlSink(Sink[SqlSinkSettings]):
@@ -30,13 +30,10 @@ class SqlSink(Sink[SqlSinkSettings]):
     def __init__(self, settings: SqlSinkSettings) -> None:
         super().__init__(settings)
         dsn = settings.dsn.get_secret_value()
-        scheme = urlsplit(dsn).scheme
-        if scheme == "sqlite":
+        if backend(dsn, "sql sink") == "sqlite":
             self.backend: Backend = SqliteBackend(Path(dsn.removeprefix("sqlite://")), settings)
-        elif scheme in ("postgresql", "postgres"):
-            self.backend = PostgresBackend(dsn, settings)
         else:
-            raise ConfigError(f"sql sink: dsn scheme {scheme!r} is not postgresql or sqlite")
+            self.backend = PostgresBackend(dsn, settings)
         self.batcher = (
             Batcher(self.backend.apply, settings.batch_size, settings.batch_wait)
             if settings.transaction == "batch"

@@ -6,6 +6,12 @@ position to ``cursor_file`` (atomically): a restart neither skips nor
 repeats rows, but for a batch in flight at a crash, which is emitted again
 with the same event ids for the sinks to de-duplicate. Outbox mode emits
 every row and then deletes or marks it, in the source's own database.
+
+A row that cannot make a publishable event (an id too long for AMQP, JSON
+nested too deep, a value that is not UTF-8 or cannot be encoded, data over
+the body limit) is refused: logged and counted with its reason, and the
+cursor moves past it (an outbox row is finished like the others), so one bad
+row never stops the table.
 """
 
 from __future__ import annotations
@@ -16,16 +22,19 @@ import contextlib
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import orjson
 
+from adapters.edge import check_publishable
+from adapters.sql.dsn import backend, describe, scrub
 from adapters.sql.source_settings import SqlSourceSettings
-from esb import AdapterSettings, CloudEvent, ConfigError, Emitter, Source
+from esb import AdapterSettings, CloudEvent, ConfigError, Emitter, EnvelopeError, Source
+from esb.envelope import loads_json
 
 
 def plain(value: Any) -> Any:
@@ -37,6 +46,38 @@ def plain(value: Any) -> Any:
     if isinstance(value, bytes | memoryview):
         return base64.b64encode(bytes(value)).decode()
     return value
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A JSON column value the envelope's limits refuse; its row is refused with the reason."""
+
+    error: EnvelopeError
+
+
+def json_column(value: bytes | bytearray | memoryview | str) -> Any:
+    """psycopg's loader for json and jsonb columns: the envelope's strict parse, not ``json``.
+
+    Python's ``json`` recurses per level, so one deeply nested value would
+    fail the whole poll; here it becomes :class:`Unreadable` and only its row
+    is refused.
+    """
+    text = value.encode() if isinstance(value, str) else bytes(value)
+    try:
+        return loads_json(text, "column")
+    except EnvelopeError as exc:
+        return Unreadable(exc)
+
+
+def sqlite_text(value: bytes) -> str:
+    """SQLite text that is not UTF-8 is kept (undecodable bytes as surrogates) so only its row
+    is refused; sqlite3's default would fail the whole query."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = ascii(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def epoch_seconds(value: Any) -> float:
@@ -98,10 +139,7 @@ class SqlSource(Source[SqlSourceSettings]):
 
     def __init__(self, settings: SqlSourceSettings, emitter: Emitter) -> None:
         super().__init__(settings, emitter)
-        dsn = settings.dsn.get_secret_value()
-        self.scheme = urlsplit(dsn).scheme
-        if self.scheme not in ("sqlite", "postgresql", "postgres"):
-            raise ConfigError(f"sql source: dsn scheme {self.scheme!r} is not postgresql or sqlite")
+        self.scheme = backend(settings.dsn.get_secret_value(), "sql source")
         self.cursor = CursorFile(settings.cursor_file or Path(f"{settings.table}.cursor.json"))
         self._sqlite: sqlite3.Connection | None = None
         self._pg: Any = None
@@ -115,10 +153,12 @@ class SqlSource(Source[SqlSourceSettings]):
         if self.scheme == "sqlite":
             self._sqlite = sqlite3.connect(dsn.removeprefix("sqlite://"), isolation_level=None)
             self._sqlite.row_factory = sqlite3.Row
+            self._sqlite.text_factory = sqlite_text
             return
         try:
             import psycopg
             from psycopg.rows import dict_row
+            from psycopg.types.json import set_json_loads
         except ImportError:
             raise ConfigError(
                 "the sql source on PostgreSQL needs: pip install 'esb[postgres]'"
@@ -127,8 +167,11 @@ class SqlSource(Source[SqlSourceSettings]):
             self._pg = await psycopg.AsyncConnection.connect(
                 dsn, autocommit=True, row_factory=dict_row
             )
-        except psycopg.OperationalError as exc:
-            raise ConfigError(f"sql source: cannot connect: {exc}") from None
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"sql source: cannot connect to {describe(dsn)}: {scrub(str(exc), dsn)}"
+            ) from None
+        set_json_loads(json_column, self._pg)
 
     async def close(self) -> None:
         if self._sqlite is not None:
@@ -160,15 +203,39 @@ class SqlSource(Source[SqlSourceSettings]):
         return sql, params
 
     def to_event(self, row: dict[str, Any]) -> CloudEvent:
+        """The row's event; EnvelopeError when it cannot be published."""
         s = self.settings
         row_id = row[s.id_column]
         event_id = f"{s.table}:{row_id}"
         if s.mode == "cursor":
             event_id += f":{plain(row[s.cursor_column or s.id_column])}"
+        for column, value in row.items():
+            if isinstance(value, Unreadable):
+                raise EnvelopeError(column, value.error.reason, value.error.code)
         data = {key: plain(value) for key, value in row.items()}
-        return CloudEvent.new(
+        event = CloudEvent.new(
             s.event_type, s.event_source, data, id=event_id, subject=f"{s.table}/{row_id}"
         )
+        check_publishable(event)
+        return event
+
+    def events(self, rows: list[dict[str, Any]]) -> list[CloudEvent]:
+        """The events of ``rows``; a row that cannot be one is refused with its reason."""
+        events = []
+        for row in rows:
+            try:
+                events.append(self.to_event(row))
+            except EnvelopeError as exc:
+                where = f"{self.settings.table}.{self.settings.id_column} = "
+                self.refuse_input(exc.code, f"{where}{_short(row[self.settings.id_column])}: {exc}")
+        return events
+
+    async def emit(self, event: CloudEvent) -> None:
+        """Publish; an event the broker layer cannot encode is refused, not retried."""
+        try:
+            await super().emit(event)
+        except EnvelopeError as exc:
+            self.refuse_input(exc.code, f"event {_short(event.id)}: {exc}")
 
     async def poll(self) -> int:
         """One batch: emit the rows, then move the cursor (or finish the outbox rows)."""
@@ -178,7 +245,7 @@ class SqlSource(Source[SqlSourceSettings]):
         rows = self._settled(await self._query(sql, params))
         if not rows:
             return 0
-        await self.emit_all(self.to_event(row) for row in rows)
+        await self.emit_all(self.events(rows))
         if s.mode == "cursor":
             last = rows[-1]
             self.cursor.save(last[s.cursor_column or s.id_column], last[s.id_column])

@@ -206,3 +206,81 @@ async def test_a_late_commit_with_an_earlier_stamp_is_read_with_a_delay(tmp_path
             await source.close()
             pg(f'DROP TABLE "{name}"')
         assert [e.data["id"] for e in bus.published] == expected
+
+
+async def test_a_row_that_cannot_be_an_event_is_refused_and_the_cursor_moves_past_it(
+    deals: Table, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cursor value that makes the event id longer than AMQP carries (255 bytes), and a
+    value over the body limit: each row is refused with its reason, the others published,
+    and the next poll starts after them instead of failing on them again."""
+    bus = MemoryBus()
+    bus.bind("crm")
+    insert(deals, 1, 1)
+    insert(deals, 2, 2, stamp="2026-11-24T10:00:01" + "x" * 300)
+    deals.run(
+        f"INSERT INTO \"{deals.name}\" VALUES (3, '{'C' * 1_100_000}', 1, 'won', "
+        "'2026-11-24T10:00:02', NULL)"
+    )
+    insert(deals, 4, 4, stamp="2026-11-24T10:00:03")
+    source = new_source(deals, bus, tmp_path)
+    await run_until_idle(source)
+    assert [e.data["id"] for e in bus.published] == [1, 4]
+    assert source.refused == {"invalid_attribute": 1, "too_large": 1}
+    assert f"(invalid_attribute): {deals.name}.id = 2: id: " in caplog.text
+    assert f"(too_large): {deals.name}.id = 3: body: " in caplog.text
+    again = new_source(deals, bus, tmp_path)
+    await run_until_idle(again)
+    assert (len(bus.published), again.refused) == (2, {})
+
+
+async def test_a_refused_outbox_row_is_finished_like_the_others(
+    deals: Table, tmp_path: Path
+) -> None:
+    bus = MemoryBus()
+    bus.bind("crm")
+    insert(deals, 1, 1)
+    deals.run(f"INSERT INTO \"{deals.name}\" VALUES (2, '{'C' * 1_100_000}', 1, 'won', 'x', NULL)")
+    source = new_source(deals, bus, tmp_path, mode="outbox", cursor_column=None)
+    await run_until_idle(source)
+    assert [e.data["id"] for e in bus.published] == [1]
+    assert source.refused == {"too_large": 1}
+    assert deals.run(f'SELECT count(*) FROM "{deals.name}"') == [(0,)]
+
+
+async def test_a_json_column_nested_too_deep_refuses_its_row_only(tmp_path: Path) -> None:
+    """Python's json (psycopg's default loader) would read it, or fail the whole poll when
+    deeper than its recursion; the envelope's limits refuse just that row."""
+    require_postgres()
+    name = f"docs_{uuid.uuid4().hex[:8]}"
+    pg(f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY, doc JSONB)')
+    try:
+        deep = "[" * 100 + "]" * 100
+        deeper = "[" * 5000 + "]" * 5000
+        pg(
+            f"INSERT INTO \"{name}\" VALUES (1, '{{\"a\": 1}}'), (2, '{deep}'), "
+            f"(3, '{deeper}'), (4, '[]')"
+        )
+        bus = MemoryBus()
+        bus.bind("crm")
+        source = new_source(Table(PG_DSN, name, pg), bus, tmp_path, cursor_column="id")
+        await run_until_idle(source)
+    finally:
+        pg(f'DROP TABLE "{name}"')
+    assert [(e.data["id"], e.data["doc"]) for e in bus.published] == [(1, {"a": 1}), (4, [])]
+    assert sum(source.refused.values()) == 2
+    assert source.refused["too_deep"] >= 1  # beyond orjson's own 1,024 levels: invalid_json
+
+
+async def test_sqlite_text_that_is_not_utf8_refuses_its_row_only(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO t VALUES (1, 'Ada'), (2, CAST(X'4a6f7267ff' AS TEXT)), (3, 'Bo')")
+    bus = MemoryBus()
+    bus.bind("crm")
+    source = new_source(Table(f"sqlite://{path}", "t", lambda _: []), bus, tmp_path)
+    source.settings = source.settings.model_copy(update={"cursor_column": "id"})
+    await run_until_idle(source)
+    assert [e.data["name"] for e in bus.published] == ["Ada", "Bo"]
+    assert sum(source.refused.values()) == 1

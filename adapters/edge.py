@@ -1,0 +1,31 @@
+"""What the built-in sources check of an event before they publish it.
+
+A source refuses an input at its edge, with the reason, when the event it
+makes could not travel: when AMQP cannot carry it or when every consumer
+would park its body as too large. Checking before the publish keeps a file
+all or nothing and keeps a poison input from failing the publish and coming
+back (an MQTT redelivery, a file left in place, a cursor that never moves).
+"""
+
+from __future__ import annotations
+
+from esb import CloudEvent, EnvelopeError
+from esb.amqp_binding import to_message
+from esb.envelope import check_size
+from esb.limits import DEFAULT_MAX_BODY_BYTES
+
+
+def check_publishable(event: CloudEvent, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    """Raise :class:`EnvelopeError` unless ``event`` encodes and its body fits ``max_body_bytes``.
+
+    Attributes are checked for UTF-8 too: text read with ``surrogateescape``
+    (undecodable file names, legacy columns) passes validation but could not
+    be written into AMQP headers.
+    """
+    for name, value in event.attributes().items():
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise EnvelopeError(name, "is not valid UTF-8 text", "invalid_encoding") from None
+    check_size(to_message(event).body, max_body_bytes)

@@ -1,0 +1,73 @@
+"""Connection strings as the sql adapter may show them: never with a password.
+
+A PostgreSQL DSN carries its password in any of three places: the URI's
+``user:pass@``, a ``?password=`` query parameter, or a ``password=`` pair of
+the key=value form (``sslpassword`` likewise). Messages name the server by
+the few parameters that hold no secret, rebuilt from what libpq itself
+parsed, and any text libpq returns is scrubbed of the secrets it parsed; a
+DSN libpq cannot parse is never quoted at all.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+from esb import ConfigError
+
+#: Parameters shown in messages; every other one (password, sslpassword, passfile, ...) is not.
+SHOWN = ("host", "hostaddr", "port", "dbname", "user")
+SECRETS = ("password", "sslpassword")
+UNPARSABLE = "a dsn libpq cannot parse (not shown: it may hold a password)"
+
+
+def backend(dsn: str, adapter: str) -> str:
+    """``sqlite`` or ``postgresql`` for ``dsn`` (a URI, or libpq's key=value form)."""
+    try:
+        scheme = urlsplit(dsn).scheme
+    except ValueError:  # a malformed URI (an unclosed [ in the host)
+        scheme = dsn.split("://", 1)[0] if "://" in dsn else ""
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgresql", "postgres") or (not scheme and "=" in dsn):
+        return "postgresql"
+    raise ConfigError(
+        f"{adapter}: dsn scheme {scheme!r} is not postgresql or sqlite "
+        "(or a key=value PostgreSQL connection string)"
+    )
+
+
+def _parsed(dsn: str) -> dict[str, str] | None:
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return {key: str(value) for key, value in conninfo_to_dict(dsn).items()}
+    except ProgrammingError:
+        return None
+
+
+def describe(dsn: str) -> str:
+    """The server ``dsn`` names, as key=value pairs without any secret."""
+    from psycopg.conninfo import make_conninfo
+
+    params = _parsed(dsn)
+    if params is None:
+        return UNPARSABLE
+    return make_conninfo(**{key: params[key] for key in SHOWN if key in params}) or "(defaults)"
+
+
+def scrub(text: str, dsn: str) -> str:
+    """``text`` (an error libpq wrote about ``dsn``) with the DSN's secrets masked.
+
+    When libpq cannot parse the DSN its secrets are unknown and its error may
+    quote the DSN, so the whole text is withheld.
+    """
+    params = _parsed(dsn)
+    if params is None:
+        return UNPARSABLE
+    for key in SECRETS:
+        secret = params.get(key)
+        if secret:
+            for form in {secret, quote(secret, safe=""), quote(secret)}:
+                text = text.replace(form, "***")
+    return text
