@@ -3,12 +3,18 @@
 A sink's work queue ``Q`` comes with its parking lot ``Q.dlq``. Quorum queues
 (the default) dead-letter at least once to the parking lot when their delivery
 limit is reached, the last guard against a message that crashes its consumer.
+
+With ``broker.declare`` false a process only checks (passively) that what it
+needs exists: a least-privilege user has no configure permission, and an
+administrator declared the topology beforehand with ``esb topology declare``.
+A refusal by the broker becomes one :class:`ConfigError` line naming the
+permission, never a traceback.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aio_pika
 import aiormq.exceptions
@@ -69,10 +75,50 @@ class QueueSpec:
         return args
 
 
-async def declare_exchange(channel: AbstractChannel, name: str) -> AbstractExchange:
-    """Declare the durable topic exchange events are published to."""
+#: What a refused operation needed, in RabbitMQ's terms.
+Permission = Literal["configure", "write", "read"]
+
+
+def access_refused(
+    exc: aiormq.exceptions.ChannelAccessRefused, permission: Permission, doing: str
+) -> ConfigError:
+    """One line for an operation the broker refused: what, which permission, the broker's words."""
+    reply = str(exc.args[0]) if exc.args else "ACCESS_REFUSED"
+    hint = (
+        "; least-privilege users run with broker.declare false after an administrator "
+        "ran `esb topology declare`"
+        if permission == "configure"
+        else ""
+    )
+    return ConfigError(
+        f"{doing}: refused by the broker, the user lacks {permission} permission ({reply}){hint}; "
+        "see docs/security.md"
+    )
+
+
+def not_declared(kind: str, name: str, work_queue: str | None = None) -> ConfigError:
+    """A passive check found nothing: say what is missing and the command that declares it."""
+    command = "esb topology declare"
+    if work_queue is not None:
+        command += f" --queue {work_queue} (or --routes DIR), with this process's settings"
+    return ConfigError(
+        f"{kind} {name!r} does not exist and broker.declare is false: "
+        f"declare it first, as an administrator: {command}"
+    )
+
+
+async def declare_exchange(
+    channel: AbstractChannel, name: str, *, declare: bool = True
+) -> AbstractExchange:
+    """Declare the durable topic exchange events are published to; or check it exists."""
     try:
+        if not declare:
+            return await channel.declare_exchange(name, passive=True)
         return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        raise not_declared("exchange", name) from None
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        raise access_refused(exc, "configure", f"declaring exchange {name!r}") from None
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise ConfigError(f"exchange {name!r} exists with other settings: {exc}") from None
 
@@ -80,8 +126,16 @@ async def declare_exchange(channel: AbstractChannel, name: str) -> AbstractExcha
 async def declare_queue(
     channel: AbstractChannel, spec: QueueSpec, settings: BrokerSettings
 ) -> AbstractQueue:
-    """Declare ``spec``'s parking lot, the queue itself and its bindings."""
-    exchange = await declare_exchange(channel, settings.exchange)
+    """Declare ``spec``'s parking lot, the queue itself and its bindings; or check they exist.
+
+    Bindings need configure-free permissions (write on the queue, read on the
+    exchange) that a least-privilege user lacks too, so a check leaves them to
+    ``esb topology declare``.
+    """
+    exchange = await declare_exchange(channel, settings.exchange, declare=settings.declare)
+    if not settings.declare:
+        await check_queue(channel, dlq_name(spec.name), spec.name)
+        return await check_queue(channel, spec.name, spec.name)
     try:
         await channel.declare_queue(
             dlq_name(spec.name), durable=True, arguments={"x-queue-type": settings.queue_type}
@@ -89,6 +143,8 @@ async def declare_queue(
         queue = await channel.declare_queue(
             spec.name, durable=True, arguments=spec.arguments(settings)
         )
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        raise access_refused(exc, "configure", f"declaring queue {spec.name!r}") from None
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise ConfigError(
             f"queue {spec.name!r} exists with other arguments ({exc}); "
@@ -97,3 +153,11 @@ async def declare_queue(
     for pattern in spec.bindings:
         await queue.bind(exchange, routing_key=pattern)
     return queue
+
+
+async def check_queue(channel: AbstractChannel, name: str, work_queue: str) -> AbstractQueue:
+    """Queue ``name`` of ``work_queue`` as it exists (passive: needs no permission), or why not."""
+    try:
+        return await channel.declare_queue(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        raise not_declared("queue", name, work_queue) from None
