@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from adapters.webhook.signatures import signing_key
+from esb.limits import DEFAULT_MAX_BODY_BYTES, SHORT_STRING_BYTES
 from esb.settings import AdapterSettings
 
 Scheme = Literal["none", "github", "shopify", "stripe", "standard"]
+
+#: An event type is its routing key: dot-separated topic words, so no value can carry the
+#: ``*`` and ``#`` wildcards, spaces or empty words into the exchange's matching.
+TYPE_PATTERN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+
+#: The Standard Webhooks delivery id, covered by its signature.
+STANDARD_ID_HEADER = "webhook-id"
+
+
+def is_event_type(value: str) -> bool:
+    """True when ``value`` can be an event type: topic words within an AMQP short string."""
+    return len(value.encode()) <= SHORT_STRING_BYTES and TYPE_PATTERN.fullmatch(value) is not None
 
 
 class WebhookSourceSettings(AdapterSettings):
@@ -17,7 +32,11 @@ class WebhookSourceSettings(AdapterSettings):
     host: str = Field(default="0.0.0.0", description="Address to listen on.")  # noqa: S104
     port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on; 0 picks one.")
     path: str = Field(default="/webhook", description="Path the sender posts to.")
-    max_body_bytes: int = Field(default=1_048_576, ge=1, description="Larger bodies get 413.")
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1,
+        description="Larger bodies get 413; at most the process's broker.max_body_bytes.",
+    )
     signature: Scheme = Field(
         default="none",
         description="Signature scheme to verify: github (X-Hub-Signature-256), shopify "
@@ -30,19 +49,30 @@ class WebhookSourceSettings(AdapterSettings):
         default=300, ge=1, description="Oldest signed timestamp accepted (stripe, standard)."
     )
     event_type: str = Field(
-        default="webhook.received", description="Event type, unless event_type_header gives one."
+        default="webhook.received",
+        description="Event type, unless event_type_header or event_type_field gives one.",
     )
     event_type_header: str | None = Field(
         default=None,
-        description="Header whose value, after type_prefix, is the event type.",
+        description="Header whose value, after type_prefix, is the event type; not covered by "
+        "any signature.",
         examples=["X-GitHub-Event", "X-Shopify-Topic"],
     )
-    type_prefix: str = Field(default="", description="Prefix for event_type_header values.")
+    event_type_field: str | None = Field(
+        default=None,
+        description="Top-level field of the JSON body whose value, after type_prefix, is the "
+        "event type; covered by the signature.",
+        examples=["type"],
+    )
+    type_prefix: str = Field(
+        default="", description="Prefix for event_type_header and event_type_field values."
+    )
     event_source: str = Field(default="urn:esb:webhook", description="Event source attribute.")
     id_header: str | None = Field(
         default=None,
-        description="Header holding the sender's delivery id, used as the event id so a "
-        "redelivered webhook is accepted once.",
+        description="Header holding the sender's delivery id. The event id with signature none "
+        "or standard (webhook-id, signed); with github, shopify and stripe it is not signed, so "
+        "the id comes from the signed body and this header rides as the deliveryid extension.",
         examples=["X-GitHub-Delivery", "X-Shopify-Webhook-Id", "webhook-id"],
     )
     accept_timeout: float = Field(
@@ -52,7 +82,27 @@ class WebhookSourceSettings(AdapterSettings):
     )
 
     @model_validator(mode="after")
-    def _secret_for_signature(self) -> WebhookSourceSettings:
+    def _consistent(self) -> WebhookSourceSettings:
         if self.signature != "none" and self.secret is None:
             raise ValueError(f"signature {self.signature} needs a secret (ESB_ADAPTER__SECRET)")
+        if self.signature == "standard" and self.secret is not None:
+            try:
+                signing_key("standard", self.secret.get_secret_value())
+            except ValueError:  # binascii.Error: not base64
+                raise ValueError("the standard secret is not whsec_ followed by base64") from None
+        if (
+            self.signature == "standard"
+            and self.id_header is not None
+            and self.id_header.lower() != STANDARD_ID_HEADER
+        ):
+            raise ValueError(
+                "signature standard: the event id is the signed webhook-id; "
+                f"id_header must be unset or {STANDARD_ID_HEADER}"
+            )
+        if self.event_type_header is not None and self.event_type_field is not None:
+            raise ValueError("set event_type_header or event_type_field, not both")
+        if not is_event_type(self.event_type):
+            raise ValueError(f"event_type {self.event_type!r} is not dot-separated topic words")
+        if self.type_prefix and not is_event_type(self.type_prefix + "x"):
+            raise ValueError(f"type_prefix {self.type_prefix!r} is not topic words and a dot")
         return self
