@@ -38,6 +38,12 @@ class FileSourceSettings(AdapterSettings):
     settle_seconds: float = Field(
         default=2.0, ge=0, description="A file younger than this may still be written: wait."
     )
+    max_file_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="A larger file is refused unread (a file is read whole, so this bounds "
+        "the memory one file takes).",
+    )
     poll_seconds: float = Field(default=2.0, gt=0, description="Pause between directory scans.")
 
 

@@ -5,6 +5,15 @@ a ``.reason.txt`` naming the line, and nothing of it is published. A good
 file's rows are published, and only when every one is confirmed is the file
 moved to the done directory. A crash in between leaves the file in place: it
 is read again with the same event ids, which sinks de-duplicate.
+
+The directory is a drop box anyone with write access fills, so an entry is
+refused (moved to the error directory with its reason, and counted) when it
+is not a regular file: a symbolic link is never followed (it could point at
+any file the process can read), a FIFO or device is never opened for a
+blocking read, and a file with other hard links is not read either. Files
+over ``max_file_bytes`` are refused unread, and every row must make an event
+that can be published (an id within 255 bytes, data within the body limit)
+before any row of the file is.
 """
 
 from __future__ import annotations
@@ -12,18 +21,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import errno
 import io
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from adapters.edge import check_publishable
 from adapters.files.settings import FileSourceSettings
 from esb import AdapterSettings, CloudEvent, Emitter, EnvelopeError, Source
 from esb.envelope import loads_json
 
+#: Open for reading without following a link, without blocking on a FIFO, not inherited.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
 
 class BadFile(ValueError):
-    """A file with a row that cannot become an event."""
+    """A file that cannot become events; ``code`` is the refusal reason counted."""
+
+    def __init__(self, text: str, code: str = "bad_file") -> None:
+        super().__init__(text)
+        self.code = code
+
+
+def shown(name: str) -> str:
+    """A file name as logs and reasons show it: quoted when not printable UTF-8 text."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return ascii(name)
+    return name if name.isprintable() else ascii(name)
+
+
+def kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 class FileSource(Source[FileSourceSettings]):
@@ -41,32 +82,66 @@ class FileSource(Source[FileSourceSettings]):
         self.error.mkdir(parents=True, exist_ok=True)
 
     def ready_files(self) -> list[Path]:
-        """Files old enough to be complete, oldest first."""
+        """Entries old enough to be complete, oldest first; links are listed, not followed.
+
+        Directories (``done/`` and ``error/`` among them) are not files to take.
+        """
         now = time.time()
-        files = [
-            path
-            for path in self.settings.directory.glob(self.settings.pattern)
-            if path.is_file() and now - path.stat().st_mtime >= self.settings.settle_seconds
-        ]
-        return sorted(files, key=lambda path: (path.stat().st_mtime, path.name))
+        found = []
+        for path in self.settings.directory.glob(self.settings.pattern):
+            try:
+                status = path.lstat()
+            except FileNotFoundError:  # taken away meanwhile
+                continue
+            if stat.S_ISDIR(status.st_mode):
+                continue
+            if now - status.st_mtime >= self.settings.settle_seconds:
+                found.append((status.st_mtime, path.name, path))
+        return [path for *_, path in sorted(found)]
+
+    def read(self, path: Path) -> bytes:
+        """The content of a regular file; BadFile for a link, a FIFO, a device, or too large."""
+        name = shown(path.name)
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise BadFile(
+                    f"{name}: a symbolic link, not followed", "not_regular_file"
+                ) from None
+            raise BadFile(f"{name}: cannot open: {exc.strerror}", "unreadable") from None
+        with os.fdopen(fd, "rb") as file:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                raise BadFile(f"{name}: {kind(status.st_mode)}, not read", "not_regular_file")
+            if status.st_nlink > 1:  # a hard link can reach a file outside the drop box too
+                raise BadFile(f"{name}: has other hard links, not read", "not_regular_file")
+            limit = self.settings.max_file_bytes
+            content = file.read(limit + 1)
+        if len(content) > limit:
+            raise BadFile(f"{name}: larger than max_file_bytes ({limit} bytes)", "too_large")
+        return content
 
     def rows(self, path: Path) -> list[tuple[int, dict[str, Any]]]:
         """Every row with its line number; BadFile names the first bad one."""
+        name = shown(path.name)
         try:
-            text = path.read_text(encoding=self.settings.encoding)
+            text = self.read(path).decode(self.settings.encoding)
         except UnicodeDecodeError as exc:
-            raise BadFile(f"{path.name}: not {self.settings.encoding} text: {exc}") from None
+            raise BadFile(
+                f"{name}: not {self.settings.encoding} text: {exc}", "invalid_encoding"
+            ) from None
         if self.settings.format == "jsonl":
             found = []
             for number, line in enumerate(text.splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
-                    value = loads_json(line.encode(), f"{path.name}:{number}")
+                    value = loads_json(line.encode(), f"{name}:{number}")
                 except EnvelopeError as exc:
-                    raise BadFile(str(exc)) from None
+                    raise BadFile(str(exc), exc.code) from None
                 if not isinstance(value, dict):
-                    raise BadFile(f"{path.name}:{number}: a row must be a JSON object")
+                    raise BadFile(f"{name}:{number}: a row must be a JSON object")
                 found.append((number, value))
             return found
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=self.settings.delimiter)
@@ -77,29 +152,35 @@ class FileSource(Source[FileSourceSettings]):
                     extra = row.get(None) or []
                     given = sum(1 for k, v in row.items() if k is not None and v is not None)
                     raise BadFile(
-                        f"{path.name}:{reader.line_num}: {given + len(extra)} fields, "
+                        f"{name}:{reader.line_num}: {given + len(extra)} fields, "
                         f"the header has {len(reader.fieldnames or [])}"
                     )
                 found.append((reader.line_num, dict(row)))
         except csv.Error as exc:
-            raise BadFile(f"{path.name}:{reader.line_num}: {exc}") from None
+            raise BadFile(f"{name}:{reader.line_num}: {exc}") from None
         return found
 
     def to_event(self, path: Path, number: int, row: dict[str, Any]) -> CloudEvent:
+        """The row's event; BadFile when it has no id or could not be published."""
         field = self.settings.id_field
         if field is not None:
             if row.get(field) in (None, ""):
-                raise BadFile(f"{path.name}:{number}: no {field!r} for the event id")
+                raise BadFile(f"{shown(path.name)}:{number}: no {field!r} for the event id")
             event_id = str(row[field])
         else:
             event_id = f"{path.name}:{number}"
-        return CloudEvent.new(
-            self.settings.event_type,
-            self.settings.event_source,
-            row,
-            id=event_id,
-            subject=path.name,
-        )
+        try:
+            event = CloudEvent.new(
+                self.settings.event_type,
+                self.settings.event_source,
+                row,
+                id=event_id,
+                subject=path.name,
+            )
+            check_publishable(event)
+        except EnvelopeError as exc:
+            raise BadFile(f"{shown(path.name)}:{number}: {exc}", exc.code) from None
+        return event
 
     async def take(self, path: Path) -> int:
         """Publish one file's rows, then move it to done (or to error, with the reason)."""
@@ -108,7 +189,11 @@ class FileSource(Source[FileSourceSettings]):
         except BadFile as exc:
             self.refuse(path, exc)
             return 0
-        await self.emit_all(events)
+        try:
+            await self.emit_all(events)
+        except EnvelopeError as exc:  # the broker layer refused what the check let through
+            self.refuse(path, BadFile(f"{shown(path.name)}: {exc}", exc.code))
+            return 0
         self.finish(path)
         return len(events)
 
@@ -117,9 +202,12 @@ class FileSource(Source[FileSourceSettings]):
         path.rename(self.done / path.name)
 
     def refuse(self, path: Path, reason: BadFile) -> None:
-        self.refuse_input("bad_file", f"{path.name} moved to {self.error}: {reason}")
+        """Move the entry itself (a link, not its target) to error/, its reason beside it."""
+        self.refuse_input(reason.code, f"{shown(path.name)} moved to {self.error}: {reason}")
         path.rename(self.error / path.name)
-        (self.error / f"{path.name}.reason.txt").write_text(f"{reason}\n")
+        (self.error / f"{path.name}.reason.txt").write_text(
+            f"{reason}\n", encoding="utf-8", errors="backslashreplace"
+        )
 
     async def run(self) -> None:
         while not self.stopping.is_set():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -80,3 +81,121 @@ async def test_a_file_still_being_written_is_left_alone(tmp_path: Path) -> None:
     old = time.time() - 120
     os.utime(fresh, (old, old))
     assert files.ready_files() == [fresh]
+
+
+def drop_box(tmp_path: Path) -> tuple[Path, Path]:
+    """A drop directory, and a private file outside it that a dropped entry may point at."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    private = tmp_path / "private" / "accounts.csv"
+    private.parent.mkdir()
+    private.write_text("user,password\nroot,hunter2\n")
+    return inbox, private
+
+
+async def test_a_symbolic_link_is_not_followed_but_moved_to_error_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """A dropped leak.csv linking to a file outside the drop box published its rows."""
+    inbox, private = drop_box(tmp_path)
+    (inbox / "leak.csv").symlink_to(private)
+    (inbox / "orders.csv").write_text("order,qty\nSO-1,2\n")
+    bus = MemoryBus()
+    bus.bind("erp")
+    files = source(inbox, bus)
+    await scan(files)
+    assert [e.data for e in bus.published] == [{"order": "SO-1", "qty": "2"}]
+    assert files.refused == {"not_regular_file": 1}
+    assert (inbox / "error" / "leak.csv").is_symlink()  # the link moved, not its target
+    assert (inbox / "error" / "leak.csv.reason.txt").read_text() == (
+        "leak.csv: a symbolic link, not followed\n"
+    )
+    assert private.read_text() == "user,password\nroot,hunter2\n"
+
+
+async def test_a_fifo_or_a_hard_link_is_refused_without_blocking(tmp_path: Path) -> None:
+    """Opening a FIFO to read blocks until a writer comes; a hard link reaches outside too."""
+    inbox, private = drop_box(tmp_path)
+    os.mkfifo(inbox / "pipe.csv")
+    os.link(private, inbox / "hard.csv")
+    bus = MemoryBus()
+    bus.bind("erp")
+    files = source(inbox, bus)
+    await asyncio.wait_for(scan(files), 5)
+    assert bus.published == []
+    assert files.refused == {"not_regular_file": 2}
+    assert (inbox / "error" / "pipe.csv.reason.txt").read_text() == "pipe.csv: a FIFO, not read\n"
+    assert (inbox / "error" / "hard.csv.reason.txt").read_text() == (
+        "hard.csv: has other hard links, not read\n"
+    )
+
+
+async def test_hostile_content_and_names_end_in_error_with_their_reason(tmp_path: Path) -> None:
+    """Each bad file is moved with its reason; the good one beside them is still published,
+    and nothing of a bad file is, even where its first rows were fine."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "latin1.csv").write_bytes(b"order,name\nSO-1,J\xf6rg\n")
+    (inbox / "long-id.csv").write_text(f"order,qty\nSO-2,1\n{'S' * 300},1\n")
+    (inbox / "big.csv").write_text("order,qty\n" + "SO-4,1\n" * 2000)
+    (inbox / b"name-\xff.csv".decode("utf-8", "surrogateescape")).write_text("order\nSO-5\n")
+    (inbox / "deep.jsonl").write_text('{"order": "SO-6"}\n' + "[" * 100 + "]" * 100 + "\n")
+    (inbox / "good.csv").write_text("order,qty\nSO-7,1\n")
+    bus = MemoryBus()
+    bus.bind("erp")
+    files = source(inbox, bus, id_field="order", max_file_bytes=10_000, pattern="*")
+    await scan(files)
+    assert [e.id for e in bus.published] == ["SO-7"]
+    assert files.refused == {
+        "invalid_encoding": 2,
+        "invalid_attribute": 1,
+        "too_large": 1,
+        "bad_file": 1,  # deep.jsonl read as CSV: its second line has no order
+    }
+    reasons = {p.name: p.read_text() for p in (inbox / "error").glob("*.reason.txt")}
+    assert reasons["latin1.csv.reason.txt"].startswith("latin1.csv: not utf-8 text")
+    assert reasons["long-id.csv.reason.txt"].startswith("long-id.csv:3: id: ")
+    assert reasons["big.csv.reason.txt"].startswith("big.csv: larger than max_file_bytes")
+    hostile = b"name-\xff.csv.reason.txt".decode("utf-8", "surrogateescape")
+    assert reasons[hostile] == "'name-\\udcff.csv':2: subject: is not valid UTF-8 text\n"
+    assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == []
+
+
+async def test_a_jsonl_line_too_deep_or_too_large_refuses_its_file(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "deep.jsonl").write_text('{"order": "SO-1"}\n{"a": ' + "[" * 100 + "]" * 100 + "}\n")
+    (inbox / "huge.jsonl").write_text('{"order": "SO-2"}\n{"note": "' + "n" * 1_100_000 + '"}\n')
+    bus = MemoryBus()
+    bus.bind("erp")
+    files = source(inbox, bus, format="jsonl", pattern="*.jsonl")
+    await scan(files)
+    assert bus.published == []
+    assert files.refused == {"too_deep": 1, "too_large": 1}
+    reason = (inbox / "error" / "huge.jsonl.reason.txt").read_text()
+    assert reason.startswith("huge.jsonl:2: body: ")
+
+
+async def test_a_hostile_file_does_not_stop_the_running_source(tmp_path: Path) -> None:
+    """The source keeps scanning after refusing: a good file dropped later is published."""
+    inbox, private = drop_box(tmp_path)
+    (inbox / "leak.csv").symlink_to(private)
+    (inbox / "long-id.csv").write_text(f"order,qty\n{'S' * 300},1\n")
+    bus = MemoryBus()
+    bus.bind("erp")
+    files = source(inbox, bus, id_field="order", poll_seconds=0.05)
+    await files.open()
+    running = asyncio.create_task(files.run())
+    for _ in range(100):
+        if sum(files.refused.values()) == 2:
+            break
+        await asyncio.sleep(0.02)
+    (inbox / "later.csv").write_text("order,qty\nSO-9,1\n")
+    for _ in range(100):
+        if bus.published:
+            break
+        await asyncio.sleep(0.02)
+    files.stopping.set()
+    await asyncio.wait_for(running, 5)
+    assert [e.id for e in bus.published] == ["SO-9"]
+    assert files.refused == {"not_regular_file": 1, "invalid_attribute": 1}
