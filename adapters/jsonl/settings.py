@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from esb.limits import DEFAULT_MAX_BODY_BYTES
 from esb.settings import AdapterSettings
 
 
@@ -33,6 +34,11 @@ class JsonLinesSourceSettings(AdapterSettings):
         examples=["order_id"],
     )
     window: int = Field(default=256, ge=1, description="Events in flight awaiting confirm.")
+    max_line_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1,
+        description="A longer line is refused, read past without being held in memory.",
+    )
 
 
 class JsonLinesSinkSettings(AdapterSettings):

@@ -53,15 +53,66 @@ async def test_structured_lines_keep_their_own_attributes(tmp_path: Path) -> Non
     assert (event.id, event.source, event.type) == ("x-1", "urn:crm", "crm.deal.won")
 
 
-async def test_a_bad_line_stops_the_run_and_names_its_line(tmp_path: Path) -> None:
+async def test_a_bad_line_is_refused_with_its_line_and_the_reading_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     bus = MemoryBus()
     bus.bind("all")
     path = tmp_path / "in.jsonl"
     path.write_bytes(b'{"a": 1}\n{"a": \n{"a": 3}\n')
     source = JsonLinesSource(JsonLinesSourceSettings(path=path, event_type="t.x"), bus)
-    with pytest.raises(EnvelopeError, match=rf"{path}:2: not valid JSON"):
-        await bus.run_source(source)
-    assert [e.data for e in bus.published] == [{"a": 1}]
+    await bus.run_source(source)
+    assert [e.data for e in bus.published] == [{"a": 1}, {"a": 3}]
+    assert source.refused == {"invalid_json": 1}
+    assert f"(invalid_json): {path}:2: not valid JSON" in caplog.text
+
+
+async def test_lines_that_cannot_be_published_are_refused_and_the_others_published(
+    tmp_path: Path,
+) -> None:
+    """Each of these once ended the run (or could not be published at all): a line nested
+    deeper than the envelope allows, an integer beyond 64 bits, a duplicate key, an id over
+    AMQP's 255 bytes, text that is not UTF-8, a line over max_line_bytes (never held whole)."""
+    bus = MemoryBus()
+    bus.bind("all")
+    path = tmp_path / "in.jsonl"
+    lines = [
+        b'{"order_id": "SO-1"}',
+        b'{"order_id": "SO-2", "deep": ' + b"[" * 100 + b"]" * 100 + b"}",
+        b'{"order_id": "SO-3", "n": 18446744073709551616}',
+        b'{"order_id": "SO-4", "order_id": "SO-1"}',
+        b'{"order_id": "' + b"S" * 300 + b'"}',
+        b'{"order_id": "SO-6", "name": "J\xf6rg"}',
+        b'{"order_id": "SO-7", "note": "' + b"n" * 5000 + b'"}',
+        b'{"order_id": "SO-8"}',
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    settings = JsonLinesSourceSettings(
+        path=path, event_type="t.x", id_field="order_id", max_line_bytes=4096
+    )
+    source = JsonLinesSource(settings, bus)
+    await bus.run_source(source)
+    assert [e.id for e in bus.published] == ["SO-1", "SO-8"]
+    assert source.refused == {
+        "too_deep": 1,
+        "number_out_of_range": 1,
+        "duplicate_key": 1,
+        "invalid_attribute": 1,
+        "invalid_encoding": 1,
+        "too_large": 1,
+    }
+
+
+async def test_a_line_over_the_body_limit_is_refused(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    bus.bind("all")
+    path = write_lines(tmp_path / "in.jsonl", {"note": "n" * 1_100_000}, {"ok": 1})
+    source = JsonLinesSource(
+        JsonLinesSourceSettings(path=path, event_type="t.x", max_line_bytes=2_000_000), bus
+    )
+    await bus.run_source(source)
+    assert [e.data for e in bus.published] == [{"ok": 1}]
+    assert source.refused == {"too_large": 1}
 
 
 async def test_unroutable_events_fail_the_source(tmp_path: Path) -> None:
@@ -117,3 +168,26 @@ async def test_memory_bus_delivers_through_the_sink(tmp_path: Path) -> None:
     assert await bus.drain("out", sink) == 5
     await sink.close()
     assert len((tmp_path / "out.jsonl").read_bytes().splitlines()) == 5
+
+
+class RefusingBus(MemoryBus):
+    """A bus whose encoder refuses the event with id "bad", as the AMQP layer may."""
+
+    async def emit(self, event: CloudEvent) -> None:
+        if event.id == "bad":
+            raise EnvelopeError("data", "cannot be encoded", "unencodable")
+        await super().emit(event)
+
+
+async def test_an_event_the_broker_layer_cannot_encode_is_refused_not_fatal(
+    tmp_path: Path,
+) -> None:
+    bus = RefusingBus()
+    bus.bind("all")
+    path = write_lines(tmp_path / "in.jsonl", {"k": "a"}, {"k": "bad"}, {"k": "c"})
+    source = JsonLinesSource(
+        JsonLinesSourceSettings(path=path, event_type="t.x", id_field="k"), bus
+    )
+    await bus.run_source(source)
+    assert [e.id for e in bus.published] == ["a", "c"]
+    assert source.refused == {"unencodable": 1}
