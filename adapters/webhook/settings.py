@@ -22,8 +22,9 @@ STANDARD_ID_HEADER = "webhook-id"
 
 
 def is_event_type(value: str) -> bool:
-    """True when ``value`` can be an event type: topic words within an AMQP short string."""
-    return len(value.encode()) <= SHORT_STRING_BYTES and TYPE_PATTERN.fullmatch(value) is not None
+    """True when ``value`` can be an event type: topic words (ASCII, so characters are bytes)
+    within an AMQP short string."""
+    return TYPE_PATTERN.fullmatch(value) is not None and len(value) <= SHORT_STRING_BYTES
 
 
 class WebhookSourceSettings(AdapterSettings):

@@ -21,11 +21,11 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from email.message import Message
 from typing import Any, ClassVar
 
 from aiohttp import web
 
+from adapters.edge import check_publishable
 from adapters.webhook.settings import STANDARD_ID_HEADER, WebhookSourceSettings, is_event_type
 from adapters.webhook.signatures import SCHEMES, body_id, signing_key
 from esb import (
@@ -38,7 +38,7 @@ from esb import (
     Source,
     UnroutableError,
 )
-from esb.amqp_binding import STRUCTURED_CONTENT_TYPE, decode, encode_data
+from esb.amqp_binding import STRUCTURED_CONTENT_TYPE, decode, is_structured
 from esb.envelope import loads_json, parse_structured
 from esb.limits import DEFAULT_MAX_BODY_BYTES, MAX_ATTRIBUTE_BYTES, SHORT_STRING_BYTES
 
@@ -99,9 +99,10 @@ class WebhookSource(Source[WebhookSourceSettings]):
             return web.json_response({"error": reason}, status=401)
         try:
             event = self.to_event(body, request.headers)
-            if len(encode_data(event)) > self.bus_max_body_bytes:
-                return self._too_large()
+            check_publishable(event, self.bus_max_body_bytes)
         except EnvelopeError as exc:
+            if exc.code == "too_large":  # JSON re-encoded larger than it came (1e15, 1E2)
+                return self._too_large()
             return self._refuse(exc.code, str(exc))
         except Exception as exc:  # hostile input must not become a 500: refuse it, keep the trace
             log.warning("cannot decode a webhook", exc_info=True)
@@ -141,7 +142,7 @@ class WebhookSource(Source[WebhookSourceSettings]):
         """The event a request carries: a structured CloudEvent as is, a binary-mode one
         without a signature, or JSON data with the type and id the settings say."""
         content_type = headers.get("Content-Type")
-        if _media_type(content_type) == STRUCTURED_CONTENT_TYPE:
+        if is_structured(content_type):
             return parse_structured(body)
         ce_headers = {k.lower(): v for k, v in headers.items() if k.lower().startswith("ce-")}
         if "ce-id" in ce_headers:
@@ -255,15 +256,6 @@ class WebhookSource(Source[WebhookSourceSettings]):
         self._seen.move_to_end(event_id)
         while len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
-
-
-def _media_type(content_type: str | None) -> str | None:
-    """The media type of a Content-Type value, lower case (they are case-insensitive)."""
-    if content_type is None:
-        return None
-    message = Message()
-    message["Content-Type"] = content_type
-    return message.get_content_type()
 
 
 def _text(header: str, value: str, limit: int) -> str:
