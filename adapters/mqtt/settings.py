@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.mqtt.topics import check_filter, check_topic_template, check_type_template
+from esb.limits import DEFAULT_MAX_BODY_BYTES
 from esb.settings import AdapterSettings
 
 
@@ -100,6 +101,11 @@ class MqttSourceSettings(MqttSettings):
         ge=1,
         le=65_535,
         description="Messages in flight awaiting the bus's confirm (MQTT 5: Receive Maximum).",
+    )
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1,
+        description="A larger payload is refused (acknowledged and counted) before it is parsed.",
     )
 
     @field_validator("topics")

@@ -8,6 +8,14 @@ when the process dies or the connection drops is sent again by the broker,
 and the bus may then carry its event twice: with the same id when
 ``id_field`` names one in the payload, else with a new one, since MQTT
 gives a message no id that survives a reconnect.
+
+A message that cannot make a publishable event (over ``max_payload_bytes``,
+not JSON when ``non_json`` is reject, nested too deep, an id or type over
+255 bytes, a body over the limit once wrapped) is refused: acknowledged, so
+the broker does not send it again, and counted with its reason. The same
+holds when the bus's encoder refuses the event at publish time
+(:class:`EnvelopeError`); only a publish the broker did not confirm leaves
+the message unacknowledged, for the broker to send again.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from adapters.edge import check_publishable
 from adapters.mqtt.connection import Connection, Delivery
 from adapters.mqtt.settings import MqttSourceSettings
 from adapters.mqtt.topics import event_type
@@ -76,6 +85,9 @@ class MqttSource(Source[MqttSourceSettings]):
         async def emit_one(event: CloudEvent, entry: _Unacked) -> None:
             try:
                 await self.emit(event)
+            except EnvelopeError as exc:  # no retry can publish it: refuse, and acknowledge
+                self._reject(entry.delivery, exc)
+                self._settle(entry)
             except Exception as exc:
                 failures.append(exc)
                 self._inbox.put_nowait(None)
@@ -112,7 +124,14 @@ class MqttSource(Source[MqttSourceSettings]):
             raise failures[0]
 
     def to_event(self, delivery: Delivery) -> CloudEvent:
-        """The event for one message; EnvelopeError when it cannot be one."""
+        """The event for one message; EnvelopeError when it cannot be one or be published."""
+        limit = self.settings.max_payload_bytes
+        if len(delivery.payload) > limit:
+            raise EnvelopeError(
+                "payload",
+                f"{len(delivery.payload)} bytes exceeds max_payload_bytes ({limit})",
+                "too_large",
+            )
         try:
             data: Any = loads_json(delivery.payload, "payload")
         except EnvelopeError:
@@ -123,12 +142,14 @@ class MqttSource(Source[MqttSourceSettings]):
         field = self.settings.id_field
         if field is not None and isinstance(data, dict) and data.get(field) not in (None, ""):
             attributes["id"] = str(data[field])
-        return CloudEvent.new(
+        event = CloudEvent.new(
             event_type(self.settings.event_type, delivery.topic),
             self.settings.event_source,
             data,
             **attributes,
         )
+        check_publishable(event)
+        return event
 
     async def _wake_when_stopping(self) -> None:
         await self.stopping.wait()

@@ -15,6 +15,11 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _LEVEL = re.compile(r"[1-9][0-9]*")
 _EVENT_FIELD = re.compile(r"id|type|source|subject|data(\.[A-Za-z0-9_-]+)+")
 _WILDCARDS = ("+", "#", "\0")
+#: What an event's value may not hold in a topic: a level separator would move the message to
+#: other levels (another site's topic), wildcards and NUL are invalid in a topic name.
+_NOT_IN_A_VALUE = ("/", *_WILDCARDS)
+#: MQTT's limit on a topic name (a UTF-8 string with a 2-byte length).
+MAX_TOPIC_BYTES = 65_535
 
 
 def check_filter(topic_filter: str) -> None:
@@ -64,7 +69,13 @@ def check_topic_template(template: str) -> None:
 
 
 def render_topic(template: str, event: CloudEvent) -> str:
-    """The topic for ``event``; PermanentError names a field that is missing, empty or unfit."""
+    """The topic for ``event``; PermanentError names a field that is missing, empty or unfit.
+
+    A value fills exactly one level, or part of one: ``/``, ``+``, ``#`` and NUL
+    in it are refused, not escaped (MQTT has no escape, and a look-alike would
+    reach a topic nobody subscribes to). A topic that would start with ``$``
+    (reserved for the broker) or exceed 65,535 bytes is refused too.
+    """
 
     def value(match: re.Match[str]) -> str:
         name, *path = match.group(1).split(".")
@@ -78,8 +89,16 @@ def render_topic(template: str, event: CloudEvent) -> str:
         if isinstance(found, dict | list):
             raise PermanentError(f"topic: {match.group(1)} is not a single value")
         text = str(found)
-        if any(char in text for char in _WILDCARDS):
-            raise PermanentError(f"topic: {match.group(1)} {text!r} holds + or #")
+        if any(char in text for char in _NOT_IN_A_VALUE):
+            shown = text if len(text) <= 80 else text[:80] + "..."
+            raise PermanentError(
+                f"topic: {match.group(1)} {shown!r} holds /, +, # or NUL (one topic level only)"
+            )
         return text
 
-    return _PLACEHOLDER.sub(value, template)
+    topic = _PLACEHOLDER.sub(value, template)
+    if topic.startswith("$"):
+        raise PermanentError(f"topic: {topic[:80]!r} starts with $, reserved for the broker")
+    if len(topic.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
+        raise PermanentError(f"topic: longer than MQTT's {MAX_TOPIC_BYTES} bytes")
+    return topic

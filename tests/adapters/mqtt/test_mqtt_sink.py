@@ -13,7 +13,7 @@ import pytest
 from adapters.mqtt import MqttSink
 from adapters.mqtt.settings import MqttSinkSettings
 from esb import CloudEvent, PermanentError, TransientError
-from esb.testing import free_port
+from esb.testing import MemoryBus, free_port
 from tests.adapters.mqtt.conftest import Mqtt, PrivateMosquitto, subscriber, until
 
 OpenSink = Callable[..., Awaitable[MqttSink]]
@@ -117,8 +117,39 @@ async def test_a_missing_template_field_is_permanent_and_names_it(
     with pytest.raises(PermanentError, match=r"^topic: the event has no data\.site$"):
         await sink.write(no_site)
     wildcard = pick("berlin/#", "SO-10")
-    with pytest.raises(PermanentError, match=r"data\.site 'berlin/#' holds \+ or #"):
+    with pytest.raises(PermanentError, match=r"data\.site 'berlin/#' holds /, \+, # or NUL"):
         await sink.write(wildcard)
+
+
+async def test_a_value_cannot_add_topic_levels_it_is_parked_with_the_reason(
+    sinks: OpenSink, mqtt: Mqtt, prefix: str
+) -> None:
+    """A / in a value once put the message on another topic (another site's pick list);
+    such events are parked, once, and nothing of them reaches the broker."""
+    sink = await sinks(topic=prefix + "/{data.site}/pick")
+    bus = MemoryBus()
+    bus.bind("picks")
+    for site in ["berlin", "hamburg/pick", "berlin/../hamburg", "+", "a\0b", "$SYS"]:
+        await bus.emit(pick(site, "SO-1"))
+    with subscriber(mqtt, f"{prefix}/#") as received:
+        assert await bus.drain("picks", sink) == 2
+        await received.wait(2)
+        await asyncio.sleep(0.3)  # a message too many would show up now
+    assert [m.topic for m in received.messages] == [
+        f"{prefix}/berlin/pick",
+        f"{prefix}/$SYS/pick",  # $ is only special at the start of a topic
+    ]
+    parked = bus.queues["picks"].parked
+    assert [(p.reason, p.attempts) for p in parked] == [("permanent", 1)] * 4
+    assert [str(p.error) for p in parked] == [
+        "topic: data.site 'hamburg/pick' holds /, +, # or NUL (one topic level only)",
+        "topic: data.site 'berlin/../hamburg' holds /, +, # or NUL (one topic level only)",
+        "topic: data.site '+' holds /, +, # or NUL (one topic level only)",
+        "topic: data.site 'a\\x00b' holds /, +, # or NUL (one topic level only)",
+    ]
+    top = await sinks(topic="{data.site}/pick")
+    with pytest.raises(PermanentError, match=r"topic: '\$SYS/pick' starts with \$"):
+        await top.write(pick("$SYS", "SO-2"))
 
 
 async def test_an_unreachable_broker_is_transient(sinks: OpenSink, prefix: str) -> None:

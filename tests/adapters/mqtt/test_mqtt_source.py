@@ -14,7 +14,7 @@ import pytest
 
 from adapters.mqtt import MqttSource
 from adapters.mqtt.settings import MqttSourceSettings
-from esb import BrokerUnavailable, CloudEvent, Emitter
+from esb import BrokerUnavailable, CloudEvent, Emitter, EnvelopeError
 from tests.adapters.mqtt.conftest import Bus, Mqtt, PrivateMosquitto, until
 
 N = 500
@@ -194,3 +194,77 @@ async def test_the_source_reconnects_when_the_broker_comes_back_and_logs_why(
     where = f"127.0.0.1:{private.port}"
     assert f"mqtt source: connection to {where} lost" in caplog.text
     assert f"mqtt source: cannot connect to {where}: [Errno 111] Connection refused" in caplog.text
+
+
+async def test_hostile_payloads_are_refused_acknowledged_and_not_sent_again(
+    start: Start, mqtt: Mqtt, bus: Bus, prefix: str, client_ids: Callable[[], str]
+) -> None:
+    """Each of these once made an event the bus could not carry, crashing the source, and the
+    persistent session brought it back: now each is refused with its reason and acknowledged."""
+    settings = {
+        "client_id": client_ids(),
+        "topics": [f"{prefix}/#"],
+        "event_type": "mqtt.{topic}",
+        "id_field": "reading_id",
+        "max_payload_bytes": 10_000,
+    }
+    first = await start(**settings)
+    hostile = [
+        (f"{prefix}/plc", b'{"pad": "' + b"x" * 20_000 + b'"}'),
+        (f"{prefix}/plc", b'{"deep": ' + b"[" * 100 + b"]" * 100 + b"}"),
+        (f"{prefix}/plc", b'{"reading_id": "' + b"r" * 300 + b'"}'),
+        (f"{prefix}/plc", b'{"n": 18446744073709551616}'),
+        (f"{prefix}/plc", b'{"a": 1, "a": 2}'),
+        (f"{prefix}/{'l' * 300}", b'{"ok": 0}'),
+        (f"{prefix}/plc", b"\xff\xfe"),
+    ]
+    await asyncio.to_thread(mqtt.publish, [*hostile, (f"{prefix}/plc", b'{"ok": 1}')])
+    await bus.wait(lambda events: len(events) == 1)
+    await until(lambda: sum(first.source.refused.values()) == len(hostile), "every refusal")
+    assert first.source.refused == {
+        "too_large": 1,
+        "too_deep": 1,
+        "invalid_attribute": 2,
+        "number_out_of_range": 1,
+        "duplicate_key": 1,
+        "invalid_encoding": 1,
+    }
+    assert await first.stop() is None
+    second = await start(**settings)
+    await asyncio.to_thread(mqtt.publish, [(f"{prefix}/plc", b'{"ok": 2}')])
+    await bus.wait(lambda events: len(events) == 2)
+    assert [e.data for e in bus.events] == [{"ok": 1}, {"ok": 2}]
+    assert second.source.refused == {}
+
+
+class EncoderRefuses:
+    """The real bus, but its encoder refuses events whose data holds "poison" (as the AMQP
+    layer refuses what it cannot encode)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.inner = bus.emitter()
+
+    async def emit(self, event: CloudEvent) -> None:
+        if isinstance(event.data, dict) and "poison" in event.data:
+            raise EnvelopeError("data", "cannot be encoded", "unencodable")
+        await self.inner.emit(event)
+
+
+async def test_an_event_the_bus_cannot_encode_is_refused_and_acknowledged_not_looped(
+    start: Start, mqtt: Mqtt, bus: Bus, prefix: str, client_ids: Callable[[], str]
+) -> None:
+    """An EnvelopeError from the publish once ended the run with the message unacknowledged:
+    the session brought it back after every restart."""
+    settings = {"client_id": client_ids(), "topics": [f"{prefix}/#"]}
+    first = await start(EncoderRefuses(bus), **settings)
+    messages = [b'{"n": 1}', b'{"poison": 1}', b'{"n": 2}']
+    await asyncio.to_thread(mqtt.publish, [(f"{prefix}/a", m) for m in messages])
+    await bus.wait(lambda events: len(events) == 2)
+    await until(lambda: first.source.refused == {"unencodable": 1}, "the refusal")
+    assert not first.task.done()
+    assert await first.stop() is None
+    second = await start(**settings)
+    await asyncio.to_thread(mqtt.publish, [(f"{prefix}/a", b'{"n": 3}')])
+    await bus.wait(lambda events: len(events) == 3)
+    assert [e.data for e in bus.events] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert second.source.refused == {}
