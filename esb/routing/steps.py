@@ -16,8 +16,6 @@ from typing import Any
 
 import cel
 import orjson
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ValidationError
 
 from esb.envelope import CloudEvent
@@ -25,6 +23,7 @@ from esb.errors import ConfigError, PermanentError
 from esb.routing.conversions import Converter, compile_conversion
 from esb.routing.expressions import Expression, ExpressionError, event_variables
 from esb.routing.model import Conversion, FieldRule, MapSpec
+from esb.routing.schemas import compile_schema
 
 TRANSFORMERS_GROUP = "esb.transformers"
 SCHEMAS_GROUP = "esb.schemas"
@@ -159,12 +158,8 @@ def _compile_convert(conversions: list[Conversion]) -> Callable[[CloudEvent], An
     return run
 
 
-def _compile_schema(schema: dict[str, Any]) -> Callable[[CloudEvent], Any]:
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise ConfigError(f"not a valid JSON Schema: {exc.message}") from None
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+def _compile_schema(schema: dict[str, Any], name: str) -> Callable[[CloudEvent], Any]:
+    validator = compile_schema(schema, name)
 
     def run(event: CloudEvent) -> Any:
         error = next(
@@ -234,7 +229,7 @@ def _compile_cached(key: bytes) -> CompiledStep:
     elif spec.kind == "convert":
         run = _compile_convert([Conversion.model_validate(c) for c in config["conversions"]])
     elif spec.kind == "validate" and "schema" in config:
-        run = _compile_schema(config["schema"])
+        run = _compile_schema(config["schema"], spec.name)
     elif spec.kind == "validate":
         run = _compile_model(spec.name)
     elif spec.kind == "transform":
