@@ -160,7 +160,7 @@ async def pipeline(count: int) -> None:
         table = load_routes(Path(tmp))
     router = RouterService(broker, table)
     await router.declare()
-    transformer = TransformerService(broker, ["map"])
+    transformer = TransformerService(broker, table, ["map"])
     await declare_queue(broker.channel, transformer.queues()[0], settings)
     emitter = BrokerEmitter(broker, asyncio.Event())
     window = asyncio.Semaphore(256)

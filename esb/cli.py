@@ -165,21 +165,17 @@ def run_router_command(routes_dir: Path, watch: bool, config_file: Path | None) 
 
 @run.command("transformer")
 @click.argument("kinds", nargs=-1, type=click.Choice(STEP_KINDS))
-@click.option(
-    "--routes",
-    "routes_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Run each step's current definition from this directory (SIGHUP reloads it), "
-    "so a fixed route applies to replayed messages.",
-)
+@ROUTES_REQUIRED
 @WATCH_OPTION
 @CONFIG_OPTION
 def run_transformer_command(
-    kinds: tuple[str, ...], routes_dir: Path | None, watch: bool, config_file: Path | None
+    kinds: tuple[str, ...], routes_dir: Path, watch: bool, config_file: Path | None
 ) -> None:
-    """Run the transformer step KINDS (all of them when none is given) until SIGTERM."""
-    if watch and routes_dir is None:
-        raise click.UsageError("--watch needs --routes DIR: there is nothing to watch without it")
+    """Run the transformer step KINDS (all of them when none is given) until SIGTERM.
+
+    Step definitions come only from the routes directory (SIGHUP reloads it), never from
+    the messages, so a fixed route applies to replayed messages.
+    """
     settings = load_settings(None, config_file)
     logs.configure(settings.service.log_level, settings.service.mask_patterns)
     _run(run_transformers(settings, list(kinds), routes_dir, watch=watch))

@@ -297,21 +297,20 @@ async def run_router(
 async def run_transformers(
     settings: ProcessSettings,
     kinds: list[str],
-    routes_dir: Path | None = None,
+    routes_dir: Path,
     stop: asyncio.Event | None = None,
     watch: bool = False,
 ) -> None:
     """Run the step kinds ``kinds`` (all when empty) until stopped.
 
-    With ``routes_dir`` each step runs its route's current definition and
-    SIGHUP (or, with ``watch``, a changed route file) reloads it; without,
-    each runs the definition its slip carries.
+    Each step runs its route's definition from ``routes_dir``; SIGHUP (or,
+    with ``watch``, a changed route file) reloads it.
     """
-    table = load_routes(routes_dir) if routes_dir is not None else None
+    table = load_routes(routes_dir)
     process = Process(
         settings, settings.service.name or "transformer", stop=stop or asyncio.Event()
     )
-    service = TransformerService(process.broker, kinds or STEP_KINDS, table, routes_dir)
+    service = TransformerService(process.broker, table, kinds or STEP_KINDS, routes_dir)
     consumers = [
         Consumer(
             process.broker,

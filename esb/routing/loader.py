@@ -8,10 +8,13 @@ raises :class:`RoutesInvalid` listing all of them.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from pydantic import ValidationError
 
@@ -61,6 +64,17 @@ class CompiledRoute:
     def matches_type(self, event_type: str) -> bool:
         return topic_matches(self.pattern, event_type)
 
+    @cached_property
+    def version(self) -> str:
+        """A fingerprint of the route's shape: its steps' kinds and names, and its sinks.
+
+        A message routed before steps were added, removed or reordered names
+        a version no longer loaded and is parked, not run at the wrong step; a
+        fix inside a step keeps the version, so a replayed message gets the fix.
+        """
+        shape = orjson.dumps([[[s.kind, s.name] for s in self.steps], self.to])
+        return hashlib.sha256(shape).hexdigest()[:12]
+
 
 @dataclass
 class RouteTable:
@@ -74,6 +88,9 @@ class RouteTable:
 
     def route(self, name: str) -> CompiledRoute:
         return next(r for r in self.routes if r.name == name)
+
+    def find(self, name: str) -> CompiledRoute | None:
+        return next((r for r in self.routes if r.name == name), None)
 
 
 class _LineLoader(yaml.SafeLoader):

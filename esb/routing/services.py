@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 UNROUTED_HEADER = "x-esb-unrouted"
 
 
+def next_queues(route: CompiledRoute, position: int, names: QueueNames) -> list[str]:
+    """Where a message at step ``position`` of ``route`` goes: that step's transformer, or
+    every sink once the steps are done."""
+    if position <= len(route.steps):
+        return [names.step(route.steps[position - 1].kind)]
+    return [names.sink(sink) for sink in route.to]
+
+
 async def _all(publishes: Iterable[Awaitable[None]]) -> None:
     """Await every publish; raise the first failure only after all have settled."""
     results = await asyncio.gather(*publishes, return_exceptions=True)
@@ -142,37 +150,33 @@ class RouterService:
 
     async def _send(self, route: CompiledRoute, event: CloudEvent) -> None:
         copy = route_copy(route, event)
-        slip = Slip(route.name, route.steps, route.to, retry=route.retry)
+        slip = Slip(route.name, route.version, retry=route.retry)
         headers = {HEADER: slip.encode()}
         await _all(
             self.broker.publish(copy, routing_key=queue, exchange="", headers=headers)
-            for queue in slip.next_queues(self.names)
+            for queue in next_queues(route, slip.position, self.names)
         )
         self._metrics.routed.labels(self._service, route.name).inc()
 
 
 class TransformerService:
-    """Does the first step on a message's slip and forwards the result to the next hop.
+    """Runs the step a message's slip points at and forwards the result to the next hop.
 
-    With a routes directory it runs the step's current definition (so a route
-    fixed and reloaded applies to messages replayed from a parking lot); when
-    the route no longer has that step, or without a directory, it runs the
-    definition the slip carries, as routed.
+    The step's definition comes from the routes this process loaded (SIGHUP
+    reloads them, so a route fixed and reloaded applies to messages replayed
+    from a parking lot), never from the message: a slip naming a route,
+    version or step not loaded here is parked and nothing runs.
     """
 
     def __init__(
         self,
         broker: Broker,
+        table: RouteTable,
         kinds: Iterable[str] = STEP_KINDS,
-        table: RouteTable | None = None,
         routes_dir: Path | None = None,
     ) -> None:
         self.broker = broker
-        self.live = (
-            LiveRoutes(table, routes_dir, broker.metrics, broker.service)
-            if table is not None
-            else None
-        )
+        self.live = LiveRoutes(table, routes_dir, broker.metrics, broker.service)
         self.kinds = list(kinds)
         self.names = QueueNames(broker.settings.prefix)
         unknown = [kind for kind in self.kinds if kind not in STEP_KINDS]
@@ -185,8 +189,6 @@ class TransformerService:
         return [QueueSpec(self.names.step(kind), []) for kind in self.kinds]
 
     async def reload(self) -> bool:
-        if self.live is None:
-            return False
         table = self.live.load()
         if table is None:
             return False
@@ -194,38 +196,42 @@ class TransformerService:
         self.live.outcome("ok")
         return True
 
-    def current(self, slip: Slip) -> StepSpec:
-        """The step to run: the route's current definition when it still has this step."""
-        routed = slip.steps[0]
-        if self.live is None:
-            return routed
-        route = next((r for r in self.live.table.routes if r.name == slip.route), None)
-        if route is None or len(route.steps) < slip.position:
-            return routed
-        now = route.steps[slip.position - 1]
-        return now if (now.kind, now.name) == (routed.kind, routed.name) else routed
+    def resolve(self, slip: Slip) -> tuple[CompiledRoute, StepSpec]:
+        """The loaded route and step a slip names; PermanentError when this process has none."""
+        route = self.live.table.find(slip.route)
+        if route is None:
+            raise PermanentError(f"the slip names route {slip.route!r}, which is not loaded here")
+        if slip.version != route.version:
+            raise PermanentError(
+                f"route {route.name}: the slip names version {slip.version!r}, loaded is "
+                f"{route.version!r} (its steps or sinks changed since this message was routed)"
+            )
+        if slip.position > len(route.steps):
+            raise PermanentError(f"route {route.name} has no step {slip.position}")
+        spec = route.steps[slip.position - 1]
+        if spec.kind not in self.kinds:
+            raise PermanentError(
+                f"route {route.name}: step {slip.position} is a {spec.kind} step, "
+                f"which this transformer does not run ({', '.join(self.kinds)})"
+            )
+        return route, spec
 
     async def handle(self, event: CloudEvent, message: AbstractIncomingMessage) -> None:
         slip = Slip.decode(message.headers)
-        if not slip.steps:
-            raise PermanentError(f"route {slip.route}: the slip has no step left for a transformer")
-        spec = self.current(slip)
+        route, spec = self.resolve(slip)
         started = time.perf_counter()
         try:
             output = apply_step(spec, event, slip.position)
-        except ConfigError as exc:
+        except (ConfigError, PermanentError) as exc:
             self._metrics.steps.labels(self._service, spec.kind, "failed").inc()
-            raise PermanentError(f"route {slip.route}: step {slip.position}: {exc}") from None
-        except PermanentError as exc:
-            self._metrics.steps.labels(self._service, spec.kind, "failed").inc()
-            raise PermanentError(f"route {slip.route}: step {slip.position}: {exc}") from None
+            raise PermanentError(f"route {route.name}: step {slip.position}: {exc}") from None
         self._metrics.step_seconds.labels(self._service, spec.kind).observe(
             time.perf_counter() - started
         )
-        following = slip.popped()
+        following = slip.advanced()
         headers = {HEADER: following.encode()}
         await _all(
             self.broker.publish(output, routing_key=queue, exchange="", headers=headers)
-            for queue in following.next_queues(self.names)
+            for queue in next_queues(route, following.position, self.names)
         )
         self._metrics.steps.labels(self._service, spec.kind, "ok").inc()

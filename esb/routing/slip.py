@@ -1,7 +1,10 @@
-"""The routing slip: the steps still to do and the sinks at the end, carried in a header.
+"""The routing slip: which route a message is on, which version of it, and which step is next.
 
-Each transformer does the first step, pops it and forwards to the next hop
-named here, so no service knows the topology.
+It never says what a step does. Anyone who can publish can write this
+header, so a transformer takes every step definition from the route files it
+loaded and parks a message naming a route, version or step it does not have.
+The route's retry policy rides along (bounded by :class:`RetrySettings`), so
+sinks, which load no routes, apply it.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from esb.errors import PermanentError
-from esb.routing.steps import StepSpec
+from esb.limits import SHORT_STRING_BYTES
 from esb.settings import RetrySettings
-from esb.topology import QueueNames
 
 HEADER = "x-esb-slip"
 STEP_KINDS = ("map", "convert", "validate", "transform")
@@ -23,26 +26,20 @@ STEP_KINDS = ("map", "convert", "validate", "transform")
 
 @dataclass(frozen=True)
 class Slip:
+    """``position`` is the 1-based step to run next; past the last step means the sinks."""
+
     route: str
-    steps: list[StepSpec]
-    to: list[str]
+    version: str
     position: int = 1
     retry: RetrySettings | None = None
 
-    def next_queues(self, names: QueueNames) -> list[str]:
-        """Where the message goes next: the next step's transformer, or every sink."""
-        if self.steps:
-            return [names.step(self.steps[0].kind)]
-        return [names.sink(sink) for sink in self.to]
-
-    def popped(self) -> Slip:
-        return Slip(self.route, self.steps[1:], self.to, self.position + 1, self.retry)
+    def advanced(self) -> Slip:
+        return Slip(self.route, self.version, self.position + 1, self.retry)
 
     def encode(self) -> str:
         doc: dict[str, Any] = {
             "route": self.route,
-            "steps": [s.to_json() for s in self.steps],
-            "to": self.to,
+            "version": self.version,
             "position": self.position,
         }
         if self.retry is not None:
@@ -51,30 +48,35 @@ class Slip:
 
     @classmethod
     def decode(cls, headers: Mapping[str, Any] | None) -> Slip:
+        """The slip of a message; PermanentError when it has none or it is malformed."""
         raw = (headers or {}).get(HEADER)
         if raw is None:
             raise PermanentError(f"no {HEADER} header: this message did not come from the router")
         try:
             doc = orjson.loads(raw)
+            route, version, position = doc["route"], doc["version"], doc["position"]
             retry = doc.get("retry")
-            return cls(
-                doc["route"],
-                [StepSpec.from_json(s) for s in doc["steps"]],
-                list(doc["to"]),
-                int(doc["position"]),
-                RetrySettings.model_validate(retry) if retry is not None else None,
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise PermanentError(f"{HEADER} header is not a routing slip: {exc}") from None
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise PermanentError(f"{HEADER} header is not a routing slip") from None
+        valid = (
+            isinstance(route, str)
+            and isinstance(version, str)
+            and 0 < len(route) + len(version) <= SHORT_STRING_BYTES
+            and type(position) is int
+            and position >= 1
+        )
+        if not valid:
+            raise PermanentError(f"{HEADER} header is not a routing slip")
+        try:
+            policy = RetrySettings.model_validate(retry) if retry is not None else None
+        except ValidationError:
+            raise PermanentError(f"{HEADER} header carries an invalid retry policy") from None
+        return cls(route, version, position, policy)
 
 
 def retry_override(headers: Mapping[str, Any] | None) -> RetrySettings | None:
-    """The route's retry policy carried on a message's slip, if it has one."""
-    raw = (headers or {}).get(HEADER)
-    if raw is None:
-        return None
+    """The route's retry policy carried on a message's slip, if it has a valid one."""
     try:
-        retry = orjson.loads(raw).get("retry")
-        return RetrySettings.model_validate(retry) if retry is not None else None
-    except (orjson.JSONDecodeError, AttributeError, ValueError):
+        return Slip.decode(headers).retry
+    except PermanentError:
         return None

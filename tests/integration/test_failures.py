@@ -232,7 +232,7 @@ async def test_a_route_retry_policy_on_the_slip_overrides_the_sinks(broker: Brok
         retry=RetrySettings(max_retries=5, initial_delay=10),
     )
     await declare_queue(broker.channel, spec, broker.settings)
-    slip = Slip("urgent", [], ["sink"], retry=RetrySettings(max_retries=1, initial_delay=0.05))
+    slip = Slip("urgent", "v1", 2, retry=RetrySettings(max_retries=1, initial_delay=0.05))
     await broker.publish(
         CloudEvent.new("t.x", "urn:t", {}, id="u-1"), headers={HEADER: slip.encode()}
     )

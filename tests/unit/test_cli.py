@@ -91,7 +91,8 @@ def test_publish_to_a_dead_broker_says_how_to_start_one(runner: CliRunner) -> No
     assert "Canary-S3cret" not in result.output
 
 
-def test_transformer_watch_without_routes_is_a_usage_error() -> None:
-    result = CliRunner().invoke(main, ["run", "transformer", "--watch"])
+def test_a_transformer_without_routes_is_a_usage_error() -> None:
+    """Step definitions come only from route files, so a transformer cannot run without them."""
+    result = CliRunner().invoke(main, ["run", "transformer", "map"])
     assert result.exit_code == 2
-    assert "--watch needs --routes DIR" in result.output
+    assert "Missing option '--routes'" in result.output
