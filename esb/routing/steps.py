@@ -1,8 +1,7 @@
 """The step kinds a route can chain: map, convert, validate and custom transformers.
 
-A step is compiled from its resolved spec (a JSON-able dict carried on the
-routing slip), so a transformer process needs no route files: it does what
-the slip says. Compiled steps are cached by spec.
+A step is compiled from its resolved spec (a JSON-able dict the loader builds
+from the route files). Compiled steps are cached by spec.
 """
 
 from __future__ import annotations
