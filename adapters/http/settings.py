@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from esb.settings import AdapterSettings
 
@@ -67,3 +68,14 @@ class HttpSinkSettings(AdapterSettings):
     rate_limit: float | None = Field(
         default=None, gt=0, description="Requests per second at most (partner API quotas)."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _origin_is_fixed(cls, value: str) -> str:
+        """The event fills the path and query only: it never chooses where credentials go."""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        if "{" in parts.netloc:
+            raise ValueError("placeholders may fill the path or the query, not the host")
+        return value

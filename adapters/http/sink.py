@@ -1,4 +1,13 @@
-"""Send events to a REST API (aiohttp), classifying its answers into retry or park."""
+"""Send events to a REST API (aiohttp), classifying its answers into retry or park.
+
+What comes from the event cannot steer the request: a value fills exactly
+one path segment (percent-encoded with nothing left safe, and never ``.`` or
+``..``, which clients and servers resolve), never the scheme or host, and
+header values built from the event may not hold control characters. Redirects
+are not followed, so credentials and custom headers only ever go to the
+origin the ``url`` setting names: a 3xx other than 303 is parked with its
+``Location`` for the operator to fix the URL.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,7 @@ import asyncio
 import re
 import time
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -23,10 +32,18 @@ from esb.failures import http_error
 
 _PLACEHOLDER = re.compile(r"\{([a-z]+(?:\.[A-Za-z0-9_]+)*)\}")
 _MAX_ERROR_BODY = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: 303 See Other answers a request that was carried out: the result is elsewhere.
+_DONE_ELSEWHERE = 303
 
 
 def render_url(template: str, event: CloudEvent) -> str:
-    """Fill ``{id}``, ``{type}``, ``{subject}`` and ``{data.a.b}``; every value URL-quoted."""
+    """Fill ``{id}``, ``{type}``, ``{subject}`` and ``{data.a.b}``; every value URL-quoted.
+
+    A value is quoted with nothing safe, so ``/``, ``?``, ``#`` and ``%`` in it
+    cannot start a segment, a query or a fragment; a path segment that comes
+    out as ``.`` or ``..`` (or empty) is refused, since it would move the path.
+    """
 
     def value(match: re.Match[str]) -> str:
         name, *path = match.group(1).split(".")
@@ -40,11 +57,24 @@ def render_url(template: str, event: CloudEvent) -> str:
                 found = found[part]
         else:
             raise PermanentError(f"url: unknown placeholder {{{match.group(1)}}}")
-        if found is None:
+        if found is None or found == "":
             raise PermanentError(f"url: {{{match.group(1)}}} is empty")
+        if isinstance(found, dict | list):
+            raise PermanentError(f"url: {{{match.group(1)}}} is not a single value")
         return quote(str(found), safe="")
 
-    return _PLACEHOLDER.sub(value, template)
+    url = _PLACEHOLDER.sub(value, template)
+    path = urlsplit(url).path
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise PermanentError(f"url: a value makes a . or .. segment in the path {path[:200]!r}")
+    return url
+
+
+def check_header(name: str, value: str) -> str:
+    """``value`` if it can be a header value; a CR, LF or NUL from an event is permanent."""
+    if _CONTROL.search(value):
+        raise PermanentError(f"header {name}: the value holds a control character (CR, LF, NUL)")
+    return value
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -96,7 +126,8 @@ class HttpSink(Sink[HttpSinkSettings]):
     ) -> None:
         headers = dict(self.settings.headers)
         if self.settings.idempotency_header:
-            headers[self.settings.idempotency_header] = event.id
+            name = self.settings.idempotency_header
+            headers[name] = check_header(name, event.id)
         headers.update(await self._auth_headers(session, refresh=refresh_token))
         kwargs: dict[str, Any] = {"headers": headers}
         if self.settings.body == "data":
@@ -106,9 +137,18 @@ class HttpSink(Sink[HttpSinkSettings]):
             headers["Content-Type"] = "application/cloudevents+json"
         where = f"{self.settings.method} {url.split('?', 1)[0]}"
         try:
-            async with session.request(self.settings.method, url, **kwargs) as response:
-                if response.status < 300:
+            async with session.request(
+                self.settings.method, url, allow_redirects=False, **kwargs
+            ) as response:
+                if response.status < 300 or response.status == _DONE_ELSEWHERE:
                     return
+                if response.status < 400:
+                    location = response.headers.get("Location", "")[:_MAX_ERROR_BODY]
+                    raise PermanentError(
+                        f"{where}: HTTP {response.status} redirect to {location!r} not followed "
+                        "(credentials go only where url says): set url to the new location",
+                        status=response.status,
+                    )
                 if (
                     response.status == 401
                     and isinstance(self.settings.auth, OAuth2ClientCredentials)
@@ -151,7 +191,10 @@ class HttpSink(Sink[HttpSinkSettings]):
         )
         try:
             async with session.post(
-                auth.token_url, data=form, headers={"Authorization": credentials}
+                auth.token_url,
+                data=form,
+                headers={"Authorization": credentials},
+                allow_redirects=False,
             ) as response:
                 if response.status >= 300:
                     raise http_error(

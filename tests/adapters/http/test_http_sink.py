@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,8 +31,9 @@ class Target:
     tokens_issued: int = 0
 
 
-@pytest.fixture
-async def target() -> AsyncIterator[Target]:
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Target]:
+    """A Target API on a port of its own (its own origin)."""
     port = free_port()
     state = Target(f"http://127.0.0.1:{port}")
 
@@ -44,6 +46,7 @@ async def target() -> AsyncIterator[Target]:
                 {
                     "method": request.method,
                     "path": request.path,
+                    "raw_path": request.raw_path,
                     "headers": dict(request.headers),
                     "body": await request.read(),
                 }
@@ -67,8 +70,23 @@ async def target() -> AsyncIterator[Target]:
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield state
-    await runner.cleanup()
+    try:
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[Target]:
+    async with serving() as state:
+        yield state
+
+
+@pytest.fixture
+async def elsewhere() -> AsyncIterator[Target]:
+    """Another origin, where a redirect from the target may point."""
+    async with serving() as state:
+        yield state
 
 
 async def sink(**settings: Any) -> HttpSink:
@@ -196,3 +214,84 @@ async def test_concurrency_and_rate_are_bounded(target: Target) -> None:
     await asyncio.gather(*(http.write(ORDER) for _ in range(15)))
     await http.close()
     assert time.monotonic() - started >= 1.5  # 5 at once, then 10 more at 5 per second
+
+
+@pytest.mark.parametrize("value", ["..", ".", ""])
+async def test_a_value_that_would_move_the_path_parks_the_event_unsent(
+    target: Target, value: str
+) -> None:
+    """A .. once reached /api/items instead of /api/orders/<ref>/items."""
+    http = await sink(url=target.url + "/api/orders/{data.reference}/items")
+    event = ORDER.model_copy(update={"data": {"reference": value}})
+    with pytest.raises(PermanentError, match=r"^url: "):
+        await http.write(event)
+    await http.close()
+    assert target.requests == []
+
+
+@pytest.mark.parametrize(
+    ("value", "segment"),
+    [
+        ("%2e%2e", "%252e%252e"),
+        ("a/../../admin", "a%2F..%2F..%2Fadmin"),
+        ("x?admin=1#top", "x%3Fadmin=1%23top"),  # = needs no escape in a path
+        ("SO 1/2", "SO%201%2F2"),
+    ],
+)
+async def test_a_value_fills_exactly_one_path_segment(
+    target: Target, value: str, segment: str
+) -> None:
+    http = await sink(url=target.url + "/api/orders/{data.reference}/items?v=1")
+    await http.write(ORDER.model_copy(update={"data": {"reference": value}}))
+    await http.close()
+    [request] = target.requests
+    assert request["raw_path"] == f"/api/orders/{segment}/items?v=1"
+
+
+async def test_a_cross_origin_redirect_is_not_followed_and_gets_no_credentials(
+    target: Target, elsewhere: Target
+) -> None:
+    """aiohttp followed a 307 with the API key and custom headers to wherever it pointed."""
+    target.answers.append((307, {"Location": elsewhere.url + "/collect"}, ""))
+    http = await sink(
+        url=target.url + "/shipments",
+        auth={"kind": "api_key", "header": "X-API-Key", "key": "k-secret"},
+        headers={"X-Tenant": "acme"},
+    )
+    with pytest.raises(PermanentError, match=r"HTTP 307 redirect to .* not followed") as caught:
+        await http.write(ORDER)
+    await http.close()
+    assert caught.value.status == 307
+    assert [r["headers"]["X-API-Key"] for r in target.requests] == ["k-secret"]
+    assert elsewhere.requests == []
+
+
+async def test_same_origin_redirects_are_not_followed_either_but_303_is_done(
+    target: Target,
+) -> None:
+    target.answers.append((308, {"Location": target.url + "/v2/shipments"}, ""))
+    target.answers.append((303, {"Location": target.url + "/shipments/1"}, ""))
+    http = await sink(url=target.url + "/shipments")
+    with pytest.raises(PermanentError, match="HTTP 308 redirect"):
+        await http.write(ORDER)
+    await http.write(ORDER)  # 303 See Other: carried out, the result is elsewhere
+    await http.close()
+    assert [r["path"] for r in target.requests] == ["/shipments", "/shipments"]
+
+
+async def test_a_control_character_in_the_idempotency_key_parks_the_event_unsent(
+    target: Target,
+) -> None:
+    """aiohttp refuses it with a ValueError, which was retried as an unknown failure."""
+    http = await sink(url=target.url + "/shipments")
+    with pytest.raises(PermanentError, match="Idempotency-Key: the value holds a control"):
+        await http.write(ORDER.model_copy(update={"id": "evt-1\r\nX-Admin: 1"}))
+    await http.close()
+    assert target.requests == []
+
+
+def test_placeholders_may_not_choose_the_host() -> None:
+    with pytest.raises(ValueError, match="not the host"):
+        HttpSinkSettings(url="https://{data.tenant}.example.com/api")
+    with pytest.raises(ValueError, match="not an http"):
+        HttpSinkSettings(url="{data.url}")
