@@ -21,7 +21,17 @@ class EmailSinkSettings(AdapterSettings):
     )
     timeout: float = Field(default=30.0, gt=0, description="Seconds per SMTP conversation.")
     sender: str = Field(description="From address.", examples=["Shop <orders@shop.example.com>"])
-    to: str = Field(description="Recipient template.", examples=["{{ data.to }}"])
+    to: str = Field(
+        description="Recipient template: one address (with a display name or not).",
+        examples=["{{ data.to }}"],
+    )
+    max_recipients: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Addresses the recipient template may give (comma-separated); 1 refuses "
+        "a list, so a value cannot add recipients.",
+    )
     subject: str = Field(description="Subject template.", examples=["Your order {{ data.order }}"])
     body: str = Field(description="Body template (Jinja2, sandboxed).")
     html: bool = Field(default=False, description="Send the body as text/html.")

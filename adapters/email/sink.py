@@ -5,11 +5,22 @@ message is parked with the name); the server's 5xx answers are permanent,
 its 4xx answers and connection failures are retried. Each mail's Message-ID
 comes from the event id, and the runtime's idempotency store keeps a
 redelivered event from being mailed twice.
+
+Template values come from events, so what they make is checked before any
+mail leaves: the recipient template must give exactly one address (up to
+``max_recipients`` when set higher), parsed by the standard library's RFC 5322
+header parser, and is the only envelope recipient; a control character (CR,
+LF, NUL, ...) in a recipient, the subject or the Message-ID is refused. Both
+are permanent errors: the event is parked with the reason, never retried.
 """
 
 from __future__ import annotations
 
+import re
+from email import errors
+from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import default as default_policy
 from email.utils import formatdate
 from typing import ClassVar
 
@@ -23,6 +34,46 @@ try:
     from jinja2.sandbox import SandboxedEnvironment
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(f"the email adapter needs: pip install 'esb[email]' ({exc})") from None
+
+#: C0 controls but tab, and DEL: in a header they end it (CR, LF) or corrupt it.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_text(name: str, value: str) -> str:
+    """``value`` if it can be a header's text; PermanentError for a control character."""
+    if _CONTROL.search(value):
+        raise PermanentError(
+            f"email sink: {name} holds a control character (CR, LF, NUL, ...): {value[:80]!r}"
+        )
+    return value
+
+
+def recipients(text: str, most: int) -> tuple[Address, ...]:
+    """The addresses ``text`` lists, at most ``most``; PermanentError for anything else.
+
+    The standard library's RFC 5322 parser reads the list; any defect it
+    finds (junk between addresses, a missing domain, a non-ASCII local part)
+    refuses it, so a value cannot slip a second address past the count.
+    """
+    text = header_text("to", text.strip())
+    try:
+        header = default_policy.header_factory("To", text)
+    except (ValueError, IndexError, errors.HeaderParseError):
+        raise PermanentError(f"email sink: {text[:200]!r} is not an e-mail address") from None
+    addresses = tuple(header.addresses)
+    if header.defects or not addresses:
+        raise PermanentError(f"email sink: {text[:200]!r} is not an e-mail address")
+    for address in addresses:
+        if not address.username or not address.domain:
+            raise PermanentError(
+                f"email sink: {address.addr_spec[:200]!r} is not an e-mail address"
+            )
+    if len(addresses) > most:
+        raise PermanentError(
+            f"email sink: {text[:200]!r} holds {len(addresses)} addresses; the recipient must "
+            f"be {'one address' if most == 1 else f'at most {most}'} (max_recipients)"
+        )
+    return addresses
 
 
 class EmailSink(Sink[EmailSinkSettings]):
@@ -47,23 +98,23 @@ class EmailSink(Sink[EmailSinkSettings]):
             to, subject, body = (t.render(variables) for t in (self._to, self._subject, self._body))
         except TemplateError as exc:
             raise PermanentError(f"email sink: template: {exc}") from None
-        if "@" not in to:
-            raise PermanentError(f"email sink: {to!r} is not an e-mail address")
         mail = EmailMessage()
         mail["From"] = self.settings.sender
-        mail["To"] = to.strip()
-        mail["Subject"] = subject.strip()
+        mail["To"] = recipients(to, self.settings.max_recipients)
+        mail["Subject"] = header_text("subject", subject.strip())
         mail["Date"] = formatdate(localtime=False)
-        mail["Message-ID"] = f"<{event.id}@esb>"
+        mail["Message-ID"] = f"<{header_text('id', event.id)}@esb>"
         mail.set_content(body, subtype="html" if self.settings.html else "plain")
         return mail
 
     async def write(self, event: CloudEvent) -> None:
         mail = self.message(event)
         s = self.settings
+        to = [address.addr_spec for address in mail["To"].addresses]
         try:
             await aiosmtplib.send(
                 mail,
+                recipients=to,  # exactly the checked addresses, never other headers
                 hostname=s.host,
                 port=s.port,
                 username=s.username,

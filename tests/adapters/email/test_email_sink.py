@@ -14,7 +14,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from adapters.email import EmailSink
 from adapters.email.settings import EmailSinkSettings
 from esb import CloudEvent, PermanentError, TransientError
-from esb.testing import free_port
+from esb.testing import MemoryBus, free_port
 
 
 class Mailbox:
@@ -106,3 +106,53 @@ async def test_a_refused_recipient_is_permanent_and_a_dead_server_transient(
         await EmailSink(settings(port)).write(refused)
     with pytest.raises(TransientError, match=r"127\.0\.0\.1"):
         await EmailSink(settings(free_port(), timeout=2)).write(SHIPPED)
+
+
+def shipped_to(to: str, **data: Any) -> CloudEvent:
+    return SHIPPED.model_copy(update={"data": {**SHIPPED.data, "to": to, **data}})
+
+
+async def test_a_value_cannot_add_recipients_or_headers_each_is_parked_unsent(
+    mailbox: tuple[Mailbox, int],
+) -> None:
+    """data.to "a@x, attacker@evil" once mailed both; CR/LF in a header value was retried
+    (a ValueError) instead of parked. Only the good event reaches the SMTP server."""
+    box, port = mailbox
+    bus = MemoryBus()
+    bus.bind("mails")
+    hostile = [
+        shipped_to("ada@example.com, attacker@evil.example"),
+        shipped_to("ada@example.com;attacker@evil.example"),
+        shipped_to("team: ada@example.com, attacker@evil.example;"),
+        shipped_to("ada@example.com\r\nBcc: attacker@evil.example"),
+        shipped_to("ada@example.com <attacker@evil.example>"),
+        shipped_to("attacker"),
+        shipped_to("ada@example.com", vars={"name": "Ada", "order": "1\r\nBcc: a@evil.example"}),
+        SHIPPED.model_copy(update={"id": "evt-8\r\nBcc: attacker@evil.example"}),
+    ]
+    for event in [*hostile, shipped_to("Ada Lovelace <ada@example.com>")]:
+        await bus.emit(event)
+    assert await bus.drain("mails", EmailSink(settings(port))) == 1
+    [(recipients, mail)] = box.received
+    assert recipients == ["ada@example.com"]
+    assert mail["To"] == "Ada Lovelace <ada@example.com>"
+    parked = bus.queues["mails"].parked
+    assert [(p.reason, p.attempts) for p in parked] == [("permanent", 1)] * len(hostile)
+    reasons = [str(p.error) for p in parked]
+    assert reasons[0] == (
+        "email sink: 'ada@example.com, attacker@evil.example' holds 2 addresses; "
+        "the recipient must be one address (max_recipients)"
+    )
+    assert reasons[3].startswith("email sink: to holds a control character (CR, LF, NUL, ...)")
+    assert reasons[6].startswith("email sink: subject holds a control character")
+    assert reasons[7].startswith("email sink: id holds a control character")
+
+
+async def test_a_list_of_recipients_needs_max_recipients(mailbox: tuple[Mailbox, int]) -> None:
+    box, port = mailbox
+    sink = EmailSink(settings(port, max_recipients=2))
+    await sink.write(shipped_to("ada@example.com, Bob <bob@example.com>"))
+    with pytest.raises(PermanentError, match="holds 3 addresses; the recipient must be at most 2"):
+        await sink.write(shipped_to("a@example.com, b@example.com, c@example.com"))
+    [(recipients, _)] = box.received
+    assert recipients == ["ada@example.com", "bob@example.com"]
