@@ -40,7 +40,7 @@ from esb.envelope import (
     parse_structured,
 )
 from esb.errors import EnvelopeError
-from esb.limits import MAX_HEADER_BYTES, MAX_HEADERS
+from esb.limits import MAX_HEADER_BYTES, MAX_HEADER_NESTING, MAX_HEADERS
 
 HEADER_PREFIX = "ce-"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -178,11 +178,24 @@ def check_headers(headers: Mapping[str, Any] | None) -> None:
             "headers_too_large",
         )
     size = 0
-    for key, value in headers.items():
+    stack: list[tuple[Any, int]] = [(headers, 0)]
+    while stack:  # no recursion (nor repr) over nesting a publisher chose
+        value, depth = stack.pop()
         if isinstance(value, str | bytes | bytearray):
-            size += len(key) + len(value)
+            size += len(value)
+        elif isinstance(value, Mapping | list):
+            if depth > MAX_HEADER_NESTING:
+                raise EnvelopeError(
+                    "headers",
+                    f"header tables nested deeper than {MAX_HEADER_NESTING} levels",
+                    "headers_too_large",
+                )
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for key, item in items:
+                size += len(key) if isinstance(key, str) else 1
+                stack.append((item, depth + 1))
         else:
-            size += len(key) + (len(str(value)) if isinstance(value, dict | list) else 8)
+            size += 8
     if size > MAX_HEADER_BYTES:
         raise EnvelopeError(
             "headers",

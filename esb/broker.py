@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import ssl
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from yarl import URL
 from esb.amqp_binding import to_message
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError, EnvelopeError, UnroutableError
+from esb.limits import AMQP_DECODE_RECURSION
 from esb.metrics import Metrics
 from esb.settings import BrokerSettings, redact_url
 from esb.tls import verified_context
@@ -71,7 +73,13 @@ class Broker:
         self._published_ok = metrics.published.labels(service, "ok")
 
     async def connect(self) -> None:
-        """Open the connection (the first node that answers) and the publishing channel."""
+        """Open the connection (the first node that answers) and the publishing channel.
+
+        Raises the interpreter's recursion limit so the AMQP client can decode any
+        header a publisher nests (see :data:`esb.limits.AMQP_DECODE_RECURSION`);
+        esb's own code never recurses over headers.
+        """
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), AMQP_DECODE_RECURSION))
         urls = self.settings.all_urls()
         connection: aio_pika.RobustConnection | None = None
         position = 0

@@ -28,9 +28,17 @@ MAX_ATTRIBUTE_BYTES = 4096
 #: Nesting of objects and arrays in ``data``.
 MAX_DEPTH = 64
 
-#: Headers on one delivery, and their total size (names and values) in bytes.
+#: Headers on one delivery, their total size (names and values) in bytes, and how deep
+#: tables and arrays may nest in them (RabbitMQ's own x-death nests 4 levels).
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 16_384
+MAX_HEADER_NESTING = 8
+
+#: Python frames the AMQP client (pamqp, recursive) needs to decode the deepest header
+#: table a frame can hold: ~7 bytes a level in a 128 KiB frame, two frames a level. Below
+#: it, one message with nested headers raises RecursionError in the connection's reader
+#: and takes the whole connection down, again at every redelivery.
+AMQP_DECODE_RECURSION = 50_000
 
 #: Default largest body (``broker.max_body_bytes``); sources' own limits may not exceed it.
 DEFAULT_MAX_BODY_BYTES = 1_048_576

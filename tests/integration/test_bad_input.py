@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import aio_pika
 import orjson
 
 from esb import CloudEvent, to_message
+from esb.limits import AMQP_DECODE_RECURSION
 from esb.parking import ERROR, REASON, SERVICE
 from tests.conftest import Names
 from tests.support.processes import EsbProcess, read_ids, wait_for
@@ -102,6 +104,13 @@ class RawBytes(str):
         return self.raw
 
 
+def nested_table(depth: int) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for _ in range(depth):
+        table = {"a": table}
+    return table
+
+
 CE = {"ce-source": "urn:hostile", "ce-type": "t.hostile", "ce-specversion": "1.0"}
 DEEP = 1_000
 # name: (body, headers, the reason it is parked for)
@@ -130,6 +139,9 @@ HOSTILE: dict[str, tuple[bytes, dict[str, Any], str]] = {
     "header_not_utf8": (b"{}", {**CE, "ce-subject": RawBytes(b"\xff\xfe")}, "invalid_encoding"),
     "id_over_255_bytes": (b"{}", {**CE, "ce-id": "i" * 300}, "invalid_attribute"),
     "type_over_255_bytes": (b"{}", {**CE, "ce-type": "t." * 200}, "invalid_attribute"),
+    # ~18,000 levels fill a 128 KiB frame; decoding it recursed past Python's limit in the
+    # client's reader, which took the whole connection down at every redelivery.
+    "nested_header_tables": (b"{}", {**CE, "x-nest": nested_table(18_000)}, "headers_too_large"),
     "too_many_headers": (
         b"{}",
         {**CE, **{f"x-junk-{n}": "x" for n in range(100)}},
@@ -155,11 +167,16 @@ async def test_hostile_messages_are_each_parked_once_and_never_crash_or_loop(
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
             exchange = await channel.get_exchange(names.exchange)
-            for name, (body, headers, _) in HOSTILE.items():
-                message = aio_pika.Message(
-                    body, headers={"ce-id": name, **headers}, message_id=name
-                )
-                await exchange.publish(message, routing_key="t.x")
+            limit = sys.getrecursionlimit()
+            sys.setrecursionlimit(AMQP_DECODE_RECURSION)  # pamqp encodes tables recursively
+            try:
+                for name, (body, headers, _) in HOSTILE.items():
+                    message = aio_pika.Message(
+                        body, headers={"ce-id": name, **headers}, message_id=name
+                    )
+                    await exchange.publish(message, routing_key="t.x")
+            finally:
+                sys.setrecursionlimit(limit)
             await exchange.publish(
                 aio_pika.Message(
                     mixed_case.to_structured(), content_type="Application/CloudEvents+JSON"

@@ -121,3 +121,12 @@ def test_structured_mode_is_recognised_in_any_letter_case(content_type: str) -> 
     event = CloudEvent.new("t.x", "urn:t", {"n": 1})
     message = aio_pika.Message(event.to_structured(), content_type=content_type)
     assert from_message(message) == event
+
+
+def test_header_tables_nested_deeper_than_the_limit_are_refused_without_recursion() -> None:
+    table: dict[str, object] = {}
+    for _ in range(5_000):  # deeper than Python's default recursion limit
+        table = {"a": table}
+    with pytest.raises(EnvelopeError, match="nested deeper than 8 levels") as caught:
+        from_message(aio_pika.Message(b"{}", headers={**CE, "x-nest": table}))
+    assert caught.value.code == "headers_too_large"
