@@ -269,6 +269,10 @@ def loads_json(body: bytes, field: str) -> Any:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            raise EnvelopeError(
+                field, f"nested deeper than the limit of {MAX_DEPTH} levels", "too_deep"
+            ) from None
         code = "invalid_encoding" if "UTF-8" in str(exc) else "invalid_json"
         raise EnvelopeError(field, f"not valid JSON: {_short(str(exc))}", code) from None
     keys = _shape(value, field)

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from esb.dsn import describe, scrub
 from esb.errors import ConfigError, TransientError
 from esb.settings import IdempotencySettings
 
@@ -127,7 +128,10 @@ class PostgresStore(IdempotencyStore):
         try:
             conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
         except psycopg.Error as exc:
-            raise ConfigError(f"idempotency store: cannot connect to PostgreSQL: {exc}") from None
+            raise ConfigError(
+                f"idempotency store: cannot connect to PostgreSQL {describe(self._dsn)}: "
+                f"{scrub(str(exc), self._dsn)}"
+            ) from None
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS esb_applied ("
             " scope text NOT NULL, key text NOT NULL, at double precision NOT NULL,"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -329,12 +329,22 @@ def read_secret(path: Path, setting: str) -> str:
         raise ValueError(f"{setting}: cannot read {path}: {exc.strerror}") from None
 
 
+#: Query parameters that carry a secret in AMQP and PostgreSQL URLs.
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword", "passphrase"})
+
+
 def redact_url(url: str) -> str:
-    """Mask the password of a URL."""
+    """Mask the password of a URL, in its user part and in its query."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        netloc = f"{parts.username}:***@{parts.hostname}"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        parts = parts._replace(netloc=netloc)
+    if parts.query:
+        query = [
+            (key, "***" if key.lower() in _SECRET_PARAMETERS else value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)

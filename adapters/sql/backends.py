@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.sql.dsn import describe, scrub
 from adapters.sql.settings import SqlSinkSettings
 from adapters.sql.statements import Rows, RowStatement
 from esb import ConfigError, PermanentError, TransientError
+from esb.dsn import describe, scrub
 
 if TYPE_CHECKING:
     import psycopg

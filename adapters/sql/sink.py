@@ -15,10 +15,10 @@ from typing import ClassVar
 
 from adapters.sql.backends import Backend, PostgresBackend, SqliteBackend
 from adapters.sql.batch import Batcher
-from adapters.sql.dsn import backend
 from adapters.sql.settings import SqlSinkSettings
 from adapters.sql.statements import event_rows
 from esb import AdapterSettings, CloudEvent, Sink
+from esb.dsn import backend
 
 
 class SqlSink(Sink[SqlSinkSettings]):

@@ -31,9 +31,9 @@ from typing import Any, ClassVar
 import orjson
 
 from adapters.edge import check_publishable
-from adapters.sql.dsn import backend, describe, scrub
 from adapters.sql.source_settings import SqlSourceSettings
 from esb import AdapterSettings, CloudEvent, ConfigError, Emitter, EnvelopeError, Source
+from esb.dsn import backend, describe, scrub
 from esb.envelope import loads_json
 
 

@@ -94,7 +94,7 @@ def test_new_event_gets_unique_id_and_current_time() -> None:
         (b'[{"a" :1, "a"\n: 2}]', "duplicate_key"),
         (b'{"at": "10:00", "url": "https://x", "at": "11:00"}', "duplicate_key"),
         (b'{"a": "\xff"}', "invalid_encoding"),
-        (b"[" * 2000 + b"]" * 2000, "invalid_json"),
+        (b"[" * 2000 + b"]" * 2000, "too_deep"),
         (b'{"a": 1e400}', "invalid_json"),
         (b'{"a": Infinity}', "invalid_json"),
     ],

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from esb import AdapterSettings, ConfigError, load_settings
+from esb.idempotency import PostgresStore
+from esb.settings import redact_url
 
 
 class OrderSettings(AdapterSettings):
@@ -71,3 +73,34 @@ def test_broker_password_never_appears_in_errors_or_repr(
     settings = load_settings(OrderSettings, None, adapter={"path": "/a"})
     assert "Canary-S3cret" not in repr(settings)
     assert settings.broker.redacted_url() == "amqp://esb:***@rabbit:5672/prod"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://esb:S3cret-pw@rabbit:5672/esb",
+        "amqps://rabbit:5671/esb?password=S3cret-pw&heartbeat=30",
+        "postgresql://db/esb?sslpassword=S3cret-pw",
+    ],
+)
+def test_urls_are_shown_without_their_password_wherever_it_is(url: str) -> None:
+    shown = redact_url(url)
+    assert "S3cret-pw" not in shown
+    assert "***" in shown
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://esb:S3cret-pw@127.0.0.1:1/esb",
+        "postgresql://esb@127.0.0.1:1/esb?password=S3cret-pw",
+        "host=127.0.0.1 port=1 user=esb password=S3cret-pw",
+        "postgresql://esb@[127.0.0.1:1/esb?password=S3cret-pw",
+    ],
+)
+async def test_the_idempotency_store_never_shows_the_dsn_password(dsn: str) -> None:
+    store = PostgresStore(dsn, "sink", ttl=60)
+    with pytest.raises(ConfigError) as caught:
+        await store.open()
+    assert "cannot connect to PostgreSQL" in str(caught.value)
+    assert "S3cret-pw" not in str(caught.value)

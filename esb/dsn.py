@@ -1,4 +1,4 @@
-"""Connection strings as the sql adapter may show them: never with a password.
+"""Connection strings as esb may show them (sql adapter, idempotency store): never with a password.
 
 A PostgreSQL DSN carries its password in any of three places: the URI's
 ``user:pass@``, a ``?password=`` query parameter, or a ``password=`` pair of
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit
 
-from esb import ConfigError
+from esb.errors import ConfigError
 
 #: Parameters shown in messages; every other one (password, sslpassword, passfile, ...) is not.
 SHOWN = ("host", "hostaddr", "port", "dbname", "user")
