@@ -19,11 +19,14 @@ from pydantic.fields import FieldInfo
 from esb import __version__, logs
 from esb.adapter import Adapter
 from esb.broker import Broker
+from esb.consumer import MIN_RETRY_LEVELS
 from esb.dlq import browse, compile_filter, depth, parking_lot, printable, replay
 from esb.envelope import CloudEvent, parse_structured
 from esb.errors import EsbError
 from esb.metrics import Metrics
+from esb.permissions import definitions, load_users, vhost_of, write_definitions
 from esb.registry import load_adapter, load_all
+from esb.retry import declare_retry_queues, retry_queue
 from esb.routing.catalog import catalog as build_catalog
 from esb.routing.graph import dot, mermaid
 from esb.routing.loader import RoutesInvalid, load_routes
@@ -575,15 +578,44 @@ def _queue_specs(
 @QUEUE_OPTIONS[0]
 @QUEUE_OPTIONS[1]
 @QUEUE_OPTIONS[2]
+@click.option(
+    "--users",
+    "users_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML file naming one RabbitMQ user per process (docs/security.md): write each "
+    "one's least-privilege permissions to --definitions.",
+)
+@click.option(
+    "--definitions",
+    "definitions_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where --users writes the RabbitMQ definitions (rabbitmqctl import_definitions FILE).",
+)
 def topology_declare(
     config_file: Path | None,
     queues: tuple[str, ...],
     bindings: tuple[str, ...],
     routes_dir: Path | None,
+    users_file: Path | None,
+    definitions_file: Path | None,
 ) -> None:
-    """Declare the events exchange and work queues with their parking lots (idempotent)."""
+    """Declare the events exchange and work queues with their parking lots and delay queues
+    (idempotent); with --users, also the users' permissions, as a definitions file."""
+    if (users_file is None) != (definitions_file is None):
+        raise click.UsageError("--users and --definitions go together")
     settings = load_settings(None, config_file)
+    broker_settings = settings.broker.model_copy(update={"declare": True})
     specs = _queue_specs(settings, queues, bindings, routes_dir)
+    names = QueueNames(settings.broker.prefix)
+    delays = max(settings.retry.max_retries, MIN_RETRY_LEVELS)
+    document = None
+    if users_file is not None:
+        emits = None
+        if routes_dir is not None:
+            emits = {name: s.emits for name, s in load_routes(routes_dir).sources.items()}
+        vhost = vhost_of(settings.broker.url.get_secret_value())
+        users = load_users(users_file)
+        document = definitions(users, names, settings.broker.exchange, vhost, emits)
 
     async def go() -> None:
         broker = await _connected(settings, "esb-topology")
@@ -591,14 +623,24 @@ def topology_declare(
             channel = await broker.connection.channel()
             await declare_exchange(channel, settings.broker.exchange)
             for spec in specs:
-                await declare_queue(channel, spec, settings.broker)
+                await declare_queue(channel, spec, broker_settings)
+                retries = 0 if spec.name == names.unrouted else delays
+                await declare_retry_queues(channel, spec.name, retries)
                 bound = f"bound to {', '.join(spec.bindings)}" if spec.bindings else "not bound"
-                click.echo(f"queue {spec.name} (+ {dlq_name(spec.name)}) {bound}")
+                extra = f", {retry_queue(spec.name, 1)}..{retries}" if retries else ""
+                click.echo(f"queue {spec.name} (+ {dlq_name(spec.name)}{extra}) {bound}")
         finally:
             await broker.close()
 
     _run(go())
     click.echo(f"exchange {settings.broker.exchange} (topic) declared")
+    if document is not None and definitions_file is not None:
+        write_definitions(definitions_file, document)
+        click.echo(
+            f"wrote {definitions_file}: {len(document['users'])} users with least privilege "
+            f"on vhost {document['vhosts'][0]['name']!r}; load it with: "
+            f"rabbitmqctl import_definitions {definitions_file}"
+        )
 
 
 @topology.command("show")
