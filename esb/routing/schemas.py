@@ -45,8 +45,12 @@ def regex(pattern: str) -> re2._Regexp[str]:
 
 
 def _is_regex(instance: object) -> bool:
+    """Whether a value of the data compiles; RE2's module cache must not keep hostile ones."""
     if isinstance(instance, str):
-        re2.compile(instance, _OPTIONS)
+        try:
+            re2.compile(instance, _OPTIONS)
+        finally:
+            re2.purge()
     return True
 
 
