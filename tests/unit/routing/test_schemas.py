@@ -236,8 +236,10 @@ def test_unique_items_is_linear() -> None:
 def test_formats_with_linear_checkers_are_asserted(fmt: str, good: str, bad: str) -> None:
     schema = {"format": fmt}
     assert validate(schema, good) == good
+    started = time.perf_counter()
     with pytest.raises(PermanentError):
-        assert quickly(lambda: validate(schema, bad)) < 0.05
+        validate(schema, bad)
+    assert time.perf_counter() - started < 0.03  # ipaddress took 47 ms on 1 MB of colons
 
 
 def test_a_regex_value_is_checked_by_re2_in_linear_time() -> None:
