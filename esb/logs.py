@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from esb.masking import Masker
+from esb.masking import MAX_TEXT_CHARS, Masker
 
 #: ``extra=`` keys copied into the JSON record when present.
 CONTEXT_KEYS = ("service", "message_id", "correlation_id", "queue", "reason")
@@ -34,8 +34,24 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 doc[key] = value
         if record.exc_info:
-            doc["exc"] = self.masker.text(self.formatException(record.exc_info))
+            doc["exc"] = self.masker.text(traceback_tail(self.formatException(record.exc_info)))
         return orjson.dumps(doc).decode()
+
+
+def traceback_tail(text: str) -> str:
+    """The end of a traceback, where the exception is, starting at a line start.
+
+    Masking reads at most :data:`MAX_TEXT_CHARS` from the start of a text; a
+    traceback's last frames and its exception line matter most, and a cut at
+    a line start cannot leave half a secret unmasked.
+    """
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    tail = text[-MAX_TEXT_CHARS:]
+    newline = tail.find("\n")
+    if newline < 0:  # one long exception line: keep it from its start
+        return text[text.rfind("\n") + 1 :]
+    return "(traceback cut)\n" + tail[newline + 1 :]
 
 
 def configure(level: str, mask_patterns: Iterable[str] = ("card", "email")) -> None:
