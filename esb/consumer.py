@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
 
 import aio_pika
 import aiormq.exceptions
@@ -25,6 +26,7 @@ from esb.circuit import CircuitBreaker, State
 from esb.envelope import CloudEvent
 from esb.errors import EnvelopeError, ProcessingError
 from esb.failures import Verdict, classify, retry_after
+from esb.limits import INLINE_BODY_BYTES
 from esb.masking import Masker
 from esb.metrics import Metrics
 from esb.parking import copy_message, parked_copy
@@ -34,6 +36,23 @@ from esb.settings import CircuitSettings, FailureSettings, RetrySettings
 from esb.topology import QueueSpec, declare_queue, dlq_name
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+async def off_loop(
+    message: AbstractIncomingMessage, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Run ``work`` inline for a small message, in a worker thread for a large one.
+
+    CPU spent on a large body (parsing, conditions, steps) would otherwise hold
+    the event loop: health probes and heartbeats would wait for it.
+    """
+    if len(message.body) <= INLINE_BODY_BYTES:
+        return work(*args, **kwargs)
+    return await asyncio.to_thread(work, *args, **kwargs)
+
 
 Handler = Callable[[CloudEvent, AbstractIncomingMessage], Awaitable[None]]
 
@@ -181,7 +200,9 @@ class Consumer:
     async def _process(self, message: AbstractIncomingMessage) -> None:
         attempts = attempts_so_far(message)
         try:
-            event = from_message(message, self.broker.settings.max_body_bytes)
+            event = await off_loop(
+                message, from_message, message, self.broker.settings.max_body_bytes
+            )
         except EnvelopeError as exc:
             await self._refuse(message, exc, exc.code, attempts)
             return

@@ -40,5 +40,10 @@ MAX_HEADER_NESTING = 8
 #: and takes the whole connection down, again at every redelivery.
 AMQP_DECODE_RECURSION = 50_000
 
+#: Bodies larger than this are decoded, routed and transformed in a worker thread, so the
+#: event loop (health probes, broker heartbeats, other deliveries) keeps answering; smaller
+#: ones are cheaper to handle inline than to hand over.
+INLINE_BODY_BYTES = 65_536
+
 #: Default largest body (``broker.max_body_bytes``); sources' own limits may not exceed it.
 DEFAULT_MAX_BODY_BYTES = 1_048_576

@@ -15,6 +15,7 @@ from pathlib import Path
 from aio_pika.abc import AbstractIncomingMessage
 
 from esb.broker import Broker
+from esb.consumer import off_loop
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError, PermanentError
 from esb.metrics import Metrics
@@ -124,7 +125,7 @@ class RouterService:
     async def handle(self, event: CloudEvent, message: AbstractIncomingMessage) -> None:
         table = self.table
         started = time.perf_counter()
-        matches = match(table, event)
+        matches = await off_loop(message, match, table, event)
         self._route_seconds.observe(time.perf_counter() - started)
         for route, reason in matches.errors:
             self._metrics.route_errors.labels(self._service, route).inc()
@@ -221,7 +222,7 @@ class TransformerService:
         route, spec = self.resolve(slip)
         started = time.perf_counter()
         try:
-            output = apply_step(spec, event, slip.position)
+            output = await off_loop(message, apply_step, spec, event, slip.position)
         except (ConfigError, PermanentError) as exc:
             self._metrics.steps.labels(self._service, spec.kind, "failed").inc()
             raise PermanentError(f"route {route.name}: step {slip.position}: {exc}") from None
