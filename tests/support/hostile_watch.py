@@ -1,0 +1,100 @@
+"""Watch esb processes from outside: /healthz latency every 50 ms and peak resident memory.
+
+Runs as its own process (``python -m tests.support.hostile_watch OUT NAME=PORT:PID ...``)
+so the test's own work cannot delay a probe and be blamed on the process probed. On
+SIGTERM it writes, per process, the worst probe latency, how many probes took over
+100 ms or failed, and the peak resident set (``VmHWM``), as JSON to ``OUT``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import orjson
+
+PERIOD = 0.05
+SLOW_MS = 100.0
+PROBE_TIMEOUT = 5.0
+
+
+@dataclass
+class Watched:
+    """What one process showed: probe latencies and memory."""
+
+    port: int
+    pid: int
+    probes: int = 0
+    slow: int = 0
+    failed: int = 0
+    worst_ms: float = 0.0
+    peak_rss_mb: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's high-water resident set, in MiB; None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def probe(watched: Watched) -> None:
+    started = time.perf_counter()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", watched.port, timeout=PROBE_TIMEOUT)
+        connection.request("GET", "/healthz")
+        status = connection.getresponse().status
+        connection.close()
+        if status != 200:
+            raise OSError(f"status {status}")
+    except OSError as exc:
+        watched.failed += 1
+        if len(watched.errors) < 5:
+            watched.errors.append(f"{type(exc).__name__}: {exc}")
+    elapsed = (time.perf_counter() - started) * 1000
+    watched.probes += 1
+    watched.worst_ms = max(watched.worst_ms, elapsed)
+    if elapsed > SLOW_MS:
+        watched.slow += 1
+
+
+def watch(watched: Watched, stop: threading.Event) -> None:
+    while not stop.is_set():
+        probe(watched)
+        rss = peak_rss_mb(watched.pid)
+        if rss is not None:
+            watched.peak_rss_mb = max(watched.peak_rss_mb, rss)
+        stop.wait(PERIOD)
+
+
+def main(argv: list[str]) -> None:
+    out = Path(argv[0])
+    targets: dict[str, Watched] = {}
+    for spec in argv[1:]:
+        name, _, where = spec.partition("=")
+        port, _, pid = where.partition(":")
+        targets[name] = Watched(int(port), int(pid))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threads = [threading.Thread(target=watch, args=(w, stop)) for w in targets.values()]
+    for thread in threads:
+        thread.start()
+    out.with_suffix(".started").touch()
+    for thread in threads:
+        thread.join()
+    out.write_bytes(orjson.dumps({name: asdict(w) for name, w in targets.items()}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
