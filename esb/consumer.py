@@ -61,6 +61,10 @@ SETTLE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, aiormq.exc
 
 MIN_RETRY_LEVELS = 5
 
+#: Large bodies handled at once: the others wait as bytes, so a consumer's memory stays
+#: near prefetch x max_body_bytes plus this many parsed bodies.
+LARGE_AT_ONCE = 2
+
 OUTCOMES = ("ok", "parked", "retried", "returned", "requeued", "rejected", "unsettled")
 
 
@@ -110,6 +114,7 @@ class Consumer:
         self._stopping = False
         self._probe: asyncio.Task[None] | None = None
         self._in_order = asyncio.Lock() if ordered else None
+        self._large = asyncio.Semaphore(LARGE_AT_ONCE)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -188,7 +193,11 @@ class Consumer:
         """Every delivery ends acked (applied, retried or parked) or, should esb itself fail
         on it, rejected: the broker then dead-letters it to the parking lot."""
         try:
-            await self._process(message)
+            if len(message.body) <= INLINE_BODY_BYTES:
+                await self._process(message)
+            else:
+                async with self._large:
+                    await self._process(message)
         except Exception:
             log.exception(
                 "could not handle a delivery; rejecting it to the parking lot %s",
