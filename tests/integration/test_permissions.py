@@ -422,6 +422,12 @@ def test_a_source_user_reading_a_sink_queue_is_refused_in_one_line(
     assert f"queue '{CRM}'" in line
 
 
+def started(process: EsbProcess) -> None:
+    """Ready, or fail at once with its log when it exited (a refused start ends the process)."""
+    wait_for(lambda: process.ready() or process.popen.poll() is not None, 30, process.tail)
+    assert process.popen.poll() is None, process.tail()
+
+
 @PENDING_PLUMBING
 def test_every_process_runs_with_its_own_least_privilege_user(
     deployment: Deployment, tmp_path: Path
@@ -454,7 +460,7 @@ def test_every_process_runs_with_its_own_least_privilege_user(
     ]
     try:
         for process in running:
-            process.wait_ready()
+            started(process)
         source = EsbProcess(
             ["run", "source", "jsonl"],
             {
