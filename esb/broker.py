@@ -23,7 +23,7 @@ from esb.limits import AMQP_DECODE_RECURSION
 from esb.metrics import Metrics
 from esb.settings import BrokerSettings, redact_url
 from esb.tls import verified_context
-from esb.topology import declare_exchange
+from esb.topology import access_refused, declare_exchange
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ class Broker:
         connection.reconnect_callbacks.add(self._on_reconnect)
         connection.close_callbacks.add(self._on_close)
         self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        self._exchange = await declare_exchange(self._channel, self.settings.exchange)
+        self._exchange = await declare_exchange(
+            self._channel, self.settings.exchange, declare=self.settings.declare
+        )
         self.metrics.broker_connected.labels(self.service).set(1)
         log.info("connected to %s", redact_url(str(connection.url)))
 
@@ -206,6 +208,10 @@ class Broker:
             self.metrics.published.labels(self.service, "unroutable").inc()
             raise UnroutableError(
                 f"no queue is bound for routing key {routing_key!r} on exchange {exchange!r}"
+            ) from None
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise access_refused(
+                exc, "write", f"publishing to exchange {exchange or 'amq.default'!r}"
             ) from None
         except aiormq.exceptions.DeliveryError:
             self.metrics.published.labels(self.service, "nacked").inc()

@@ -33,7 +33,7 @@ from esb.parking import copy_message, parked_copy
 from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
 from esb.routing.slip import retry_override
 from esb.settings import CircuitSettings, FailureSettings, RetrySettings
-from esb.topology import QueueSpec, declare_queue, dlq_name
+from esb.topology import QueueSpec, access_refused, declare_queue, dlq_name
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,17 @@ class Consumer:
         self._channel = await self.broker.connection.channel()
         await self._channel.set_qos(prefetch_count=self.broker.settings.prefetch)
         self._queue = await declare_queue(self._channel, self.spec, self.broker.settings)
-        await declare_retry_queues(self._channel, self.spec.name, self._retry_levels)
+        await declare_retry_queues(
+            self._channel, self.spec.name, self._retry_levels, declare=self.broker.settings.declare
+        )
         await self._consume()
 
     async def _consume(self) -> None:
         if self._queue is not None and self._tag is None and not self._stopping:
-            self._tag = await self._queue.consume(self._on_message)
+            try:
+                self._tag = await self._queue.consume(self._on_message)
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                raise access_refused(exc, "read", f"consuming queue {self.spec.name!r}") from None
 
     async def _cancel(self) -> None:
         tag, self._tag = self._tag, None

@@ -376,16 +376,6 @@ def test_a_transformer_process_that_may_not_declare_is_refused_in_one_line(
     assert "lacks configure permission" in line
 
 
-PENDING_PLUMBING = pytest.mark.xfail(
-    strict=True,
-    reason="needs esb/broker.py (Broker.connect passes declare=self.settings.declare to "
-    "declare_exchange; publish_message turns ChannelAccessRefused into a one-line ConfigError) "
-    "and esb/consumer.py (Consumer.start passes declare= to declare_retry_queues; _consume "
-    "turns ChannelAccessRefused into a one-line ConfigError)",
-)
-
-
-@PENDING_PLUMBING
 def test_a_sink_user_publishing_events_is_refused_in_one_line(
     deployment: Deployment, tmp_path: Path
 ) -> None:
@@ -404,7 +394,6 @@ def test_a_sink_user_publishing_events_is_refused_in_one_line(
     assert "exchange 'esb.events'" in line
 
 
-@PENDING_PLUMBING
 def test_a_source_user_reading_a_sink_queue_is_refused_in_one_line(
     deployment: Deployment, tmp_path: Path
 ) -> None:
@@ -428,7 +417,6 @@ def started(process: EsbProcess) -> None:
     assert process.popen.poll() is None, process.tail()
 
 
-@PENDING_PLUMBING
 def test_every_process_runs_with_its_own_least_privilege_user(
     deployment: Deployment, tmp_path: Path
 ) -> None:
