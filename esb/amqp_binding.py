@@ -43,6 +43,9 @@ from esb.errors import EnvelopeError
 from esb.limits import MAX_HEADER_BYTES, MAX_HEADER_NESTING, MAX_HEADERS
 
 HEADER_PREFIX = "ce-"
+#: Set on esb's copies (parked, retried, replayed) of a message that had no ``message_id``:
+#: the AMQP client invents one for every publish, which must not become the event's id.
+NO_MESSAGE_ID = "x-esb-no-message-id"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 
 
@@ -137,7 +140,7 @@ def decode(
                 fields[name] = value
             else:
                 extensions[name] = value
-    if "id" not in fields and message_id is not None:
+    if "id" not in fields and message_id is not None and not (headers or {}).get(NO_MESSAGE_ID):
         fields["id"] = message_id
     if "type" not in fields and type is not None:
         fields["type"] = type

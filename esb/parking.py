@@ -9,6 +9,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from esb.amqp_binding import NO_MESSAGE_ID
+
 REASON = "x-esb-reason"
 ERROR_TYPE = "x-esb-error-type"
 ERROR = "x-esb-error"
@@ -60,7 +62,13 @@ def copy_message(
     *,
     expiration: timedelta | None = None,
 ) -> aio_pika.Message:
-    """A persistent copy of a delivered message with new headers: same body, id and properties."""
+    """A persistent copy of a delivered message with new headers: same body, id and properties.
+
+    A message without ``message_id`` gets one from the AMQP client on publish;
+    :data:`NO_MESSAGE_ID` keeps it from ever being read as the event's id.
+    """
+    if not message.message_id or headers.get(NO_MESSAGE_ID):
+        headers = {**headers, NO_MESSAGE_ID: True}
     return aio_pika.Message(
         body=message.body,
         headers=headers,

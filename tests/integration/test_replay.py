@@ -6,14 +6,18 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aio_pika
+from pamqp.commands import Basic
 
 from esb import Broker, BrokerSettings, CloudEvent, Metrics
 from esb.retry import retry_queue
 from esb.topology import QueueNames, dlq_name
+from tests.conftest import Names
 from tests.support.processes import EsbProcess, read_ids, wait_for
+from tests.support.raw_amqp import publish_raw
 
 STRICT = """\
 sinks: {crm: {}}
@@ -122,3 +126,27 @@ async def _depth(url: str, queue: str) -> int:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)
         return int(declared.declaration_result.message_count or 0)
+
+
+def test_a_message_without_id_stays_invalid_through_park_and_replay(
+    esb_env: dict[str, str], names: Names, amqp_url: str, tmp_path: Path
+) -> None:
+    """A foreign publisher's message with no id at all is parked; aio-pika gives the parked copy
+    a message_id, which must not make the replayed message a valid event."""
+    out = tmp_path / "out.jsonl"
+    env = {**esb_env, "ESB_ADAPTER__PATH": str(out), "ESB_SERVICE__NAME": "no-id-sink"}
+    sink = EsbProcess(["run", "sink", "jsonl"], env, tmp_path / "sink.log")
+    sink.wait_ready()
+    lot = dlq_name(names.queue)
+    headers = {"ce-source": "urn:foreign", "ce-type": "t.foreign", "ce-specversion": "1.0"}
+    try:
+        publish_raw(amqp_url, names.exchange, "t.x", b"{}", Basic.Properties(headers=headers))
+        wait_for(lambda: "missing_attribute" in esb(env, "dlq", "list", lot).stdout, 30, sink.tail)
+        replay = esb(env, "dlq", "replay", lot)
+        assert replay.stdout.splitlines()[-1] == "1 replayed"
+        wait_for(lambda: "missing_attribute" in esb(env, "dlq", "list", lot).stdout, 30, sink.tail)
+        time.sleep(1)  # time enough to be applied, if the invented id made it valid
+        assert read_ids(out) == []
+        assert "id: required attribute is missing" in esb(env, "dlq", "list", lot).stdout
+    finally:
+        sink.stop()
