@@ -310,11 +310,18 @@ class Watcher:
         )
 
 
-def stop_process(name: str, process: EsbProcess, grace: float = 15.0) -> str | None:
-    """SIGTERM, then wait: a fault text when it had died, ignored the signal or failed."""
+def stop_process(
+    name: str, process: EsbProcess, grace: float = 15.0, may_finish: bool = False
+) -> str | None:
+    """SIGTERM, then wait: a fault text when it had died, ignored the signal or failed.
+
+    ``may_finish``: a source whose input ends (a file read to its end) exits 0 by itself.
+    """
     if process.popen.poll() is not None:
         code = process.popen.returncode
         process.kill()
+        if may_finish and code == 0:
+            return None
         return f"{name} died during the run (exit {code}); log:\n{process.tail()[-1500:]}"
     process.signal(signal.SIGTERM)
     try:

@@ -38,7 +38,7 @@ class Watched:
 
 
 def peak_rss_mb(pid: int) -> float | None:
-    """The process's high-water resident set, in MiB; None once it is gone."""
+    """The process's high-water resident set, in MiB; None once it has ended (a zombie too)."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -58,6 +58,10 @@ def probe(watched: Watched) -> None:
         connection.close()
         if status != 200:
             raise OSError(f"status {status}")
+    except ConnectionRefusedError:
+        # Not listening yet, or no more: starting, or stopping after its input ended. How a
+        # process ends is judged by its exit (tests/support/hostile.py, stop_process).
+        return
     except OSError as exc:
         watched.failed += 1
         if len(watched.errors) < 5:
@@ -70,11 +74,14 @@ def probe(watched: Watched) -> None:
 
 
 def watch(watched: Watched, stop: threading.Event) -> None:
+    """Probe until told to stop, or until the process has ended (whether it may is the
+    test's to judge)."""
     while not stop.is_set():
-        probe(watched)
         rss = peak_rss_mb(watched.pid)
-        if rss is not None:
-            watched.peak_rss_mb = max(watched.peak_rss_mb, rss)
+        if rss is None:
+            return
+        watched.peak_rss_mb = max(watched.peak_rss_mb, rss)
+        probe(watched)
         stop.wait(PERIOD)
 
 
