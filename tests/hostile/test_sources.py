@@ -152,6 +152,16 @@ async def settle(
         await asyncio.sleep(0.2)
 
 
+async def until_started(process: EsbProcess, within: float = 30.0) -> None:
+    """Until the process is ready, or has exited (its end is judged with the outcomes)."""
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(process.ready):
+        if process.popen.poll() is not None:
+            return
+        assert time.monotonic() < deadline, f"not ready within {within} s:\n{process.tail()}"
+        await asyncio.sleep(0.05)
+
+
 def refused_total(process: EsbProcess) -> int:
     """``esb_source_refused_total`` over every reason; -1 once the process answers no more."""
     try:
@@ -406,7 +416,7 @@ async def test_webhook_answers_every_request_with_202_or_a_4xx_reason(
         "ESB_ADAPTER__ID_HEADER": "X-Delivery",
     }
     process = EsbProcess(["run", "source", "http-webhook"], env, tmp_path / "webhook.log")
-    await asyncio.to_thread(process.wait_ready)
+    await until_started(process)
     started = time.monotonic()
     requests: dict[int, tuple[list[tuple[bytes, bytes]], bytes]] = {}
     cases: dict[int, Case] = {}
@@ -528,7 +538,7 @@ async def test_mqtt_source_publishes_or_counts_every_message_refused(
     }
     process = EsbProcess(["run", "source", "mqtt"], env, tmp_path / "mqtt.log")
     try:
-        await asyncio.to_thread(process.wait_ready)
+        await until_started(process)
         started = time.monotonic()
         cases: dict[int, Case] = {}
         messages: list[tuple[str, bytes]] = []
@@ -695,7 +705,7 @@ async def test_files_source_moves_every_file_to_done_or_error_with_a_reason(
     )
     started = time.monotonic()
     try:
-        await asyncio.to_thread(process.wait_ready)
+        await until_started(process)
         watcher = Watcher({"files": process}, tmp_path / "watch.json")
 
         async def handled() -> int:
@@ -917,7 +927,7 @@ async def test_sql_source_publishes_or_counts_every_row_refused(bus: Bus, tmp_pa
         tmp_path / "sql.log",
     )
     try:
-        await asyncio.to_thread(process.wait_ready)
+        await until_started(process)
         started = time.monotonic()
         ledger = Ledger("sql source", cases, counts_refusals=True)
         watcher = Watcher({"sql": process}, tmp_path / "watch.json")
