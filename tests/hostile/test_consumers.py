@@ -23,6 +23,8 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from hypothesis import strategies as st
 
+from esb.amqp_binding import from_message
+from esb.errors import EnvelopeError
 from esb.parking import REASON
 from esb.retry import retry_queue
 from esb.routing.services import UNROUTED_HEADER
@@ -312,7 +314,7 @@ class Observer:
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
         case = ledger.cases[number]
-        properties = {"message_id": message.message_id, "content_type": message.content_type}
+        properties = {"message_id": message.message_id, "message": message}
         fault = case.check_parked(headers, properties) if case.check_parked else None
         ledger.record(number, Outcome("parked", queue, str(reason) if reason else None, fault))
         self.count += 1
@@ -484,9 +486,12 @@ def flag_is_true(line: dict[str, Any]) -> str | None:
 
 
 def no_invented_id(headers: Any, properties: dict[str, Any]) -> str | None:
-    if properties.get("message_id") or headers.get("ce-id"):
-        return f"a message without id was parked under id {properties.get('message_id')!r}"
-    return None
+    """The parked copy stays without an id: a replay cannot make it an event (#9.13)."""
+    try:
+        event = from_message(properties["message"])
+    except EnvelopeError as exc:
+        return None if exc.field == "id" else f"parked copy refused for {exc}, not its id"
+    return f"the parked copy reads as an event with the invented id {event.id!r}"
 
 
 @dataclass
