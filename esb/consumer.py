@@ -238,7 +238,12 @@ class Consumer:
     async def _refuse(
         self, message: AbstractIncomingMessage, exc: Exception, code: str, attempts: int
     ) -> None:
-        """Park a delivery that is not a valid envelope; it says nothing about the target."""
+        """Park a delivery that is not a valid envelope; it says nothing about the target.
+
+        A body over the limit is not copied (a copy would double the memory it
+        already takes): it is rejected, and the work queue's dead-lettering moves
+        it to the parking lot as it is (``x-first-death-reason: rejected``).
+        """
         self.metrics.rejected.labels(self.service, code).inc()
         text = self.masker.text(str(exc))
         log.warning(
@@ -246,6 +251,9 @@ class Consumer:
             text,
             extra={"message_id": message.message_id, "reason": code},
         )
+        if code == "too_large":
+            await self._settle(message, "parked", reject=True)
+            return
         keep_headers = code != "headers_too_large"
         await self._park(message, code, exc, text, attempts, keep_headers=keep_headers)
 
