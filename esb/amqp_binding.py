@@ -11,7 +11,9 @@ CloudEvents          AMQP 0-9-1
 ===================  ==========================================================
 ``datacontenttype``  ``content_type`` property
 every other          header ``ce-<name>``, value as a string (``time`` in
-attribute            RFC 3339), extensions included
+attribute            RFC 3339), extensions included; boolean and integer
+                     extensions as AMQP booleans and integers, so they keep
+                     their type hop after hop
 ``data``             the body: JSON via orjson, or the bytes as they are
 ===================  ==========================================================
 
@@ -81,15 +83,6 @@ def encode_data(event: CloudEvent) -> bytes:
         raise EnvelopeError("data", f"cannot be encoded: {exc}", "unencodable") from None
 
 
-def header_value(value: Any) -> str:
-    """An attribute as its CloudEvents string form (booleans are ``true`` and ``false``)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def to_message(event: CloudEvent, headers: Mapping[str, Any] | None = None) -> aio_pika.Message:
     """Encode ``event`` in binary mode as a persistent AMQP message.
 
@@ -99,7 +92,7 @@ def to_message(event: CloudEvent, headers: Mapping[str, Any] | None = None) -> a
     amqp_headers: dict[str, Any] = dict(headers or {})
     for name, value in event.attributes().items():
         if name != "datacontenttype":
-            amqp_headers[HEADER_PREFIX + name] = header_value(value)
+            amqp_headers[HEADER_PREFIX + name] = value
     return aio_pika.Message(
         body=encode_data(event),
         message_id=event.id,

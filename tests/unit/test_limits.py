@@ -84,11 +84,13 @@ def test_data_a_step_nested_too_deep_to_encode_is_an_envelope_error() -> None:
     assert caught.value.code == "unencodable"
 
 
-def test_a_boolean_extension_travels_as_true_not_python_true() -> None:
+def test_boolean_and_integer_extensions_keep_their_type_through_a_hop() -> None:
+    """They used to become the strings "True" and "3" at the first re-encoding."""
     event = CloudEvent.new("t.x", "urn:t", {}, extensions={"urgent": True, "count": 3})
-    headers = to_message(event).headers
-    assert headers["ce-urgent"] == "true"
-    assert headers["ce-count"] == "3"
+    message = to_message(event)
+    assert message.headers["ce-urgent"] is True
+    assert message.headers["ce-count"] == 3
+    assert from_message(message).extensions == {"urgent": True, "count": 3}
 
 
 def test_a_header_value_that_is_not_utf8_is_an_envelope_error() -> None:
