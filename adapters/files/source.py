@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import os
 import stat
@@ -36,6 +37,22 @@ from esb.envelope import loads_json
 
 #: Open for reading without following a link, without blocking on a FIFO, not inherited.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+#: Bytes in a file name on the usual Linux file systems.
+_NAME_MAX = 255
+_REASON_SUFFIX = ".reason.txt"
+
+
+def reason_file_name(name: str) -> str:
+    """``<name>.reason.txt``, shortened (with a hash of the name) when that would be too long
+    for the file system; the reason in it names the refused file."""
+    full = name + _REASON_SUFFIX
+    if len(os.fsencode(full)) <= _NAME_MAX:
+        return full
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    head = os.fsencode(name)[:100].decode("utf-8", "ignore")
+    return f"{head}-{digest}{_REASON_SUFFIX}"
 
 
 class BadFile(ValueError):
@@ -205,7 +222,7 @@ class FileSource(Source[FileSourceSettings]):
         """Move the entry itself (a link, not its target) to error/, its reason beside it."""
         self.refuse_input(reason.code, f"{shown(path.name)} moved to {self.error}: {reason}")
         path.rename(self.error / path.name)
-        (self.error / f"{path.name}.reason.txt").write_text(
+        (self.error / reason_file_name(path.name)).write_text(
             f"{reason}\n", encoding="utf-8", errors="backslashreplace"
         )
 

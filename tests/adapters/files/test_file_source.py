@@ -199,3 +199,22 @@ async def test_a_hostile_file_does_not_stop_the_running_source(tmp_path: Path) -
     await asyncio.wait_for(running, 5)
     assert [e.id for e in bus.published] == ["SO-9"]
     assert files.refused == {"not_regular_file": 1, "invalid_attribute": 1}
+
+
+async def test_a_refused_file_with_a_name_near_the_limit_gets_a_shortened_reason_file(
+    tmp_path: Path,
+) -> None:
+    """<name>.reason.txt would pass the 255-byte name limit: writing it crashed the source."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    name = "n" * 240 + ".jsonl"
+    (inbox / name).write_text('{"a": 1, "a": 2}\n')
+    bus = MemoryBus()
+    bus.bind("erp")
+    files = source(inbox, bus, format="jsonl", pattern="*.jsonl")
+    await scan(files)
+    assert files.refused == {"duplicate_key": 1}
+    assert (inbox / "error" / name).exists()
+    [reason_file] = (inbox / "error").glob("*.reason.txt")
+    assert len(reason_file.name) <= 255
+    assert reason_file.read_text().startswith(f"{name}:1: ")
