@@ -39,6 +39,8 @@ from esb.envelope import loads_json
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+JSON_WHITESPACE = " \t\r\n"
+
 #: Bytes in a file name on the usual Linux file systems.
 _NAME_MAX = 255
 _REASON_SUFFIX = ".reason.txt"
@@ -150,8 +152,10 @@ class FileSource(Source[FileSourceSettings]):
             ) from None
         if self.settings.format == "jsonl":
             found = []
-            for number, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
+            # JSON Lines end at "\n" only: str.splitlines() would also split at U+0085,
+            # U+2028 and the like, which JSON strings may hold as they are.
+            for number, line in enumerate(text.split("\n"), start=1):
+                if not line.strip(JSON_WHITESPACE):
                     continue
                 try:
                     value = loads_json(line.encode(), f"{name}:{number}")
@@ -200,9 +204,13 @@ class FileSource(Source[FileSourceSettings]):
         return event
 
     async def take(self, path: Path) -> int:
-        """Publish one file's rows, then move it to done (or to error, with the reason)."""
+        """Publish one file's rows, then move it to done (or to error, with the reason).
+
+        The file is read and checked in a worker thread: a large one would hold the event
+        loop (health probes, broker heartbeats) for as long as that takes.
+        """
         try:
-            events = [self.to_event(path, number, row) for number, row in self.rows(path)]
+            events = await asyncio.to_thread(self.events_of, path)
         except BadFile as exc:
             self.refuse(path, exc)
             return 0
@@ -213,6 +221,9 @@ class FileSource(Source[FileSourceSettings]):
             return 0
         self.finish(path)
         return len(events)
+
+    def events_of(self, path: Path) -> list[CloudEvent]:
+        return [self.to_event(path, number, row) for number, row in self.rows(path)]
 
     def finish(self, path: Path) -> None:
         """A rename in the same file system: the file is either here or in done/."""

@@ -218,3 +218,19 @@ async def test_a_refused_file_with_a_name_near_the_limit_gets_a_shortened_reason
     [reason_file] = (inbox / "error").glob("*.reason.txt")
     assert len(reason_file.name) <= 255
     assert reason_file.read_text().startswith(f"{name}:1: ")
+
+
+async def test_a_jsonl_row_holding_unicode_line_separators_is_one_row(tmp_path: Path) -> None:
+    """U+0085 and U+2028 may stand in a JSON string as they are; only "\\n" ends a row."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "rows.jsonl").write_text(
+        '{"order": "SO-1", "note": "a\x85b\u2028c"}\n\n{"order": "SO-2"}\n', encoding="utf-8"
+    )
+    bus = MemoryBus()
+    bus.bind("erp")
+    files = source(inbox, bus, format="jsonl", id_field="order", pattern="*.jsonl")
+    await scan(files)
+    assert files.refused == {}
+    assert [e.id for e in bus.published] == ["SO-1", "SO-2"]
+    assert bus.published[0].data["note"] == "a\x85b\u2028c"
