@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from esb.amqp_binding import from_message
 from esb.errors import EnvelopeError
+from esb.limits import DEFAULT_MAX_BODY_BYTES
 from esb.parking import REASON
 from esb.retry import retry_queue
 from esb.routing.services import UNROUTED_HEADER
@@ -311,6 +312,10 @@ class Observer:
             )
             return
         reason = headers.get(REASON) or headers.get(UNROUTED_HEADER)
+        if reason is None and len(message.body) > DEFAULT_MAX_BODY_BYTES:
+            # Too large to copy: the consumer rejected it and the broker dead-lettered it whole.
+            death = headers.get("x-first-death-reason")
+            reason = f"too_large (dead-lettered: {death})" if death == "rejected" else None
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
         case = ledger.cases[number]
@@ -406,7 +411,9 @@ async def run_cases(
         if fault := stopped.get(process):
             ledger.process_faults.append(fault)
         ledger.process_faults.extend(
-            Watcher.faults({process: watched[process]}) if process in watched else []
+            Watcher.faults({process: watched[process], "control": watched["control"]})
+            if process in watched
+            else []
         )
         ledger.process_faults.extend(left if kind == "router" else [])
         if unsent and kind == "router":

@@ -290,13 +290,18 @@ class Watcher:
 
     @staticmethod
     def faults(result: dict[str, dict[str, Any]]) -> list[str]:
+        """Each process may answer /healthz at worst HEALTHZ_MS slower than the idle control
+        did in the same run: what the machine's load costs every process is not esb's."""
         faults = []
+        noise = result["control"]["worst_ms"]
         for name, seen in result.items():
-            if seen["worst_ms"] > HEALTHZ_MS or seen["failed"]:
+            if name == "control":
+                continue
+            if seen["worst_ms"] > HEALTHZ_MS + noise or seen["failed"]:
                 faults.append(
-                    f"{name}: /healthz worst {seen['worst_ms']:.0f} ms, {seen['slow']} of "
-                    f"{seen['probes']} probes over {HEALTHZ_MS:.0f} ms, {seen['failed']} failed "
-                    f"{seen['errors'][:2]}"
+                    f"{name}: /healthz worst {seen['worst_ms']:.0f} ms (the idle control's "
+                    f"{noise:.0f} ms), {seen['slow']} of {seen['probes']} probes over "
+                    f"{HEALTHZ_MS:.0f} ms, {seen['failed']} failed {seen['errors'][:2]}"
                 )
             if seen["peak_rss_mb"] > RSS_MB:
                 faults.append(f"{name}: peak RSS {seen['peak_rss_mb']:.0f} MB > {RSS_MB:.0f} MB")

@@ -4,12 +4,19 @@ Runs as its own process (``python -m tests.support.hostile_watch OUT NAME=PORT:P
 so the test's own work cannot delay a probe and be blamed on the process probed. On
 SIGTERM it writes, per process, the worst probe latency, how many probes took over
 100 ms or failed, and the peak resident set (``VmHWM``), as JSON to ``OUT``.
+
+It also probes a ``control``: an idle asyncio HTTP server in a process of its own,
+probed the same way. On a loaded 2-core machine even an idle server's probe can
+take 100 ms or more; the control's worst latency says how much of a process's
+worst is the machine's, not the process's.
 """
 
 from __future__ import annotations
 
 import http.client
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -17,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
+
+from esb.testing import free_port
 
 PERIOD = 0.05
 SLOW_MS = 100.0
@@ -85,6 +94,34 @@ def watch(watched: Watched, stop: threading.Event) -> None:
         stop.wait(PERIOD)
 
 
+CONTROL = """
+import sys
+from aiohttp import web
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+app = web.Application()
+app.router.add_get("/healthz", healthz)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
+
+
+def start_control() -> tuple[subprocess.Popen[bytes], Watched]:
+    port = free_port()
+    control = subprocess.Popen([sys.executable, "-c", CONTROL, str(port)])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    return control, Watched(port, control.pid)
+
+
 def main(argv: list[str]) -> None:
     out = Path(argv[0])
     targets: dict[str, Watched] = {}
@@ -92,6 +129,7 @@ def main(argv: list[str]) -> None:
         name, _, where = spec.partition("=")
         port, _, pid = where.partition(":")
         targets[name] = Watched(int(port), int(pid))
+    control, targets["control"] = start_control()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threads = [threading.Thread(target=watch, args=(w, stop)) for w in targets.values()]
@@ -100,6 +138,8 @@ def main(argv: list[str]) -> None:
     out.with_suffix(".started").touch()
     for thread in threads:
         thread.join()
+    control.terminate()
+    control.wait(timeout=10)
     out.write_bytes(orjson.dumps({name: asdict(w) for name, w in targets.items()}))
 
 
