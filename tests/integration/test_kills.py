@@ -47,7 +47,9 @@ async def test_kills_of_every_hop_mid_stream_lose_and_duplicate_nothing(
         )
 
     def transformer(n: int) -> EsbProcess:
-        return EsbProcess(["run", "transformer", "map", "--routes", str(routes)], env, tmp_path / f"map{n}.log")
+        return EsbProcess(
+            ["run", "transformer", "map", "--routes", str(routes)], env, tmp_path / f"map{n}.log"
+        )
 
     def sink(n: int) -> EsbProcess:
         return EsbProcess(["run", "sink", "jsonl"], sink_env, tmp_path / f"sink{n}.log")
