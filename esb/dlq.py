@@ -52,7 +52,7 @@ class Parked:
 
     def header(self, name: str) -> Any:
         value = (self.message.headers or {}).get(name)
-        return value.decode(errors="replace") if isinstance(value, bytes) else value
+        return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else value
 
     @property
     def reason(self) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,17 @@ async def test_malformed_missing_and_oversize_messages_are_parked_and_counted(
         assert sink.popen.poll() is None, "the sink died on bad input"
     finally:
         sink.stop()
+
+
+def esb_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "esb.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def reason_of(message: AbstractIncomingMessage) -> str:
@@ -201,6 +214,13 @@ async def test_hostile_messages_are_each_parked_once_and_never_crash_or_loop(
                 lambda: sorted(read_ids(out)) == sorted([good.id, mixed_case.id]), 30, sink.tail
             )
             await asyncio.sleep(1.0)  # time enough to loop, if it looped
+            # the operator's tools read every one of them (they crashed on non-UTF-8 headers)
+            listed = esb_cli(esb_env, "dlq", "list", names.queue)
+            assert listed.returncode == 0, listed.stderr
+            assert f"{names.queue}.dlq: {len(HOSTILE)} parked" in listed.stdout
+            shown = esb_cli(esb_env, "dlq", "show", "header_not_utf8", names.queue)
+            assert shown.returncode == 0, shown.stderr
+            assert "ce-subject: \ufffd\ufffd" in shown.stdout
             dlq = await channel.declare_queue(names.queue + ".dlq", passive=True)
             parked = {}
             while (message := await dlq.get(fail=False, timeout=5)) is not None:
