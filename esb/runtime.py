@@ -72,11 +72,8 @@ class BrokerEmitter:
         self._broker = broker
         self._stop = stop
         self._warned_at = -self.WARN_EVERY
-
-    @property
-    def max_body_bytes(self) -> int:
-        """The largest body consumers accept: a source refuses larger input at its edge."""
-        return self._broker.settings.max_body_bytes
+        #: The largest body consumers accept: a source refuses larger input at its edge.
+        self.max_body_bytes = broker.settings.max_body_bytes
 
     async def emit(self, event: CloudEvent) -> None:
         try:
