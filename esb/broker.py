@@ -52,6 +52,13 @@ def _is_tls_failure(exc: BaseException) -> bool:
     return isinstance(chained, ssl.SSLError) or "[SSL:" in str(exc)
 
 
+async def _callbacks_run(turns: int = 5) -> None:
+    """Give the client's close callbacks (tasks it starts when the connection closes) the few
+    loop turns they need, so an event loop closing next does not destroy them half-run."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
 class Broker:
     """The process's connection: publisher confirms always on, every publish mandatory.
 
@@ -239,4 +246,5 @@ class Broker:
             self._failover.cancel()
         if self._connection is not None and not self._connection.is_closed:
             await self._connection.close()
+            await _callbacks_run()
         self.metrics.broker_connected.labels(self.service).set(0)
