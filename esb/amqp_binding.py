@@ -34,6 +34,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractMessage
 
+from esb.amqp_guard import REFUSED
 from esb.envelope import (
     KNOWN_ATTRIBUTES,
     CloudEvent,
@@ -167,6 +168,8 @@ def check_headers(headers: Mapping[str, Any] | None) -> None:
     """Refuse more headers, or larger ones, than :mod:`esb.limits` allows."""
     if not headers:
         return
+    if REFUSED in headers:  # decoded as a marker: the table nested too deep to decode
+        raise EnvelopeError("headers", str(headers[REFUSED]), "headers_too_large")
     if len(headers) > MAX_HEADERS:
         raise EnvelopeError(
             "headers",

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import logging
 import ssl
-import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,9 +16,9 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from yarl import URL
 
 from esb.amqp_binding import to_message
+from esb.amqp_guard import guard_header_decoding
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError, EnvelopeError, UnroutableError
-from esb.limits import AMQP_DECODE_RECURSION
 from esb.metrics import Metrics
 from esb.settings import BrokerSettings, redact_url
 from esb.tls import verified_context
@@ -82,11 +81,10 @@ class Broker:
     async def connect(self) -> None:
         """Open the connection (the first node that answers) and the publishing channel.
 
-        Raises the interpreter's recursion limit so the AMQP client can decode any
-        header a publisher nests (see :data:`esb.limits.AMQP_DECODE_RECURSION`);
-        esb's own code never recurses over headers.
+        Header decoding is guarded first (:mod:`esb.amqp_guard`): no header a
+        publisher nests can hold or break the connection's reader.
         """
-        sys.setrecursionlimit(max(sys.getrecursionlimit(), AMQP_DECODE_RECURSION))
+        guard_header_decoding()
         urls = self.settings.all_urls()
         connection: aio_pika.RobustConnection | None = None
         position = 0

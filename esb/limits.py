@@ -34,12 +34,6 @@ MAX_HEADERS = 64
 MAX_HEADER_BYTES = 16_384
 MAX_HEADER_NESTING = 8
 
-#: Python frames the AMQP client (pamqp, recursive) needs to decode the deepest header
-#: table a frame can hold: ~7 bytes a level in a 128 KiB frame, two frames a level. Below
-#: it, one message with nested headers raises RecursionError in the connection's reader
-#: and takes the whole connection down, again at every redelivery.
-AMQP_DECODE_RECURSION = 50_000
-
 #: Bodies larger than this are decoded, routed and transformed in a worker thread, so the
 #: event loop (health probes, broker heartbeats, other deliveries) keeps answering; smaller
 #: ones are cheaper to handle inline than to hand over.

@@ -216,19 +216,30 @@ async def post(port: int, headers: list[tuple[bytes, bytes]], body: bytes) -> tu
     head = [b"POST /webhook HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
     head.append(b"Content-Length: %d" % len(body))
     head.extend(name + b": " + value for name, value in headers)
+    received = bytearray()
+
+    async def read_answer() -> None:
+        # Read while still sending: a server that answers (400, 413) before the body ends
+        # closes with unread data, and the reset would discard an answer not yet read.
+        while chunk := await reader.read(65536):
+            received.extend(chunk)
+
+    reading = asyncio.create_task(read_answer())
     try:
         writer.write(b"\r\n".join(head) + b"\r\n\r\n")
         for start in range(0, len(body), 1 << 20):
             writer.write(body[start : start + (1 << 20)])
             await writer.drain()
     except ConnectionError:
-        pass  # answered (413) before the whole body was sent: the answer is still there
+        pass  # answered before the whole body was sent: the answer is read meanwhile
     try:
-        answer = await asyncio.wait_for(reader.read(), timeout=30)
+        await asyncio.wait_for(reading, timeout=30)
     except (ConnectionError, TimeoutError) as exc:
-        return 0, f"no answer: {type(exc).__name__}".encode()
+        if not received:
+            return 0, f"no answer: {type(exc).__name__}".encode()
     finally:
         writer.close()
+    answer = bytes(received)
     status_line, _, rest = answer.partition(b"\r\n")
     parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[1].isdigit():
