@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from esb.broker import Broker
 from esb.consumer import off_loop
 from esb.envelope import CloudEvent
-from esb.errors import ConfigError, PermanentError
+from esb.errors import ConfigError, PermanentError, TransientError
 from esb.metrics import Metrics
 from esb.routing.engine import apply_step, match, route_copy
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
@@ -165,9 +166,17 @@ class TransformerService:
 
     The step's definition comes from the routes this process loaded (SIGHUP
     reloads them, so a route fixed and reloaded applies to messages replayed
-    from a parking lot), never from the message: a slip naming a route,
-    version or step not loaded here is parked and nothing runs.
+    from a parking lot), never from the message: a slip naming a route or step
+    not loaded here is parked and nothing runs.
+
+    Router and transformers reload at different moments. A transformer keeps
+    every version of a route it loaded since it started, so messages routed
+    before a reload finish as routed; a version it has not loaded yet (the
+    router reloaded first) is a transient failure, retried until it has.
     """
+
+    #: Route versions remembered from earlier loads.
+    KEPT_VERSIONS = 256
 
     def __init__(
         self,
@@ -185,6 +194,8 @@ class TransformerService:
             raise ConfigError(f"unknown step kind {unknown[0]!r}; kinds: {', '.join(STEP_KINDS)}")
         self._metrics = broker.metrics
         self._service = broker.service
+        self._versions: OrderedDict[tuple[str, str], CompiledRoute] = OrderedDict()
+        self._remember(table)
 
     def queues(self) -> list[QueueSpec]:
         return [QueueSpec(self.names.step(kind), []) for kind in self.kinds]
@@ -194,18 +205,32 @@ class TransformerService:
         if table is None:
             return False
         self.live.table = table
+        self._remember(table)
         self.live.outcome("ok")
         return True
 
+    def _remember(self, table: RouteTable) -> None:
+        for route in table.routes:
+            key = (route.name, route.version)
+            self._versions[key] = route  # a later load of the same shape: its fixed steps
+            self._versions.move_to_end(key)
+        while len(self._versions) > self.KEPT_VERSIONS:
+            self._versions.popitem(last=False)
+
     def resolve(self, slip: Slip) -> tuple[CompiledRoute, StepSpec]:
-        """The loaded route and step a slip names; PermanentError when this process has none."""
-        route = self.live.table.find(slip.route)
+        """The loaded route and step a slip names; PermanentError when this process has none,
+        TransientError for a version of a known route it has not loaded yet."""
+        route = self._versions.get((slip.route, slip.version))
         if route is None:
-            raise PermanentError(f"the slip names route {slip.route!r}, which is not loaded here")
-        if slip.version != route.version:
-            raise PermanentError(
-                f"route {route.name}: the slip names version {slip.version!r}, loaded is "
-                f"{route.version!r} (its steps or sinks changed since this message was routed)"
+            current = self.live.table.find(slip.route)
+            if current is None:
+                raise PermanentError(
+                    f"the slip names route {slip.route!r}, which is not loaded here"
+                )
+            raise TransientError(
+                f"route {current.name}: the slip names version {slip.version!r}, not loaded "
+                f"here (loaded: {current.version!r}); routes still reloading, or changed "
+                "since this message was routed"
             )
         if slip.position > len(route.steps):
             raise PermanentError(f"route {route.name} has no step {slip.position}")
