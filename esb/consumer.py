@@ -29,7 +29,7 @@ from esb.failures import Verdict, classify, retry_after
 from esb.limits import INLINE_BODY_BYTES
 from esb.masking import Masker
 from esb.metrics import Metrics
-from esb.parking import copy_message, parked_copy
+from esb.parking import copy_message, encodable, parked_copy
 from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
 from esb.routing.slip import retry_override
 from esb.settings import CircuitSettings, FailureSettings, RetrySettings
@@ -115,6 +115,7 @@ class Consumer:
         self._probe: asyncio.Task[None] | None = None
         self._in_order = asyncio.Lock() if ordered else None
         self._large = asyncio.Semaphore(LARGE_AT_ONCE)
+        self._subscribing = asyncio.Lock()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -143,19 +144,25 @@ class Consumer:
         await self._consume()
 
     async def _consume(self) -> None:
-        if self._queue is not None and self._tag is None and not self._stopping:
-            try:
-                self._tag = await self._queue.consume(self._on_message)
-            except aiormq.exceptions.ChannelAccessRefused as exc:
-                raise access_refused(exc, "read", f"consuming queue {self.spec.name!r}") from None
+        """Subscribe, unless subscribed: one at a time, so two deliveries that both close the
+        circuit cannot subscribe twice (the second subscription would never be cancelled)."""
+        async with self._subscribing:
+            if self._queue is not None and self._tag is None and not self._stopping:
+                try:
+                    self._tag = await self._queue.consume(self._on_message)
+                except aiormq.exceptions.ChannelAccessRefused as exc:
+                    raise access_refused(
+                        exc, "read", f"consuming queue {self.spec.name!r}"
+                    ) from None
 
     async def _cancel(self) -> None:
-        tag, self._tag = self._tag, None
-        if self._queue is not None and tag is not None:
-            try:
-                await self._queue.cancel(tag)
-            except CONNECTION_ERRORS:
-                log.warning("could not cancel the consumer of %s", self.spec.name)
+        async with self._subscribing:
+            tag, self._tag = self._tag, None
+            if self._queue is not None and tag is not None:
+                try:
+                    await self._queue.cancel(tag)
+                except CONNECTION_ERRORS:
+                    log.warning("could not cancel the consumer of %s", self.spec.name)
 
     async def stop(self, grace: float) -> None:
         """Stop taking deliveries and give in-flight ones ``grace`` seconds to finish."""
@@ -328,6 +335,9 @@ class Consumer:
     async def _retry(
         self, message: AbstractIncomingMessage, exc: Exception, text: str, attempt: int
     ) -> None:
+        # A route's policy rides on the slip, which anyone who can publish could forge: its
+        # delays stay within this consumer's own longest, so no message can sit at the head
+        # of a shared delay queue (expiry happens only there) longer than the others would.
         policy = retry_override(message.headers) or self.retry
         if attempt > policy.max_retries:
             log.warning(
@@ -338,7 +348,7 @@ class Consumer:
             )
             await self._park(message, "retries_exhausted", exc, text, attempt)
             return
-        delay = max(backoff(policy, attempt), retry_after(exc) or 0.0)
+        delay = min(max(backoff(policy, attempt), retry_after(exc) or 0.0), self.retry.max_delay)
         level = max(1, min(attempt, self._retry_levels))
         copy = retry_copy(
             message, attempt=attempt, delay=delay, error=exc, service=self.service, error_text=text
@@ -346,7 +356,7 @@ class Consumer:
         await self._republish(message, copy, retry_queue(self.spec.name, level), "retried")
 
     async def _return(self, message: AbstractIncomingMessage) -> None:
-        copy = copy_message(message, dict(message.headers or {}))
+        copy = copy_message(message, encodable(message.headers or {}))
         await self._republish(message, copy, self.spec.name, "returned")
 
     async def _park(

@@ -15,13 +15,21 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from esb.errors import EnvelopeError
 from esb.limits import (
     MAX_ATTRIBUTE_BYTES,
+    MAX_ATTRIBUTES_BYTES,
     MAX_DEPTH,
-    MAX_HEADERS,
+    MAX_EXTENSIONS,
     SHORT_STRING_BYTES,
 )
 
@@ -104,8 +112,8 @@ class CloudEvent(BaseModel):
     @field_validator("extensions")
     @classmethod
     def _extension_names(cls, value: dict[str, ExtensionValue]) -> dict[str, ExtensionValue]:
-        if len(value) > MAX_HEADERS:
-            raise ValueError(f"{len(value)} extensions, more than the limit of {MAX_HEADERS}")
+        if len(value) > MAX_EXTENSIONS:
+            raise ValueError(f"{len(value)} extensions, more than the limit of {MAX_EXTENSIONS}")
         for name, item in value.items():
             if not _EXTENSION_NAME.match(name):
                 raise ValueError(
@@ -116,6 +124,32 @@ class CloudEvent(BaseModel):
             if isinstance(item, str) and len(item) * 4 > MAX_ATTRIBUTE_BYTES:
                 _check_bytes(item, MAX_ATTRIBUTE_BYTES, name)
         return value
+
+    @model_validator(mode="after")
+    def _attributes_fit_headers(self) -> CloudEvent:
+        """All attributes together within MAX_ATTRIBUTES_BYTES: they travel as headers."""
+        texts = [
+            self.id,
+            self.source,
+            self.type,
+            self.subject,
+            self.datacontenttype,
+            self.dataschema,
+            self.correlationid,
+            self.causationid,
+            self.traceparent,
+            *self.extensions,
+            *(v for v in self.extensions.values() if isinstance(v, str)),
+        ]
+        chars = sum(len(text) for text in texts if text is not None)
+        if chars * 4 > MAX_ATTRIBUTES_BYTES:
+            size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts if t is not None)
+            if size > MAX_ATTRIBUTES_BYTES:
+                raise ValueError(
+                    f"attributes of {size} bytes together, more than the limit of "
+                    f"{MAX_ATTRIBUTES_BYTES} bytes"
+                )
+        return self
 
     @classmethod
     def new(cls, type: str, source: str, data: Any = None, **attributes: Any) -> CloudEvent:

@@ -25,13 +25,19 @@ SHORT_STRING_BYTES = 255
 #: Bytes in any other attribute (``source``, ``subject``, ``dataschema``, an extension value).
 MAX_ATTRIBUTE_BYTES = 4096
 
+#: Extensions on one event, and the bytes of all attributes and extensions together: an
+#: event's headers must leave room within MAX_HEADERS and MAX_HEADER_BYTES for what a
+#: retry or a parking lot adds (esb's x-esb-* and RabbitMQ's x-death, about 20 and 3 KiB).
+MAX_EXTENSIONS = 32
+MAX_ATTRIBUTES_BYTES = 8192
+
 #: Nesting of objects and arrays in ``data``.
 MAX_DEPTH = 64
 
 #: Headers on one delivery, their total size (names and values) in bytes, and how deep
 #: tables and arrays may nest in them (RabbitMQ's own x-death nests 4 levels).
-MAX_HEADERS = 64
-MAX_HEADER_BYTES = 16_384
+MAX_HEADERS = 96
+MAX_HEADER_BYTES = 32_768
 MAX_HEADER_NESTING = 8
 
 #: Bodies larger than this are decoded, routed and transformed in a worker thread, so the

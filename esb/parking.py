@@ -84,13 +84,21 @@ def copy_message(
     )
 
 
-def _encodable(headers: Mapping[str, Any]) -> dict[str, Any]:
+def encodable(headers: Mapping[str, Any]) -> dict[str, Any]:
     """Headers as AMQP can send them again: a string that was not UTF-8 arrives as ``bytes``,
-    which the encoder refuses; as a byte array it keeps its exact bytes."""
-    return {
-        key: bytearray(value) if isinstance(value, bytes) else value
-        for key, value in headers.items()
-    }
+    which the encoder refuses; as a byte array it keeps its exact bytes. Nested tables and
+    arrays too (they nest at most :data:`esb.limits.MAX_HEADER_NESTING` levels by now)."""
+    return {key: _encodable_value(value) for key, value in headers.items()}
+
+
+def _encodable_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, Mapping):
+        return encodable(value)
+    if isinstance(value, list):
+        return [_encodable_value(item) for item in value]
+    return value
 
 
 def failure_headers(
@@ -107,7 +115,7 @@ def failure_headers(
     limits could make the copy too large to publish.
     """
     now = datetime.now(UTC).isoformat()
-    headers: dict[str, Any] = _encodable(message.headers or {}) if keep_headers else {}
+    headers: dict[str, Any] = encodable(message.headers or {}) if keep_headers else {}
     headers.setdefault(FIRST_FAILED_AT, now)
     headers.setdefault(ORIGINAL_EXCHANGE, message.exchange or "")
     headers.setdefault(ORIGINAL_ROUTING_KEY, message.routing_key or "")

@@ -160,9 +160,13 @@ class RetrySettings(BaseModel):
     max_retries: int = Field(
         default=5, ge=0, le=30, description="Retries before a message is parked."
     )
-    initial_delay: float = Field(default=1.0, gt=0, description="Seconds before the first retry.")
+    initial_delay: float = Field(
+        default=1.0, gt=0, le=3600, description="Seconds before the first retry."
+    )
     multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this much longer.")
-    max_delay: float = Field(default=300.0, gt=0, description="Longest wait between two attempts.")
+    max_delay: float = Field(
+        default=300.0, gt=0, le=86_400, description="Longest wait between two attempts."
+    )
     jitter: float = Field(
         default=0.2, ge=0, lt=1, description="Random spread of each delay, as a fraction of it."
     )

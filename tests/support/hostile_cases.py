@@ -19,7 +19,13 @@ import orjson
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from esb.limits import DEFAULT_MAX_BODY_BYTES, MAX_ATTRIBUTE_BYTES, MAX_DEPTH, MAX_HEADERS
+from esb.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_ATTRIBUTE_BYTES,
+    MAX_DEPTH,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+)
 from esb.limits import SHORT_STRING_BYTES as SHORT
 from tests.support.hostile import Expect
 
@@ -307,7 +313,11 @@ class EnvelopeRecipe:
             case "big_header":
                 headers = {**ce, "x-junk": "v" * self.size}
                 expect = (
-                    "apply" if self.size <= 12_000 else "reject" if self.size > 16_384 else "any"
+                    "apply"
+                    if self.size <= MAX_HEADER_BYTES - 4_000
+                    else "reject"
+                    if self.size > MAX_HEADER_BYTES
+                    else "any"
                 )
                 return Envelope(f"one header of {_bucket(self.size)} bytes", headers, props, expect)
             case "props_only":

@@ -8,8 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esb import CloudEvent, EnvelopeError, from_message, to_message
+from esb.amqp_binding import check_headers
 from esb.envelope import loads_json
-from esb.limits import MAX_DEPTH, MAX_HEADERS, SHORT_STRING_BYTES
+from esb.limits import (
+    MAX_ATTRIBUTES_BYTES,
+    MAX_DEPTH,
+    MAX_EXTENSIONS,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    SHORT_STRING_BYTES,
+)
 
 CE = {"ce-id": "1", "ce-source": "urn:t", "ce-type": "t.x", "ce-specversion": "1.0"}
 
@@ -109,7 +117,7 @@ def test_more_headers_than_the_limit_are_refused() -> None:
 
 
 def test_one_oversized_header_is_refused() -> None:
-    headers = {**CE, "x-big": "x" * 20_000}
+    headers = {**CE, "x-big": "x" * (MAX_HEADER_BYTES + 1)}
     with pytest.raises(EnvelopeError) as caught:
         from_message(aio_pika.Message(b"{}", headers=headers))
     assert caught.value.code == "headers_too_large"
@@ -132,3 +140,60 @@ def test_header_tables_nested_deeper_than_the_limit_are_refused_without_recursio
     with pytest.raises(EnvelopeError, match="nested deeper than 8 levels") as caught:
         from_message(aio_pika.Message(b"{}", headers={**CE, "x-nest": table}))
     assert caught.value.code == "headers_too_large"
+
+
+def test_more_extensions_or_attribute_bytes_than_the_limits_are_refused() -> None:
+    many = {f"x{n}": "v" for n in range(MAX_EXTENSIONS + 1)}
+    with pytest.raises(EnvelopeError, match="33 extensions"):
+        CloudEvent.validated(id="1", source="urn:t", type="t.x", extensions=many)
+    with pytest.raises(EnvelopeError, match="more than the limit of 8192 bytes"):
+        CloudEvent.validated(
+            id="1", source="s" * 4000, type="t.x", subject="x" * 4000, dataschema="d" * 400
+        )
+
+
+def test_the_largest_event_a_source_accepts_still_fits_a_consumer_after_retries() -> None:
+    """What a retry and a parking lot add must not push an accepted event over the header
+    limits (it would be refused at the next hop, and its parked copy lose its headers)."""
+    share = (MAX_ATTRIBUTES_BYTES - 200) // MAX_EXTENSIONS
+    extensions = {f"x{n:02d}": "v" * (share - 3) for n in range(MAX_EXTENSIONS)}
+    event = CloudEvent.new(
+        "t." + "x" * 60, "urn:" + "s" * 60, {}, extensions=extensions, correlationid="c" * 36
+    )
+    headers = dict(to_message(event).headers)
+    headers.update(
+        {
+            "x-esb-slip": '{"route":"' + "r" * 100 + '","version":"0123456789ab","position":9}',
+            "x-esb-reason": "retries_exhausted",
+            "x-esb-error-type": "TransientError",
+            "x-esb-error": "e" * 500,
+            "x-esb-service": "s" * 60,
+            "x-esb-failed-at": "2026-12-02T14:00:00.000000+00:00",
+            "x-esb-first-failed-at": "2026-12-02T14:00:00.000000+00:00",
+            "x-esb-last-failed-at": "2026-12-02T14:00:00.000000+00:00",
+            "x-esb-attempts": 30,
+            "x-esb-original-exchange": "e" * 60,
+            "x-esb-original-routing-key": "t." + "x" * 60,
+            "x-esb-original-queue": "q" * 60,
+            "x-esb-no-message-id": True,
+            "x-delivery-count": 20,
+            "x-first-death-exchange": "",
+            "x-first-death-queue": "q" * 70,
+            "x-first-death-reason": "expired",
+            "x-last-death-exchange": "",
+            "x-last-death-queue": "q" * 70,
+            "x-last-death-reason": "expired",
+            "x-death": [
+                {
+                    "count": 1,
+                    "exchange": "",
+                    "queue": f"{'q' * 60}.retry.{n}",
+                    "reason": "expired",
+                    "routing-keys": [f"{'q' * 60}.retry.{n}"],
+                    "time": 0,
+                }
+                for n in range(1, 31)
+            ],
+        }
+    )
+    check_headers(headers)
