@@ -172,7 +172,7 @@ class Route(Strict):
     retry: RetrySettings | None = Field(
         default=None,
         description="Retry policy for this route's messages in its transformers and sinks, "
-        "instead of theirs.",
+        "instead of theirs; delays stay within each consumer's own max_delay.",
     )
 
     @field_validator("to", mode="before")
