@@ -12,12 +12,14 @@ whose meaning depends on the content type).
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisWarning
 
 from esb.limits import (
     DEFAULT_MAX_BODY_BYTES,
@@ -69,7 +71,10 @@ def collect(strategy: st.SearchStrategy[T], count: int, run_seed: int) -> list[T
     def gather(value: T) -> None:
         found.append(value)
 
-    gather()
+    with warnings.catch_warnings():
+        # Cases of megabytes are the point here; hypothesis warns when it would describe one.
+        warnings.filterwarnings("ignore", "Generating overly large repr", HypothesisWarning)
+        gather()
     return found
 
 
