@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import IO, ClassVar
 
 from adapters.edge import check_publishable
 from adapters.jsonl.settings import JsonLinesSourceSettings
 from esb import AdapterSettings, CloudEvent, ConfigError, EnvelopeError, Source, event_from_dict
 from esb.envelope import loads_json
+
+
+class _End:
+    """The end of standard input, as the reading thread reports it."""
+
+
+_END = _End()
 
 
 class JsonLinesSource(Source[JsonLinesSourceSettings]):
@@ -26,18 +35,46 @@ class JsonLinesSource(Source[JsonLinesSourceSettings]):
     settings_model: ClassVar[type[AdapterSettings]] = JsonLinesSourceSettings
 
     async def run(self) -> None:
-        with self._open() as stream:
-            await self.emit_all(self._events(stream), window=self.settings.window)
-
-    def _open(self) -> IO[bytes]:
         if self.settings.path is None:
-            return open(sys.stdin.fileno(), "rb", closefd=False)
+            await self.emit_all(self._events(self._piped_lines()), window=self.settings.window)
+            return
+        with self._open(self.settings.path) as stream:
+            await self.emit_all(self._events(self._file_lines(stream)), window=self.settings.window)
+
+    async def _file_lines(self, stream: IO[bytes]) -> AsyncIterator[bytes | None]:
+        for number, line in enumerate(self._lines(stream), start=1):
+            yield line
+            if number % 1024 == 0:
+                await asyncio.sleep(0)
+
+    async def _piped_lines(self) -> AsyncIterator[bytes | None]:
+        """Lines of standard input, read by a daemon thread: a pipe with nothing to read
+        would hold the event loop (health probes, broker heartbeats) in ``readline``, and a
+        worker of asyncio's own pool would hold the process at exit. The thread owns the
+        stream and never closes it: closing waits for the buffer's lock, which a readline
+        on a silent pipe holds for ever."""
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[bytes | _End | None] = asyncio.Queue(maxsize=1024)
+
+        def read() -> None:
+            stream = open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115
+            try:
+                for line in self._lines(stream):
+                    asyncio.run_coroutine_threadsafe(lines.put(line), loop).result()
+                asyncio.run_coroutine_threadsafe(lines.put(_END), loop).result()
+            except RuntimeError:  # the loop closed: the process is stopping
+                return
+
+        threading.Thread(target=read, name="jsonl-stdin", daemon=True).start()
+        while not isinstance(line := await lines.get(), _End):
+            yield line
+
+    @staticmethod
+    def _open(path: Path) -> IO[bytes]:
         try:
-            return self.settings.path.open("rb")
+            return path.open("rb")
         except OSError as exc:
-            raise ConfigError(
-                f"jsonl source: cannot read {self.settings.path}: {exc.strerror}"
-            ) from None
+            raise ConfigError(f"jsonl source: cannot read {path}: {exc.strerror}") from None
 
     def _lines(self, stream: IO[bytes]) -> Iterator[bytes | None]:
         """Each line, or None for one longer than ``max_line_bytes`` (read past, never held)."""
@@ -50,9 +87,11 @@ class JsonLinesSource(Source[JsonLinesSourceSettings]):
                 pass
             yield None
 
-    async def _events(self, stream: IO[bytes]) -> AsyncIterator[CloudEvent]:
+    async def _events(self, lines: AsyncIterator[bytes | None]) -> AsyncIterator[CloudEvent]:
         name = str(self.settings.path or "<stdin>")
-        for number, line in enumerate(self._lines(stream), start=1):
+        number = 0
+        async for line in lines:
+            number += 1
             where = f"{name}:{number}"
             try:
                 if line is None:
@@ -67,8 +106,6 @@ class JsonLinesSource(Source[JsonLinesSourceSettings]):
             else:
                 if event is not None:
                     yield event
-            if number % 1024 == 0:
-                await asyncio.sleep(0)
 
     def to_event(self, line: bytes, where: str) -> CloudEvent:
         """Turn one line into an event; :class:`EnvelopeError` names the line."""
