@@ -55,6 +55,11 @@ class Source(ABC, Generic[S]):
     async def close(self) -> None:
         """Release what :meth:`open` acquired."""
 
+    @property
+    def ready(self) -> bool:
+        """Whether the source takes input now (a server listening, say); part of /readyz."""
+        return True
+
     @abstractmethod
     async def run(self) -> None:
         """Emit events until the input ends or ``stopping`` is set."""

@@ -194,7 +194,7 @@ async def run_source(
     )
     refused = process.metrics.source_refused
     source.count_refusals(lambda why: refused.labels(process.service, adapter.name, why).inc())
-    async with process.running(lambda: process.broker.ready):
+    async with process.running(lambda: process.broker.ready and source.ready):
         await process.connect()
         await source.open()
         try:

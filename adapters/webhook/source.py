@@ -75,6 +75,11 @@ class WebhookSource(Source[WebhookSourceSettings]):
         self.port: int | None = None
         self.listening = asyncio.Event()
 
+    @property
+    def ready(self) -> bool:
+        """Ready once the HTTP endpoint listens: a sender told "ready" must not be refused."""
+        return self.listening.is_set() and not self.stopping.is_set()
+
     async def run(self) -> None:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_post(self.settings.path, self.receive)
