@@ -75,6 +75,14 @@ def sqlite_text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = ascii(value)
     return text if len(text) <= limit else text[:limit] + "..."
@@ -95,6 +103,10 @@ def epoch_seconds(value: Any) -> float:
 
 
 def _tagged(value: Any) -> dict[str, Any]:
+    if isinstance(value, bytes | memoryview):
+        return {"bytes": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, str) and not _is_utf8(value):
+        return {"text_bytes": base64.b64encode(value.encode("utf-8", "surrogateescape")).decode()}
     if isinstance(value, datetime):
         return {"datetime": value.isoformat()}
     if isinstance(value, date):
@@ -105,6 +117,10 @@ def _tagged(value: Any) -> dict[str, Any]:
 
 
 def _untagged(doc: dict[str, Any]) -> Any:
+    if "bytes" in doc:
+        return base64.b64decode(doc["bytes"])
+    if "text_bytes" in doc:
+        return sqlite_text(base64.b64decode(doc["text_bytes"]))
     if "datetime" in doc:
         return datetime.fromisoformat(doc["datetime"])
     if "date" in doc:
@@ -148,6 +164,23 @@ class SqlSource(Source[SqlSourceSettings]):
     def _mark(self) -> str:
         return "?" if self.scheme == "sqlite" else "%s"
 
+    def _bind(self, values: tuple[Any, ...]) -> tuple[list[str], tuple[Any, ...]]:
+        """Placeholders and parameters for row values read back into a statement.
+
+        SQLite text that is not UTF-8 (read with surrogates) cannot be bound as
+        text; it is bound as its bytes cast back to TEXT, so the cursor moves past
+        such a row and an outbox finishes it instead of failing every poll.
+        """
+        marks, params = [], []
+        for value in values:
+            if isinstance(value, str) and not _is_utf8(value):
+                marks.append(f"CAST({self._mark} AS TEXT)")
+                params.append(value.encode("utf-8", "surrogateescape"))
+            else:
+                marks.append(self._mark)
+                params.append(value)
+        return marks, tuple(params)
+
     async def open(self) -> None:
         dsn = self.settings.dsn.get_secret_value()
         if self.scheme == "sqlite":
@@ -186,15 +219,15 @@ class SqlSource(Source[SqlSourceSettings]):
         return list(await cursor.fetchall()) if cursor.description else []
 
     def _select(self, after: tuple[Any, Any] | None) -> tuple[str, tuple[Any, ...]]:
-        s, m = self.settings, self._mark
+        s = self.settings
         conditions = [f"({s.where})"] if s.where else []
         params: tuple[Any, ...] = ()
         order = f'"{s.id_column}"'
         if s.mode == "cursor":
             order = f'"{s.cursor_column}", "{s.id_column}"'
             if after is not None:
-                conditions.append(f'("{s.cursor_column}", "{s.id_column}") > ({m}, {m})')
-                params = after
+                marks, params = self._bind(after)
+                conditions.append(f'("{s.cursor_column}", "{s.id_column}") > ({", ".join(marks)})')
         elif s.outbox_done == "mark":
             conditions.append(f'"{s.mark_column}" IS NULL')
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
@@ -250,8 +283,8 @@ class SqlSource(Source[SqlSourceSettings]):
             last = rows[-1]
             self.cursor.save(last[s.cursor_column or s.id_column], last[s.id_column])
             return len(rows)
-        ids = tuple(row[s.id_column] for row in rows)
-        marks = ", ".join(self._mark for _ in ids)
+        places, ids = self._bind(tuple(row[s.id_column] for row in rows))
+        marks = ", ".join(places)
         if s.outbox_done == "delete":
             done = f'DELETE FROM "{s.table}" WHERE "{s.id_column}" IN ({marks})'  # noqa: S608
             await self._query(done, ids)

@@ -284,3 +284,58 @@ async def test_sqlite_text_that_is_not_utf8_refuses_its_row_only(tmp_path: Path)
     await run_until_idle(source)
     assert [e.data["name"] for e in bus.published] == ["Ada", "Bo"]
     assert sum(source.refused.values()) == 1
+
+
+def legacy_ids(tmp_path: Path) -> Table:
+    """A SQLite table whose text id and cursor of row 2 are not UTF-8 (Latin-1 'Oé')."""
+    path = tmp_path / "legacy.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (id TEXT PRIMARY KEY, at TEXT, published_at TEXT)")
+        db.execute(
+            "INSERT INTO t VALUES ('A1', 'a', NULL), (CAST(X'4fe9' AS TEXT), "
+            "CAST(X'62e9' AS TEXT), NULL), ('C3', 'c', NULL)"
+        )
+
+    def run(sql: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(path) as db:
+            return db.execute(sql).fetchall()
+
+    return Table(f"sqlite://{path}", "t", run)
+
+
+async def test_a_cursor_that_is_not_utf8_text_is_passed_and_nothing_is_published_twice(
+    tmp_path: Path,
+) -> None:
+    """The refused row's id and cursor are kept in the cursor file as their bytes and bound
+    back as text: the position is saved, the next poll starts after it (before, saving it
+    raised TypeError after publishing, so every poll republished the good rows)."""
+    table = legacy_ids(tmp_path)
+    bus = MemoryBus()
+    bus.bind("crm")
+    source = new_source(table, bus, tmp_path, cursor_column="at", batch_size=2)
+    await run_until_idle(source)
+    again = new_source(table, bus, tmp_path, cursor_column="at")
+    await run_until_idle(again)
+    assert [e.data["id"] for e in bus.published] == ["A1", "C3"]
+    assert (sum(source.refused.values()), again.refused) == (1, {})
+
+
+@pytest.mark.parametrize("done", ["delete", "mark"])
+async def test_an_outbox_id_that_is_not_utf8_text_is_finished_like_the_others(
+    tmp_path: Path, done: str
+) -> None:
+    """Binding the id back as its bytes cast to text finishes the refused row; before, the
+    DELETE or UPDATE raised UnicodeEncodeError and every poll republished the good rows."""
+    table = legacy_ids(tmp_path)
+    bus = MemoryBus()
+    bus.bind("crm")
+    extra = {"mode": "outbox", "cursor_column": None, "outbox_done": done}
+    if done == "mark":
+        extra["mark_column"] = "published_at"
+    source = new_source(table, bus, tmp_path, **extra)
+    await run_until_idle(source)
+    await run_until_idle(new_source(table, bus, tmp_path, **extra))
+    assert [e.data["id"] for e in bus.published] == ["A1", "C3"]
+    assert sum(source.refused.values()) == 1
+    left = "WHERE published_at IS NULL" if done == "mark" else ""
+    assert table.run(f"SELECT count(*) FROM t {left}") == [(0,)]
