@@ -50,7 +50,8 @@ def signing_key(scheme: str, secret: str) -> bytes:
 
 
 def body_id(key: bytes, body: bytes) -> str:
-    """An event id bound to the signed body: a replay of the body under any headers has it too.
+    """An event id bound to ``body`` (the event type, NUL, the signed body): a replay of the
+    body under the same type has it too, whatever the other headers.
 
     Keyed, so nobody without the secret can predict the id of a future event
     (and pre-empt it in a sink's de-duplication store).

@@ -167,7 +167,8 @@ class WebhookSource(Source[WebhookSourceSettings]):
                 headers=ce_headers,
             )
         data = loads_json(body, "body")
-        attributes: dict[str, Any] = {"id": self.event_id(body, headers, data)}
+        event_type = self.event_type(headers, data)
+        attributes: dict[str, Any] = {"id": self.event_id(body, headers, data, event_type)}
         if (
             self.settings.signature in ("github", "shopify", "stripe")
             and self.settings.id_header is not None
@@ -176,16 +177,16 @@ class WebhookSource(Source[WebhookSourceSettings]):
             attributes["extensions"] = {
                 "deliveryid": _text(self.settings.id_header, delivery, MAX_ATTRIBUTE_BYTES)
             }
-        return CloudEvent.new(
-            self.event_type(headers, data), self.settings.event_source, data, **attributes
-        )
+        return CloudEvent.new(event_type, self.settings.event_source, data, **attributes)
 
-    def event_id(self, body: bytes, headers: Mapping[str, str], data: Any) -> str:
+    def event_id(self, body: bytes, headers: Mapping[str, str], data: Any, event_type: str) -> str:
         """An id the signature covers, so a replay is the same event and is accepted once.
 
         standard signs ``webhook-id``; Stripe's body carries the event's ``id``;
         GitHub and Shopify sign the body only, so their delivery-id header could
-        be anything and the id is a keyed hash of the body instead. Without a
+        be anything and the id is a keyed hash of the event type and the body
+        instead: Shopify sends orders/create, orders/paid and orders/updated
+        with identical bodies, and each is an event of its own. Without a
         signature nothing is authentic: the ``id_header`` value, else a new UUID.
         """
         scheme = self.settings.signature
@@ -194,7 +195,7 @@ class WebhookSource(Source[WebhookSourceSettings]):
         if scheme == "stripe" and isinstance(data, dict) and isinstance(data.get("id"), str):
             return str(data["id"])
         if self._key is not None:
-            return body_id(self._key, body)
+            return body_id(self._key, event_type.encode() + b"\0" + body)
         if self.settings.id_header and (delivery := headers.get(self.settings.id_header)):
             return _text(self.settings.id_header, delivery, SHORT_STRING_BYTES)
         return str(uuid.uuid4())
