@@ -9,10 +9,20 @@ back (an MQTT redelivery, a file left in place, a cursor that never moves).
 
 from __future__ import annotations
 
-from esb import CloudEvent, EnvelopeError
+from esb import CloudEvent, Emitter, EnvelopeError
 from esb.amqp_binding import to_message
 from esb.envelope import check_size
 from esb.limits import DEFAULT_MAX_BODY_BYTES
+
+
+def bus_max_body_bytes(emitter: Emitter) -> int:
+    """The largest body every consumer of ``emitter``'s bus accepts (broker.max_body_bytes).
+
+    A source checks against this, not the built-in default, so a lowered limit
+    refuses the input at the edge instead of parking every copy downstream.
+    """
+    limit: int = getattr(emitter, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    return limit
 
 
 def check_publishable(event: CloudEvent, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from adapters.edge import check_publishable
+from adapters.edge import bus_max_body_bytes, check_publishable
 from adapters.files.settings import FileSourceSettings
 from esb import AdapterSettings, CloudEvent, Emitter, EnvelopeError, Source
 from esb.envelope import loads_json
@@ -93,6 +93,8 @@ class FileSource(Source[FileSourceSettings]):
 
     def __init__(self, settings: FileSourceSettings, emitter: Emitter) -> None:
         super().__init__(settings, emitter)
+        #: What every consumer accepts; an event over it is refused here, at the edge.
+        self.max_body_bytes = bus_max_body_bytes(emitter)
         self.done = settings.done_dir or settings.directory / "done"
         self.error = settings.error_dir or settings.directory / "error"
 
@@ -198,7 +200,7 @@ class FileSource(Source[FileSourceSettings]):
                 id=event_id,
                 subject=path.name,
             )
-            check_publishable(event)
+            check_publishable(event, self.max_body_bytes)
         except EnvelopeError as exc:
             raise BadFile(f"{shown(path.name)}:{number}: {exc}", exc.code) from None
         return event

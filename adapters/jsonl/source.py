@@ -9,9 +9,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO, ClassVar
 
-from adapters.edge import check_publishable
+from adapters.edge import bus_max_body_bytes, check_publishable
 from adapters.jsonl.settings import JsonLinesSourceSettings
-from esb import AdapterSettings, CloudEvent, ConfigError, EnvelopeError, Source, event_from_dict
+from esb import (
+    AdapterSettings,
+    CloudEvent,
+    ConfigError,
+    Emitter,
+    EnvelopeError,
+    Source,
+    event_from_dict,
+)
 from esb.envelope import loads_json
 
 
@@ -33,6 +41,11 @@ class JsonLinesSource(Source[JsonLinesSourceSettings]):
     """
 
     settings_model: ClassVar[type[AdapterSettings]] = JsonLinesSourceSettings
+
+    def __init__(self, settings: JsonLinesSourceSettings, emitter: Emitter) -> None:
+        super().__init__(settings, emitter)
+        #: What every consumer accepts; a line over it is refused here, at the edge.
+        self.max_body_bytes = bus_max_body_bytes(emitter)
 
     async def run(self) -> None:
         if self.settings.path is None:
@@ -115,7 +128,7 @@ class JsonLinesSource(Source[JsonLinesSourceSettings]):
                 event = event_from_dict(doc)
             else:
                 event = self._plain(doc, where)
-            check_publishable(event)
+            check_publishable(event, self.max_body_bytes)
         except EnvelopeError as exc:
             if exc.field == where:
                 raise

@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from adapters.edge import check_publishable
+from adapters.edge import bus_max_body_bytes, check_publishable
 from adapters.mqtt.connection import Connection, Delivery
 from adapters.mqtt.settings import MqttSourceSettings
 from adapters.mqtt.topics import event_type
@@ -58,6 +58,8 @@ class MqttSource(Source[MqttSourceSettings]):
 
     def __init__(self, settings: MqttSourceSettings, emitter: Emitter) -> None:
         super().__init__(settings, emitter)
+        #: What every consumer accepts; an event over it is refused here, at the edge.
+        self.max_body_bytes = bus_max_body_bytes(emitter)
         self._inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._unacked: deque[_Unacked] = deque()
         self.connection = Connection(
@@ -148,7 +150,7 @@ class MqttSource(Source[MqttSourceSettings]):
             data,
             **attributes,
         )
-        check_publishable(event)
+        check_publishable(event, self.max_body_bytes)
         return event
 
     async def _wake_when_stopping(self) -> None:

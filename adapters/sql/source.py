@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from adapters.edge import check_publishable
+from adapters.edge import bus_max_body_bytes, check_publishable
 from adapters.sql.source_settings import SqlSourceSettings
 from esb import AdapterSettings, CloudEvent, ConfigError, Emitter, EnvelopeError, Source
 from esb.dsn import backend, describe, scrub
@@ -155,6 +155,8 @@ class SqlSource(Source[SqlSourceSettings]):
 
     def __init__(self, settings: SqlSourceSettings, emitter: Emitter) -> None:
         super().__init__(settings, emitter)
+        #: What every consumer accepts; an event over it is refused here, at the edge.
+        self.max_body_bytes = bus_max_body_bytes(emitter)
         self.scheme = backend(settings.dsn.get_secret_value(), "sql source")
         self.cursor = CursorFile(settings.cursor_file or Path(f"{settings.table}.cursor.json"))
         self._sqlite: sqlite3.Connection | None = None
@@ -249,7 +251,7 @@ class SqlSource(Source[SqlSourceSettings]):
         event = CloudEvent.new(
             s.event_type, s.event_source, data, id=event_id, subject=f"{s.table}/{row_id}"
         )
-        check_publishable(event)
+        check_publishable(event, self.max_body_bytes)
         return event
 
     def events(self, rows: list[dict[str, Any]]) -> list[CloudEvent]:

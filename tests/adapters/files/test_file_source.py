@@ -234,3 +234,16 @@ async def test_a_jsonl_row_holding_unicode_line_separators_is_one_row(tmp_path: 
     assert files.refused == {}
     assert [e.id for e in bus.published] == ["SO-1", "SO-2"]
     assert bus.published[0].data["note"] == "a\x85b\u2028c"
+
+
+async def test_a_file_over_the_bus_body_limit_goes_to_error(tmp_path: Path) -> None:
+    """The limit is the process's broker.max_body_bytes (here lowered), not the built-in
+    1 MiB: a row every consumer would park refuses its file before anything is published."""
+    bus = MemoryBus(max_body_bytes=1_000)
+    bus.bind("erp")
+    (tmp_path / "orders.csv").write_text(f"order,note\nSO-1,a\nSO-2,{'n' * 2_000}\n")
+    files = source(tmp_path, bus)
+    await scan(files)
+    assert bus.published == []
+    assert files.refused == {"too_large": 1}
+    assert (tmp_path / "error" / "orders.csv").exists()

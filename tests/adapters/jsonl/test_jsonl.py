@@ -191,3 +191,15 @@ async def test_an_event_the_broker_layer_cannot_encode_is_refused_not_fatal(
     await bus.run_source(source)
     assert [e.id for e in bus.published] == ["a", "c"]
     assert source.refused == {"unencodable": 1}
+
+
+async def test_a_line_over_the_bus_body_limit_is_refused_not_published(tmp_path: Path) -> None:
+    """The limit is the process's broker.max_body_bytes (here lowered), not the built-in
+    1 MiB: an event every consumer would park is refused at the edge instead."""
+    bus = MemoryBus(max_body_bytes=1_000)
+    bus.bind("all")
+    path = write_lines(tmp_path / "in.jsonl", {"note": "n" * 2_000}, {"ok": 1})
+    source = JsonLinesSource(JsonLinesSourceSettings(path=path, event_type="t.x"), bus)
+    await bus.run_source(source)
+    assert [e.data for e in bus.published] == [{"ok": 1}]
+    assert source.refused == {"too_large": 1}

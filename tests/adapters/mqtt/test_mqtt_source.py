@@ -15,6 +15,7 @@ import pytest
 from adapters.mqtt import MqttSource
 from adapters.mqtt.settings import MqttSourceSettings
 from esb import BrokerUnavailable, CloudEvent, Emitter, EnvelopeError
+from esb.testing import MemoryBus
 from tests.adapters.mqtt.conftest import Bus, Mqtt, PrivateMosquitto, until
 
 N = 500
@@ -268,3 +269,18 @@ async def test_an_event_the_bus_cannot_encode_is_refused_and_acknowledged_not_lo
     await bus.wait(lambda events: len(events) == 3)
     assert [e.data for e in bus.events] == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert second.source.refused == {}
+
+
+async def test_a_message_over_the_bus_body_limit_is_refused_not_published(
+    start: Start, mqtt: Mqtt, prefix: str, client_ids: Callable[[], str]
+) -> None:
+    """The limit is the process's broker.max_body_bytes (here lowered), not the built-in
+    1 MiB: a message every consumer would park is refused at the edge and acknowledged."""
+    small = MemoryBus(max_body_bytes=1_000)
+    small.bind("all")
+    run = await start(small, client_id=client_ids(), topics=[f"{prefix}/#"])
+    payloads = [orjson.dumps({"note": "n" * 2_000}), b'{"ok": 1}']
+    await asyncio.to_thread(mqtt.publish, [(f"{prefix}/plc-7", p) for p in payloads])
+    await until(lambda: len(small.published) == 1, "the small message")
+    assert [e.data for e in small.published] == [{"ok": 1}]
+    assert run.source.refused == {"too_large": 1}

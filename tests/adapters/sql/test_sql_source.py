@@ -339,3 +339,19 @@ async def test_an_outbox_id_that_is_not_utf8_text_is_finished_like_the_others(
     assert sum(source.refused.values()) == 1
     left = "WHERE published_at IS NULL" if done == "mark" else ""
     assert table.run(f"SELECT count(*) FROM t {left}") == [(0,)]
+
+
+async def test_a_row_over_the_bus_body_limit_is_refused(deals: Table, tmp_path: Path) -> None:
+    """The limit is the process's broker.max_body_bytes (here lowered), not the built-in
+    1 MiB: a row every consumer would park is refused and the cursor moves past it."""
+    bus = MemoryBus(max_body_bytes=1_000)
+    bus.bind("crm")
+    insert(deals, 1, 1)
+    deals.run(
+        f"INSERT INTO \"{deals.name}\" VALUES (2, '{'C' * 2_000}', 1, 'won', "
+        "'2026-11-24T10:00:02', NULL)"
+    )
+    source = new_source(deals, bus, tmp_path)
+    await run_until_idle(source)
+    assert [e.data["id"] for e in bus.published] == [1]
+    assert source.refused == {"too_large": 1}
