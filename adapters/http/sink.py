@@ -1,8 +1,9 @@
 """Send events to a REST API (aiohttp), classifying its answers into retry or park.
 
 What comes from the event cannot steer the request: a value fills exactly
-one path segment (percent-encoded with nothing left safe, and never ``.`` or
-``..``, which clients and servers resolve), never the scheme or host, and
+one path segment (percent-encoded with nothing left safe, sent as built, and
+never holding a ``.`` or ``..`` between ``/``, ``\\`` or ``;``, which clients,
+servers and proxies resolve), never the scheme or host, and
 header values built from the event may not hold control characters. Redirects
 are not followed, so credentials and custom headers only ever go to the
 origin the ``url`` setting names: a 3xx other than 303 is parked with its
@@ -19,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiolimiter import AsyncLimiter
+from yarl import URL
 
 from adapters.http.settings import (
     ApiKeyAuth,
@@ -33,6 +35,11 @@ from esb.failures import http_error
 _PLACEHOLDER = re.compile(r"\{([a-z]+(?:\.[A-Za-z0-9_]+)*)\}")
 _MAX_ERROR_BODY = 300
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: What separates path parts for some server or proxy: Tomcat and Jetty read ``..;`` as ``..``,
+#: IIS and some proxies take ``\`` for ``/``, and proxies that decode ``%2F`` split on it.
+_PART_SEPARATORS = re.compile(r"[/\\;]")
+#: Characters the template's own text may hold unencoded: RFC 3986 reserved, ``%`` and ``~``.
+_TEMPLATE_SAFE = "!#$%&'()*+,/:;=?@[]~"
 #: 303 See Other answers a request that was carried out: the result is elsewhere.
 _DONE_ELSEWHERE = 303
 
@@ -41,8 +48,11 @@ def render_url(template: str, event: CloudEvent) -> str:
     """Fill ``{id}``, ``{type}``, ``{subject}`` and ``{data.a.b}``; every value URL-quoted.
 
     A value is quoted with nothing safe, so ``/``, ``?``, ``#`` and ``%`` in it
-    cannot start a segment, a query or a fragment; a path segment that comes
-    out as ``.`` or ``..`` (or empty) is refused, since it would move the path.
+    cannot start a segment, a query or a fragment. A value that holds a ``.``
+    or ``..`` part between ``/``, ``\\`` or ``;`` is refused: some server or
+    proxy on the way decodes or splits it into a dot segment, which moves the
+    path. The result is already encoded: send it with ``URL(url)``,
+    as re-normalising it would decode ``%3B`` back to ``;``.
     """
 
     def value(match: re.Match[str]) -> str:
@@ -61,9 +71,18 @@ def render_url(template: str, event: CloudEvent) -> str:
             raise PermanentError(f"url: {{{match.group(1)}}} is empty")
         if isinstance(found, dict | list):
             raise PermanentError(f"url: {{{match.group(1)}}} is not a single value")
-        return quote(str(found), safe="")
+        text = str(found)
+        if any(part in (".", "..") for part in _PART_SEPARATORS.split(text)):
+            raise PermanentError(
+                f"url: {{{match.group(1)}}} holds a . or .. part, which would move the path: "
+                f"{text[:200]!r}"
+            )
+        return quote(text, safe="")
 
-    url = _PLACEHOLDER.sub(value, template)
+    parts = urlsplit(template)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    rest = quote(template[len(origin) :], safe=_TEMPLATE_SAFE + "{}")
+    url = str(URL(origin)) + _PLACEHOLDER.sub(value, rest)
     path = urlsplit(url).path
     if any(segment in (".", "..") for segment in path.split("/")):
         raise PermanentError(f"url: a value makes a . or .. segment in the path {path[:200]!r}")
@@ -138,7 +157,7 @@ class HttpSink(Sink[HttpSinkSettings]):
         where = f"{self.settings.method} {url.split('?', 1)[0]}"
         try:
             async with session.request(
-                self.settings.method, url, allow_redirects=False, **kwargs
+                self.settings.method, URL(url, encoded=True), allow_redirects=False, **kwargs
             ) as response:
                 if response.status < 300 or response.status == _DONE_ELSEWHERE:
                     return

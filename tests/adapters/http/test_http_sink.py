@@ -216,11 +216,15 @@ async def test_concurrency_and_rate_are_bounded(target: Target) -> None:
     assert time.monotonic() - started >= 1.5  # 5 at once, then 10 more at 5 per second
 
 
-@pytest.mark.parametrize("value", ["..", ".", ""])
+@pytest.mark.parametrize(
+    "value", ["..", ".", "", "..;", "..;x", "../admin", "a/../../admin", "..\\admin", "x;."]
+)
 async def test_a_value_that_would_move_the_path_parks_the_event_unsent(
     target: Target, value: str
 ) -> None:
-    """A .. once reached /api/items instead of /api/orders/<ref>/items."""
+    """A .. once reached /api/items instead of /api/orders/<ref>/items; ``..;`` went out as
+    ``..;`` (Tomcat and Jetty read it as ``..``), ``../admin`` as ``..%2Fadmin`` (proxies that
+    decode %2F resolve it) and ``..\\`` is a dot segment to IIS."""
     http = await sink(url=target.url + "/api/orders/{data.reference}/items")
     event = ORDER.model_copy(update={"data": {"reference": value}})
     with pytest.raises(PermanentError, match=r"^url: "):
@@ -233,14 +237,17 @@ async def test_a_value_that_would_move_the_path_parks_the_event_unsent(
     ("value", "segment"),
     [
         ("%2e%2e", "%252e%252e"),
-        ("a/../../admin", "a%2F..%2F..%2Fadmin"),
-        ("x?admin=1#top", "x%3Fadmin=1%23top"),  # = needs no escape in a path
+        ("x?admin=1#top", "x%3Fadmin%3D1%23top"),
         ("SO 1/2", "SO%201%2F2"),
+        ("a;b", "a%3Bb"),  # yarl re-normalised it to a;b, a path parameter to Tomcat
+        ("..%3B", "..%253B"),
+        ("...", "..."),
     ],
 )
-async def test_a_value_fills_exactly_one_path_segment(
+async def test_a_value_fills_exactly_one_path_segment_sent_as_encoded(
     target: Target, value: str, segment: str
 ) -> None:
+    """The target receives the percent-encoding render_url built, byte for byte."""
     http = await sink(url=target.url + "/api/orders/{data.reference}/items?v=1")
     await http.write(ORDER.model_copy(update={"data": {"reference": value}}))
     await http.close()
@@ -288,6 +295,16 @@ async def test_a_control_character_in_the_idempotency_key_parks_the_event_unsent
         await http.write(ORDER.model_copy(update={"id": "evt-1\r\nX-Admin: 1"}))
     await http.close()
     assert target.requests == []
+
+
+async def test_the_template_text_is_encoded_once_and_kept_as_written(target: Target) -> None:
+    """A space or non-ASCII letter the operator wrote is encoded; their own escapes and ``;``
+    are sent untouched."""
+    http = await sink(url=target.url + "/api/bücher/a b;v=2/%7Eme/{data.reference}?q=x y")
+    await http.write(ORDER.model_copy(update={"data": {"reference": "r"}}))
+    await http.close()
+    [request] = target.requests
+    assert request["raw_path"] == "/api/b%C3%BCcher/a%20b;v=2/%7Eme/r?q=x%20y"
 
 
 def test_placeholders_may_not_choose_the_host() -> None:
