@@ -31,6 +31,7 @@ from adapters.http.settings import (
 )
 from esb import AdapterSettings, CloudEvent, PermanentError, Sink, TransientError
 from esb.failures import http_error
+from esb.settings import redact_url
 
 _PLACEHOLDER = re.compile(r"\{([a-z]+(?:\.[A-Za-z0-9_]+)*)\}")
 _MAX_ERROR_BODY = 300
@@ -154,7 +155,7 @@ class HttpSink(Sink[HttpSinkSettings]):
         elif self.settings.body == "event":
             kwargs["data"] = event.to_structured()
             headers["Content-Type"] = "application/cloudevents+json"
-        where = f"{self.settings.method} {url.split('?', 1)[0]}"
+        where = f"{self.settings.method} {redact_url(url.split('?', 1)[0])}"
         try:
             async with session.request(
                 self.settings.method, URL(url, encoded=True), allow_redirects=False, **kwargs
@@ -217,11 +218,13 @@ class HttpSink(Sink[HttpSinkSettings]):
             ) as response:
                 if response.status >= 300:
                     raise http_error(
-                        response.status, f"token endpoint {auth.token_url}", _retry_after(response)
+                        response.status,
+                        f"token endpoint {redact_url(auth.token_url)}",
+                        _retry_after(response),
                     )
                 doc = await response.json()
         except aiohttp.ClientConnectionError as exc:
-            raise TransientError(f"token endpoint {auth.token_url}: {exc}") from None
+            raise TransientError(f"token endpoint {redact_url(auth.token_url)}: {exc}") from None
         token = str(doc["access_token"])
         lifetime = float(doc.get("expires_in", 300))
         self._token = (token, time.monotonic() + max(lifetime - 30, 1))

@@ -312,3 +312,33 @@ def test_placeholders_may_not_choose_the_host() -> None:
         HttpSinkSettings(url="https://{data.tenant}.example.com/api")
     with pytest.raises(ValueError, match="not an http"):
         HttpSinkSettings(url="{data.url}")
+
+
+async def test_a_password_in_the_url_is_in_no_error_or_parked_reason(target: Target) -> None:
+    """https://user:secret@host/... (and a token URL's ?password=) was copied into every error
+    and parked reason."""
+    userinfo = "shipper:s3cr3t-pw@"
+    target.answers.append((400, {}, "bad reference"))
+    http = await sink(url=target.url.replace("//", "//" + userinfo) + "/shipments")
+    with pytest.raises(PermanentError) as parked:
+        await http.write(ORDER)
+    await http.close()
+    assert "shipper:***@127.0.0.1" in str(parked.value)
+    http = await sink(url=f"http://{userinfo}127.0.0.1:{free_port()}/nobody")
+    with pytest.raises(TransientError) as retried:
+        await http.write(ORDER)
+    await http.close()
+    http = await sink(
+        url=target.url + "/shipments",
+        auth={
+            "kind": "oauth2",
+            "token_url": f"http://127.0.0.1:{free_port()}/oauth/token?password=s3cr3t-pw",
+            "client_id": "esb",
+            "client_secret": "cs",
+        },
+    )
+    with pytest.raises(TransientError) as token:
+        await http.write(ORDER)
+    await http.close()
+    for error in (parked.value, retried.value, token.value):
+        assert "s3cr3t-pw" not in str(error)
