@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from email import message_from_bytes
+from email.header import decode_header, make_header
 from email.message import Message
 from typing import Any
 
@@ -87,7 +88,9 @@ async def test_a_templated_mail_is_delivered(mailbox: tuple[Mailbox, int]) -> No
     assert recipients == ["ada@example.com"]
     assert mail["Subject"] == "Your order SO-1 has shipped"
     assert mail["Message-ID"] == "<evt-7@esb>"
-    assert mail.get_payload().replace("\r\n", "\n") == "Hello Ada,\n\n- BOOK-1 x2\n- PEN-9 x1\n"
+    assert (
+        str(mail.get_payload()).replace("\r\n", "\n") == "Hello Ada,\n\n- BOOK-1 x2\n- PEN-9 x1\n"
+    )
 
 
 async def test_a_missing_template_value_is_permanent(mailbox: tuple[Mailbox, int]) -> None:
@@ -156,3 +159,73 @@ async def test_a_list_of_recipients_needs_max_recipients(mailbox: tuple[Mailbox,
         await sink.write(shipped_to("a@example.com, b@example.com, c@example.com"))
     [(recipients, _)] = box.received
     assert recipients == ["ada@example.com", "bob@example.com"]
+
+
+@pytest.mark.parametrize("boundary", ["\x85", "\u2028", "\u2029", "\x0b", "\x1c"])
+async def test_a_unicode_line_boundary_in_a_header_value_is_parked_unsent(
+    mailbox: tuple[Mailbox, int], boundary: str
+) -> None:
+    """data.order "1\\u2028Bcc: ..." made the email library raise a plain ValueError, retried five
+    times and counted toward opening the circuit; now it is parked on the first attempt."""
+    box, port = mailbox
+    bus = MemoryBus()
+    bus.bind("mails")
+    hostile = [
+        shipped_to("ada@example.com", vars={"name": "Ada", "order": f"1{boundary}Bcc: e@x.com"}),
+        shipped_to(f"ada@example.com{boundary}Bcc: attacker@evil.example"),
+        SHIPPED.model_copy(update={"id": f"evt-8{boundary}Bcc: attacker@evil.example"}),
+    ]
+    for event in hostile:
+        await bus.emit(event)
+    assert await bus.drain("mails", EmailSink(settings(port))) == 0
+    assert box.received == []
+    parked = bus.queues["mails"].parked
+    assert [(p.reason, p.attempts) for p in parked] == [("permanent", 1)] * len(hostile)
+    assert [str(p.error).split(" holds")[0] for p in parked] == [
+        "email sink: subject",
+        "email sink: to",
+        "email sink: id",
+    ]
+
+
+async def test_a_value_the_email_library_refuses_is_parked_not_retried(
+    mailbox: tuple[Mailbox, int],
+) -> None:
+    """Any ValueError from building the mail is permanent: a lone surrogate (in an event built
+    in process; the bus refuses to carry one) made a UnicodeEncodeError in the SMTP client,
+    retried as an unknown failure."""
+    box, port = mailbox
+    event = shipped_to("ada@example.com", vars={"name": "Ada", "order": "1\ud800"})
+    with pytest.raises(PermanentError, match=r"^email sink: cannot build the mail: 'utf-8' codec"):
+        await EmailSink(settings(port)).write(event)
+    assert box.received == []
+
+
+@pytest.mark.parametrize(
+    ("to", "address", "header"),
+    [
+        ("Dr. Hans Müller <h@example.de>", "h@example.de", "Dr. Hans Müller <h@example.de>"),
+        ("J. R. Smith <j@example.com>", "j@example.com", '"J. R. Smith" <j@example.com>'),
+    ],
+)
+async def test_a_display_name_with_a_period_is_delivered(
+    mailbox: tuple[Mailbox, int], to: str, address: str, header: str
+) -> None:
+    """The header parser flags a period in a display name as obsolete syntax; that was refused
+    as "not an e-mail address"."""
+    box, port = mailbox
+    await EmailSink(settings(port)).write(shipped_to(to))
+    [(recipients, mail)] = box.received
+    assert recipients == [address]
+    assert str(make_header(decode_header(mail["To"]))) == header
+
+
+async def test_a_display_name_with_a_period_still_counts_every_address(
+    mailbox: tuple[Mailbox, int],
+) -> None:
+    box, port = mailbox
+    with pytest.raises(PermanentError, match="holds 2 addresses"):
+        await EmailSink(settings(port)).write(
+            shipped_to("Dr. Ada <ada@example.com>, attacker@evil.example")
+        )
+    assert box.received == []
