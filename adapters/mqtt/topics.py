@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from esb import CloudEvent, EnvelopeError, PermanentError
+from esb.limits import SHORT_STRING_BYTES
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _LEVEL = re.compile(r"[1-9][0-9]*")
@@ -18,6 +19,12 @@ _WILDCARDS = ("+", "#", "\0")
 #: What an event's value may not hold in a topic: a level separator would move the message to
 #: other levels (another site's topic), wildcards and NUL are invalid in a topic name.
 _NOT_IN_A_VALUE = ("/", *_WILDCARDS)
+#: What Mosquitto (mosquitto_validate_utf8) refuses in a topic, dropping the connection:
+#: control characters, surrogates and Unicode noncharacters.
+_UNFIT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+#: What one topic level may not hold to be one word of an event type (a routing key): a dot
+#: would add words (and match other routes), ``*``, ``#`` and spaces are not words.
+_NOT_A_WORD = re.compile(r"[.*#\s]")
 #: MQTT's limit on a topic name (a UTF-8 string with a 2-byte length).
 MAX_TOPIC_BYTES = 65_535
 
@@ -40,19 +47,45 @@ def check_type_template(template: str) -> None:
             raise ValueError(f"unknown placeholder {{{name}}}: use {{topic}} or {{1}}, {{2}}, ...")
 
 
+def _unfit(text: str) -> bool:
+    """Whether ``text`` holds a character an MQTT broker refuses in a topic."""
+    return _UNFIT.search(text) is not None or any(
+        ord(char) > 0xFFFF and ord(char) & 0xFFFE == 0xFFFE for char in text
+    )
+
+
 def event_type(template: str, topic: str) -> str:
-    """``template`` filled from ``topic``; EnvelopeError when it has fewer levels than named."""
+    """``template`` filled from ``topic``; EnvelopeError when it has fewer levels than named.
+
+    Each level used must be one word of the type: a level ``shop.order.paid``
+    would make ``plant.shop.order.paid.reading`` and reach routes on
+    ``shop.order.#``, so its message is refused rather than misrouted.
+    """
     levels = topic.split("/")
+
+    def word(level: str, name: str) -> str:
+        if _NOT_A_WORD.search(level):
+            raise EnvelopeError(
+                "type",
+                f"{{{name}}}: topic level {level[:80]!r} is not one word (., *, # or a space)",
+                "invalid_attribute",
+            )
+        return level
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
         if name == "topic":
-            return ".".join(levels)
+            return ".".join(word(level, name) for level in levels)
         if int(name) > len(levels):
             raise EnvelopeError("type", f"{{{name}}}: topic {topic!r} has {len(levels)} levels")
-        return levels[int(name) - 1]
+        return word(levels[int(name) - 1], name)
 
-    return _PLACEHOLDER.sub(value, template)
+    filled = _PLACEHOLDER.sub(value, template)
+    if len(filled.encode("utf-8", "surrogatepass")) > SHORT_STRING_BYTES:
+        raise EnvelopeError(
+            "type", f"{filled[:80]!r}... is over {SHORT_STRING_BYTES} bytes", "invalid_attribute"
+        )
+    return filled
 
 
 def check_topic_template(template: str) -> None:
@@ -73,7 +106,9 @@ def render_topic(template: str, event: CloudEvent) -> str:
 
     A value fills exactly one level, or part of one: ``/``, ``+``, ``#`` and NUL
     in it are refused, not escaped (MQTT has no escape, and a look-alike would
-    reach a topic nobody subscribes to). A topic that would start with ``$``
+    reach a topic nobody subscribes to); so are control characters and Unicode
+    noncharacters, for which Mosquitto drops the connection (every retry would
+    knock the sink offline again). A topic that would start with ``$``
     (reserved for the broker) or exceed 65,535 bytes is refused too.
     """
 
@@ -89,10 +124,15 @@ def render_topic(template: str, event: CloudEvent) -> str:
         if isinstance(found, dict | list):
             raise PermanentError(f"topic: {match.group(1)} is not a single value")
         text = str(found)
+        shown = text if len(text) <= 80 else text[:80] + "..."
         if any(char in text for char in _NOT_IN_A_VALUE):
-            shown = text if len(text) <= 80 else text[:80] + "..."
             raise PermanentError(
                 f"topic: {match.group(1)} {shown!r} holds /, +, # or NUL (one topic level only)"
+            )
+        if _unfit(text):
+            raise PermanentError(
+                f"topic: {match.group(1)} {shown!r} holds a control character or a Unicode "
+                "noncharacter, which MQTT brokers refuse"
             )
         return text
 

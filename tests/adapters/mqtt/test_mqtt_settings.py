@@ -93,3 +93,16 @@ def test_topics_come_from_the_event() -> None:
         render_topic("wh/{data.site}", event)
     with pytest.raises(PermanentError, match="topic: the event has no subject"):
         render_topic("wh/{source}/{subject}", event.model_copy(update={"subject": None}))
+
+
+def test_an_event_type_is_made_of_whole_topic_words_within_255_bytes() -> None:
+    """A level holding '.', '*', '#' or a space would not be one word of the type; a type
+    over 255 bytes could not travel: both are refused with the reason."""
+    for level in ["shop.order.paid", "a*", "#", "a b"]:
+        with pytest.raises(EnvelopeError, match="is not one word"):
+            event_type("plant.{2}.reading", f"p/{level}/x")
+        with pytest.raises(EnvelopeError, match="is not one word"):
+            event_type("mqtt.{topic}", f"p/{level}/x")
+    with pytest.raises(EnvelopeError, match="over 255 bytes"):
+        event_type("mqtt.{topic}", "/".join(["level"] * 50))
+    assert event_type("mqtt.{topic}", "/".join(["level"] * 40)).count(".") == 40

@@ -177,3 +177,23 @@ async def test_writes_fail_transiently_while_the_broker_is_down_and_work_again_a
                 break
             except TransientError:
                 await asyncio.sleep(0.1)
+
+
+async def test_a_value_mosquitto_would_refuse_is_parked_and_the_sink_stays_connected(
+    sinks: OpenSink, mqtt: Mqtt, prefix: str
+) -> None:
+    """Mosquitto drops the connection of a client that publishes to a topic holding a control
+    character or a Unicode noncharacter; such events are parked, once, before any publish,
+    so retries no longer knock the sink offline and the good event after them arrives."""
+    sink = await sinks(topic=prefix + "/{data.site}/pick")
+    bus = MemoryBus()
+    bus.bind("picks")
+    for site in ["a\x01", "\x7f", "b\x85", "\ufdd0", "c\U0001fffe", "berlin"]:
+        await bus.emit(pick(site, "SO-1"))
+    with subscriber(mqtt, f"{prefix}/#") as received:
+        assert await bus.drain("picks", sink) == 1
+        await received.wait(1)
+    assert [m.topic for m in received.messages] == [f"{prefix}/berlin/pick"]
+    parked = bus.queues["picks"].parked
+    assert [(p.reason, p.attempts) for p in parked] == [("permanent", 1)] * 5
+    assert all("control character or a Unicode noncharacter" in str(p.error) for p in parked)

@@ -284,3 +284,19 @@ async def test_a_message_over_the_bus_body_limit_is_refused_not_published(
     await until(lambda: len(small.published) == 1, "the small message")
     assert [e.data for e in small.published] == [{"ok": 1}]
     assert run.source.refused == {"too_large": 1}
+
+
+async def test_a_topic_level_that_is_not_one_word_of_the_type_is_refused(
+    start: Start, mqtt: Mqtt, bus: Bus, prefix: str, client_ids: Callable[[], str]
+) -> None:
+    """A '.' in a level once added words to the type ('plant.shop.order.paid.reading', which
+    routes on shop.order.# would take); such a message is refused, counted and acknowledged."""
+    run = await start(
+        client_id=client_ids(), topics=[f"{prefix}/#"], event_type="plant.{3}.reading"
+    )
+    topics = ["shop.order.paid", "a*", "has space", "press-1"]
+    await asyncio.to_thread(mqtt.publish, [(f"{prefix}/{t}/x", b'{"n": 1}') for t in topics])
+    await bus.wait(lambda events: len(events) == 1)
+    await until(lambda: sum(run.source.refused.values()) == 3, "three refusals")
+    assert [e.type for e in bus.events] == ["plant.press-1.reading"]
+    assert run.source.refused == {"invalid_attribute": 3}
