@@ -14,6 +14,13 @@ blocking read, and a file with other hard links is not read either. Files
 over ``max_file_bytes`` are refused unread, and every row must make an event
 that can be published (an id within 255 bytes, data within the body limit)
 before any row of the file is.
+
+``done/`` and ``error/`` are opened once, without following a link, and
+files are moved and reason files created relative to those open
+directories: a drop-box writer who swaps ``error`` for a link cannot make
+the source move files or write reasons elsewhere, and a reason file planted
+as a link is never followed. A file deleted between the listing and its
+take is gone, not an error.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import csv
 import errno
 import hashlib
 import io
+import logging
 import os
 import stat
 import time
@@ -32,11 +40,19 @@ from typing import Any, ClassVar
 
 from adapters.edge import bus_max_body_bytes, check_publishable
 from adapters.files.settings import FileSourceSettings
-from esb import AdapterSettings, CloudEvent, Emitter, EnvelopeError, Source
+from esb import AdapterSettings, CloudEvent, ConfigError, Emitter, EnvelopeError, Source
 from esb.envelope import loads_json
+
+log = logging.getLogger(__name__)
 
 #: Open for reading without following a link, without blocking on a FIFO, not inherited.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Open a directory to move files into, never through a link.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Create a reason file: never an existing one, never through a link.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Other names tried for a reason file when one exists already.
+_REASON_TRIES = 100
 
 
 JSON_WHITESPACE = " \t\r\n"
@@ -55,6 +71,10 @@ def reason_file_name(name: str) -> str:
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
     head = os.fsencode(name)[:100].decode("utf-8", "ignore")
     return f"{head}-{digest}{_REASON_SUFFIX}"
+
+
+class Gone(Exception):
+    """The file was taken away (deleted or moved) after it was listed."""
 
 
 class BadFile(ValueError):
@@ -97,10 +117,34 @@ class FileSource(Source[FileSourceSettings]):
         self.max_body_bytes = bus_max_body_bytes(emitter)
         self.done = settings.done_dir or settings.directory / "done"
         self.error = settings.error_dir or settings.directory / "error"
+        self._fds: dict[str, int] = {}
 
     async def open(self) -> None:
+        """Open the drop box, ``done/`` and ``error/`` once; a link in their place is refused."""
         self.done.mkdir(parents=True, exist_ok=True)
         self.error.mkdir(parents=True, exist_ok=True)
+        for role, path in [
+            ("directory", self.settings.directory),
+            ("done", self.done),
+            ("error", self.error),
+        ]:
+            try:
+                self._fds[role] = os.open(path, _DIR_FLAGS)
+            except OSError as exc:
+                await self.close()
+                raise ConfigError(
+                    f"files source: {role} directory {shown(str(path))} cannot be opened "
+                    f"(a symbolic link is not followed): {exc.strerror}"
+                ) from None
+
+    async def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def _move(self, name: str, to: str) -> None:
+        """Rename ``name`` from the drop box into the open ``to`` directory, links not followed."""
+        os.rename(name, name, src_dir_fd=self._fds["directory"], dst_dir_fd=self._fds[to])
 
     def ready_files(self) -> list[Path]:
         """Entries old enough to be complete, oldest first; links are listed, not followed.
@@ -124,7 +168,9 @@ class FileSource(Source[FileSourceSettings]):
         """The content of a regular file; BadFile for a link, a FIFO, a device, or too large."""
         name = shown(path.name)
         try:
-            fd = os.open(path, _OPEN_FLAGS)
+            fd = os.open(path.name, _OPEN_FLAGS, dir_fd=self._fds["directory"])
+        except FileNotFoundError:
+            raise Gone from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise BadFile(
@@ -213,6 +259,9 @@ class FileSource(Source[FileSourceSettings]):
         """
         try:
             events = await asyncio.to_thread(self.events_of, path)
+        except Gone:
+            log.info("files source: %s was taken away before it was read", shown(path.name))
+            return 0
         except BadFile as exc:
             self.refuse(path, exc)
             return 0
@@ -229,15 +278,35 @@ class FileSource(Source[FileSourceSettings]):
 
     def finish(self, path: Path) -> None:
         """A rename in the same file system: the file is either here or in done/."""
-        path.rename(self.done / path.name)
+        try:
+            self._move(path.name, "done")
+        except FileNotFoundError:
+            log.info("files source: %s was taken away once published", shown(path.name))
 
     def refuse(self, path: Path, reason: BadFile) -> None:
         """Move the entry itself (a link, not its target) to error/, its reason beside it."""
         self.refuse_input(reason.code, f"{shown(path.name)} moved to {self.error}: {reason}")
-        path.rename(self.error / path.name)
-        (self.error / reason_file_name(path.name)).write_text(
-            f"{reason}\n", encoding="utf-8", errors="backslashreplace"
-        )
+        try:
+            self._move(path.name, "error")
+        except FileNotFoundError:
+            log.info("files source: %s was taken away before it was moved", shown(path.name))
+            return
+        self.write_reason(path.name, f"{reason}\n")
+
+    def write_reason(self, name: str, text: str) -> None:
+        """Create a new reason file in error/: an existing name (or a planted link) is never
+        written through; the next free ``<name>.<n>.reason.txt`` is taken instead."""
+        content = text.encode("utf-8", "backslashreplace")
+        for attempt in range(_REASON_TRIES):
+            candidate = reason_file_name(name if not attempt else f"{name}.{attempt}")
+            try:
+                fd = os.open(candidate, _CREATE_FLAGS, 0o644, dir_fd=self._fds["error"])
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "wb") as file:
+                file.write(content)
+            return
+        log.warning("files source: no free reason file name for %s in error/", shown(name))
 
     async def run(self) -> None:
         while not self.stopping.is_set():

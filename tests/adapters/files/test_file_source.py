@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from adapters.files import FileSource
 from adapters.files.settings import FileSourceSettings
-from esb import UnroutableError
+from esb import CloudEvent, ConfigError, UnroutableError
 from esb.testing import MemoryBus
 
 
@@ -247,3 +248,81 @@ async def test_a_file_over_the_bus_body_limit_goes_to_error(tmp_path: Path) -> N
     assert bus.published == []
     assert files.refused == {"too_large": 1}
     assert (tmp_path / "error" / "orders.csv").exists()
+
+
+async def test_error_swapped_for_a_link_after_start_does_not_send_files_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """done/ and error/ are opened once: a drop-box writer who replaces error with a link to
+    another directory once made the source move refused files (and write reasons) there."""
+    inbox, private = drop_box(tmp_path)
+    bus = MemoryBus()
+    bus.bind("erp")
+    files = source(inbox, bus)
+    await files.open()
+    (inbox / "error").rename(inbox / "error-real")
+    (inbox / "error").symlink_to(private.parent, target_is_directory=True)
+    (inbox / "bad.csv").write_text("order,qty\nSO-1\n")
+    for path in files.ready_files():
+        await files.take(path)
+    await files.close()
+    assert files.refused == {"bad_file": 1}
+    assert sorted(p.name for p in private.parent.iterdir()) == ["accounts.csv"]
+    assert sorted(p.name for p in (inbox / "error-real").iterdir()) == [
+        "bad.csv",
+        "bad.csv.reason.txt",
+    ]
+
+
+async def test_a_link_in_place_of_error_at_start_is_refused(tmp_path: Path) -> None:
+    inbox, private = drop_box(tmp_path)
+    (inbox / "error").symlink_to(private.parent, target_is_directory=True)
+    with pytest.raises(ConfigError, match=r"error directory .* cannot be opened"):
+        await source(inbox, MemoryBus()).open()
+
+
+async def test_a_reason_file_planted_as_a_link_is_not_written_through(tmp_path: Path) -> None:
+    """The reason goes to a new file beside it; the link's target keeps its content."""
+    inbox, private = drop_box(tmp_path)
+    (inbox / "error").mkdir()
+    (inbox / "error" / "bad.csv.reason.txt").symlink_to(private)
+    (inbox / "bad.csv").write_text("order,qty\nSO-1\n")
+    files = source(inbox, MemoryBus())
+    await scan(files)
+    assert private.read_text() == "user,password\nroot,hunter2\n"
+    assert (inbox / "error" / "bad.csv.1.reason.txt").read_text() == (
+        "bad.csv:2: 1 fields, the header has 2\n"
+    )
+
+
+class DeletingBus(MemoryBus):
+    """A bus during whose publish someone deletes the file being published."""
+
+    def __init__(self, doomed: Path) -> None:
+        super().__init__()
+        self.doomed = doomed
+
+    async def emit(self, event: CloudEvent) -> None:
+        self.doomed.unlink(missing_ok=True)
+        await super().emit(event)
+
+
+async def test_a_file_deleted_after_listing_is_gone_not_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleted before it was read, or after its rows were published, a file once crashed the
+    source with FileNotFoundError; now it is logged at info and the next file is taken."""
+    caplog.set_level(logging.INFO)
+    (tmp_path / "early.csv").write_text("order,qty\nSO-1,2\n")
+    (tmp_path / "late.csv").write_text("order,qty\nSO-2,3\n")
+    bus = DeletingBus(tmp_path / "late.csv")
+    bus.bind("erp")
+    files = source(tmp_path, bus)
+    await files.open()
+    listed = files.ready_files()
+    (tmp_path / "early.csv").unlink()
+    assert [await files.take(path) for path in listed] == [0, 1]
+    assert [e.data["order"] for e in bus.published] == ["SO-2"]
+    assert files.refused == {}
+    assert "early.csv was taken away before it was read" in caplog.text
+    assert "late.csv was taken away once published" in caplog.text
