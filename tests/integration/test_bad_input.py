@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,8 +14,9 @@ from aio_pika.abc import AbstractIncomingMessage
 from esb import CloudEvent, to_message
 from esb.parking import ERROR, REASON, SERVICE
 from tests.conftest import Names
-from tests.support.processes import EsbProcess, read_ids, wait_for
+from tests.support.processes import EsbProcess, esb_cli, read_ids, wait_for
 from tests.support.prometheus import metric
+from tests.support.raw_amqp import RawText
 
 
 async def test_malformed_missing_and_oversize_messages_are_parked_and_counted(
@@ -95,17 +94,6 @@ async def test_malformed_missing_and_oversize_messages_are_parked_and_counted(
         sink.stop()
 
 
-def esb_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "esb.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def reason_of(message: AbstractIncomingMessage) -> str:
     """Why a message is in a parking lot: esb's reason, or the broker's dead-lettering one
     (a body over the limit is rejected and dead-lettered whole, not copied)."""
@@ -113,20 +101,6 @@ def reason_of(message: AbstractIncomingMessage) -> str:
     if REASON in headers:
         return str(headers[REASON])
     return f"dead-lettered: {headers.get('x-first-death-reason')}"
-
-
-class RawBytes(str):
-    """A header value sent as an AMQP long string holding exactly these bytes (not UTF-8)."""
-
-    def __new__(cls, raw: bytes) -> RawBytes:
-        value = super().__new__(cls, raw.decode("latin-1"))
-        value.raw = raw
-        return value
-
-    raw: bytes
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return self.raw
 
 
 def nested_table(depth: int) -> dict[str, Any]:
@@ -161,7 +135,7 @@ HOSTILE: dict[str, tuple[bytes, dict[str, Any], str]] = {
         CE,
         "duplicate_key",
     ),
-    "header_not_utf8": (b"{}", {**CE, "ce-subject": RawBytes(b"\xff\xfe")}, "invalid_encoding"),
+    "header_not_utf8": (b"{}", {**CE, "ce-subject": RawText(b"\xff\xfe")}, "invalid_encoding"),
     "id_over_255_bytes": (b"{}", {**CE, "ce-id": "i" * 300}, "invalid_attribute"),
     "type_over_255_bytes": (b"{}", {**CE, "ce-type": "t." * 200}, "invalid_attribute"),
     # ~18,000 levels fill a 128 KiB frame; decoding it recursed past Python's limit in the

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from esb import Broker, BrokerSettings, CloudEvent, Metrics
 from esb.retry import retry_queue
 from esb.topology import QueueNames, dlq_name
 from tests.conftest import Names
-from tests.support.processes import EsbProcess, read_ids, wait_for
+from tests.support.processes import EsbProcess, esb_cli, read_ids, wait_for
 from tests.support.raw_amqp import publish_raw
 
 STRICT = """\
@@ -35,15 +32,8 @@ routes:
 FIXED = STRICT.replace("required: [email]", "required: [name]")
 
 
-def esb(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "esb.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def listed(env: dict[str, str], lot: str) -> str:
+    return esb_cli(env, "dlq", "list", lot).stdout
 
 
 async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
@@ -91,12 +81,14 @@ async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
         wait_for(lambda: len(read_ids(out)) == 20, 30, sink.tail)
         lot = dlq_name(names.step("validate"))
         wait_for(
-            lambda: f"{lot}: 1 parked" in esb(env, "dlq", "list", lot).stdout, 10, transformer.tail
+            lambda: f"{lot}: 1 parked" in esb_cli(env, "dlq", "list", lot).stdout,
+            10,
+            transformer.tail,
         )
-        listing = esb(env, "dlq", "list", lot).stdout
+        listing = esb_cli(env, "dlq", "list", lot).stdout
         assert "reason=permanent  attempts=1" in listing
         parked_id = listing.splitlines()[1].split()[0]
-        shown = esb(env, "dlq", "show", parked_id, names.step("validate"))
+        shown = esb_cli(env, "dlq", "show", parked_id, names.step("validate"))
         assert "x-esb-error: route contacts: step 1: validate contact.v1:" in shown.stdout
         assert "'email' is a required property" in shown.stdout
         assert "x-esb-original-queue: " + names.step("validate") in shown.stdout
@@ -106,12 +98,12 @@ async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
         (routes / "r.yaml").write_text(FIXED)
         transformer.signal(signal.SIGHUP)
         wait_for(lambda: "routes reloaded" in transformer.log.read_text(), 10, transformer.tail)
-        replay = esb(env, "dlq", "replay", lot)
+        replay = esb_cli(env, "dlq", "replay", lot)
         assert replay.returncode == 0, replay.stderr
         assert replay.stdout.splitlines()[-1] == "1 replayed"
         wait_for(lambda: len(read_ids(out)) == 21, 30, sink.tail)
 
-        again = esb(env, "dlq", "replay", lot)
+        again = esb_cli(env, "dlq", "replay", lot)
         assert again.stdout.splitlines()[-1] == "0 replayed"
         ids = read_ids(out)
         assert len(ids) == len(set(ids)) == 21
@@ -141,12 +133,16 @@ def test_a_message_without_id_stays_invalid_through_park_and_replay(
     headers = {"ce-source": "urn:foreign", "ce-type": "t.foreign", "ce-specversion": "1.0"}
     try:
         publish_raw(amqp_url, names.exchange, "t.x", b"{}", Basic.Properties(headers=headers))
-        wait_for(lambda: "missing_attribute" in esb(env, "dlq", "list", lot).stdout, 30, sink.tail)
-        replay = esb(env, "dlq", "replay", lot)
+        wait_for(
+            lambda: "missing_attribute" in esb_cli(env, "dlq", "list", lot).stdout, 30, sink.tail
+        )
+        replay = esb_cli(env, "dlq", "replay", lot)
         assert replay.stdout.splitlines()[-1] == "1 replayed"
-        wait_for(lambda: "missing_attribute" in esb(env, "dlq", "list", lot).stdout, 30, sink.tail)
+        wait_for(
+            lambda: "missing_attribute" in esb_cli(env, "dlq", "list", lot).stdout, 30, sink.tail
+        )
         time.sleep(1)  # time enough to be applied, if the invented id made it valid
         assert read_ids(out) == []
-        assert "id: required attribute is missing" in esb(env, "dlq", "list", lot).stdout
+        assert "id: required attribute is missing" in esb_cli(env, "dlq", "list", lot).stdout
     finally:
         sink.stop()

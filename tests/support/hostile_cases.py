@@ -30,29 +30,9 @@ from esb.limits import (
 )
 from esb.limits import SHORT_STRING_BYTES as SHORT
 from tests.support.hostile import Expect
+from tests.support.raw_amqp import RawText
 
 T = TypeVar("T")
-
-
-class RawText(str):
-    """A header value pamqp sends as an AMQP long string of bytes that are not UTF-8.
-
-    Other AMQP clients can put any bytes in a long string; pamqp encodes a ``str`` with
-    ``encode``, so this one hands over its raw bytes.
-    """
-
-    raw: bytes
-
-    def __new__(cls, raw: bytes) -> RawText:
-        text = super().__new__(cls, raw.decode("utf-8", "replace"))
-        text.raw = raw
-        return text
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return self.raw
-
-    def __repr__(self) -> str:
-        return f"RawText({self.raw!r})"
 
 
 def collect(strategy: st.SearchStrategy[T], count: int, run_seed: int) -> list[T]:

@@ -18,6 +18,18 @@ from esb.testing import free_port
 ESB = [sys.executable, "-m", "esb.cli"]
 
 
+def esb_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """One ``esb`` command, as an operator runs it, with ``env`` over this environment."""
+    return subprocess.run(
+        [*ESB, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 class EsbProcess:
     """One ``esb run ...`` subprocess with its own health port and log file."""
 

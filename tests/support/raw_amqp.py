@@ -1,4 +1,5 @@
-"""A publisher of raw AMQP frames, for what real clients (aio-pika included) never send.
+"""Raw AMQP for what real clients (aio-pika included) never send: header values of bytes
+that are not UTF-8, and messages without a message_id.
 
 aio-pika's client gives every publish a ``message_id`` and encodes every string
 as UTF-8; other clients and attackers need not. This one speaks just enough
@@ -48,6 +49,27 @@ class _Connection:
         if not isinstance(value, kind):
             raise ConnectionError(f"expected {kind.__name__}, got {value!r}")
         return value
+
+
+class RawText(str):
+    """A header value pamqp sends as an AMQP long string of bytes that are not UTF-8.
+
+    Other AMQP clients can put any bytes in a long string; pamqp encodes a ``str`` with
+    ``encode``, so this one hands over its raw bytes.
+    """
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> RawText:
+        text = super().__new__(cls, raw.decode("utf-8", "replace"))
+        text.raw = raw
+        return text
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw
+
+    def __repr__(self) -> str:
+        return f"RawText({self.raw!r})"
 
 
 def publish_raw(
