@@ -291,16 +291,17 @@ class Watcher:
     @staticmethod
     def faults(result: dict[str, dict[str, Any]]) -> list[str]:
         """Each process may answer /healthz at worst HEALTHZ_MS slower than the idle control
-        did in the same run: what the machine's load costs every process is not esb's. One
-        lone probe over that (a scheduling stall on a shared 2-core machine) is tolerated;
-        two, or one over a second, are a fault."""
+        did in the same run: what the machine's load costs every process is not esb's. As
+        for any latency bound on a shared 2-core machine, it holds for 99% of the probes (a
+        busy process waits for a core where the idle control does not); any probe over a
+        second is a fault whatever the count."""
         faults = []
         noise = result["control"]["worst_ms"]
         for name, seen in result.items():
             if name == "control":
                 continue
-            lone_stall = seen["slow"] <= 1 and seen["worst_ms"] <= 1000
-            if (seen["worst_ms"] > HEALTHZ_MS + noise and not lone_stall) or seen["failed"]:
+            within_p99 = seen["slow"] <= max(1, seen["probes"] // 100) and seen["worst_ms"] <= 1000
+            if (seen["worst_ms"] > HEALTHZ_MS + noise and not within_p99) or seen["failed"]:
                 faults.append(
                     f"{name}: /healthz worst {seen['worst_ms']:.0f} ms (the idle control's "
                     f"{noise:.0f} ms), {seen['slow']} of {seen['probes']} probes over "
