@@ -86,12 +86,21 @@ async def depth(channel: AbstractChannel, queue: str) -> int | None:
 
 
 async def browse(channel: AbstractChannel, lot: str) -> AsyncIterator[Parked]:
-    """Every message of ``lot``, unacked: they return to it when ``channel`` closes."""
+    """Every message ``lot`` holds now, unacked: they return to it when ``channel`` closes.
+
+    Only those there when browsing starts: a message replayed from it and parked again
+    meanwhile comes at the end of the queue, and would otherwise be taken (and replayed)
+    again, as often as the consumer parks it faster than this reads.
+    """
     try:
         queue = await channel.declare_queue(lot, passive=True)
     except aiormq.exceptions.ChannelNotFoundEntity:
         raise ConfigError(f"parking lot {lot} does not exist") from None
-    while (message := await queue.get(no_ack=False, fail=False, timeout=10)) is not None:
+    there = int(queue.declaration_result.message_count or 0)
+    for _ in range(there):
+        message = await queue.get(no_ack=False, fail=False, timeout=10)
+        if message is None:
+            return
         try:
             event: CloudEvent | None = from_message(message)
         except Exception:  # parked because it is not a valid event: show it as it is

@@ -133,16 +133,14 @@ def test_a_message_without_id_stays_invalid_through_park_and_replay(
     headers = {"ce-source": "urn:foreign", "ce-type": "t.foreign", "ce-specversion": "1.0"}
     try:
         publish_raw(amqp_url, names.exchange, "t.x", b"{}", Basic.Properties(headers=headers))
-        wait_for(
-            lambda: "missing_attribute" in esb_cli(env, "dlq", "list", lot).stdout, 30, sink.tail
-        )
+        wait_for(lambda: "missing_attribute" in listed(env, lot), 30, sink.tail)
         replay = esb_cli(env, "dlq", "replay", lot)
-        assert replay.stdout.splitlines()[-1] == "1 replayed"
-        wait_for(
-            lambda: "missing_attribute" in esb_cli(env, "dlq", "list", lot).stdout, 30, sink.tail
-        )
+        # at least once: a parked copy whose ack was lost is parked twice, and both replay
+        assert replay.stdout.splitlines()[-1].endswith(" replayed"), replay.stderr
+        assert not replay.stdout.splitlines()[-1].startswith("0 ")
+        wait_for(lambda: "missing_attribute" in listed(env, lot), 30, sink.tail)
         time.sleep(1)  # time enough to be applied, if the invented id made it valid
         assert read_ids(out) == []
-        assert "id: required attribute is missing" in esb_cli(env, "dlq", "list", lot).stdout
+        assert "id: required attribute is missing" in listed(env, lot)
     finally:
         sink.stop()
