@@ -177,7 +177,13 @@ def check_headers(headers: Mapping[str, Any] | None) -> None:
             "headers_too_large",
         )
     size = 0
-    stack: list[tuple[Any, int]] = [(headers, 0)]
+    stack: list[tuple[Any, int]] = []
+    for name, header in headers.items():  # flat string headers, the usual ones, sized at once
+        size += len(name)
+        if isinstance(header, str | bytes | bytearray):
+            size += len(header)
+        else:
+            stack.append((header, 1))
     while stack:  # no recursion (nor repr) over nesting a publisher chose
         value, depth = stack.pop()
         if isinstance(value, str | bytes | bytearray):
