@@ -712,7 +712,10 @@ async def test_files_source_moves_every_file_to_done_or_error_with_a_reason(
             staged = os.path.join(os.fsencode(staging), name)
             Path(os.fsdecode(staged)).write_bytes(content)
             os.rename(staged, target)
-        cases[number] = Case(number, label, expect, content[:2000], extra={"name": name})
+        rows = sum(1 for line in content.splitlines() if line.strip())  # blank: no row
+        cases[number] = Case(
+            number, label, expect, content[:2000], extra={"name": name, "rows": rows}
+        )
     process = EsbProcess(
         ["run", "source", "files"],
         {
