@@ -32,7 +32,6 @@ from esb.routing.graph import dot, mermaid
 from esb.routing.loader import RoutesInvalid, load_routes
 from esb.routing.report import explain, run_tests
 from esb.routing.services import routing_queues
-from esb.routing.slip import STEP_KINDS
 from esb.runtime import run_router, run_sink, run_source, run_transformers
 from esb.scaffold import new_adapter
 from esb.settings import AdapterSettings, ProcessSettings, load_settings
@@ -167,21 +166,22 @@ def run_router_command(routes_dir: Path, watch: bool, config_file: Path | None) 
 
 
 @run.command("transformer")
-@click.argument("kinds", nargs=-1, type=click.Choice(STEP_KINDS))
+@click.argument("pools", nargs=-1)
 @ROUTES_REQUIRED
 @WATCH_OPTION
 @CONFIG_OPTION
 def run_transformer_command(
-    kinds: tuple[str, ...], routes_dir: Path, watch: bool, config_file: Path | None
+    pools: tuple[str, ...], routes_dir: Path, watch: bool, config_file: Path | None
 ) -> None:
-    """Run the transformer step KINDS (all of them when none is given) until SIGTERM.
+    """Run the steps of the transformer POOLS (the shared pool, transformer, when none is
+    given) until SIGTERM: each message's steps of one pool in one hop.
 
     Step definitions come only from the routes directory (SIGHUP reloads it), never from
     the messages, so a fixed route applies to replayed messages.
     """
     settings = load_settings(None, config_file)
     logs.configure(settings.service.log_level, settings.service.mask_patterns)
-    _run(run_transformers(settings, list(kinds), routes_dir, watch=watch))
+    _run(run_transformers(settings, list(pools), routes_dir, watch=watch))
 
 
 @main.group(cls=EsbGroup)

@@ -11,8 +11,9 @@ vhost. So each role gets (configure: nothing, for every role):
 - source: write the events exchange, with a topic permission for the types
   it emits when they are known; read nothing.
 - router: write ``amq.default`` (its hops, retries and parking lot); read
-  ``<prefix>.router``.
-- transformer: write ``amq.default``; read its ``<prefix>.transform.<kind>``.
+  ``<prefix>.router`` and ``<prefix>.transform.router`` (its own failed steps).
+- transformer: write ``amq.default``; read its pools' queues (``<prefix>.transform``
+  for the shared pool, ``<prefix>.transform.<pool>``).
 - sink: write ``amq.default`` (its retries and parking lot); read its own
   work queue.
 
@@ -39,7 +40,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from esb.errors import ConfigError
-from esb.routing.slip import STEP_KINDS
+from esb.routing.model import POOL, RESERVED_POOLS
+from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.settings import read_secret
 from esb.topology import QueueNames
 
@@ -78,8 +80,10 @@ class BrokerUser(BaseModel):
         description="source: event types (topic patterns) it may publish; default: those of "
         "`source`, else any.",
     )
-    kinds: list[str] = Field(
-        default_factory=list, description="transformer: the step kinds it runs; default: all."
+    pools: list[str] = Field(
+        default_factory=list,
+        description="transformer: the pools it runs (esb run transformer POOL...); "
+        "default: the shared pool, transformer.",
     )
     sink: str | None = Field(default=None, description="sink: reads <prefix>.sink.<sink>.")
     queue: str | None = Field(
@@ -93,15 +97,15 @@ class BrokerUser(BaseModel):
         allowed = {
             "source": {"source", "emits"},
             "router": set(),
-            "transformer": {"kinds"},
+            "transformer": {"pools"},
             "sink": {"sink", "queue"},
         }[self.role]
-        for key in ("source", "emits", "kinds", "sink", "queue"):
+        for key in ("source", "emits", "pools", "sink", "queue"):
             if key not in allowed and getattr(self, key):
                 raise ValueError(f"{key} does not apply to a {self.role}")
-        unknown = [kind for kind in self.kinds if kind not in STEP_KINDS]
-        if unknown:
-            raise ValueError(f"unknown step kind {unknown[0]!r}; kinds: {', '.join(STEP_KINDS)}")
+        bad = [p for p in self.pools if not re.match(POOL, p) or p in RESERVED_POOLS | {ROUTER}]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a transformer pool")
         if self.role == "sink" and (self.sink is None) == (self.queue is None):
             raise ValueError("a sink needs exactly one of sink (a name) and queue")
         return self
@@ -194,10 +198,11 @@ def grant(
             types += emits[user.source]
         return Grant(NOTHING, exactly([exchange]), NOTHING, routing_keys(types) if types else None)
     if user.role == "router":
-        return Grant(NOTHING, exactly([DEFAULT_EXCHANGE]), exactly([names.router]))
+        reads = [names.router, names.steps(ROUTER)]
+        return Grant(NOTHING, exactly([DEFAULT_EXCHANGE]), exactly(reads))
     if user.role == "transformer":
-        kinds: Iterable[str] = user.kinds or STEP_KINDS
-        return Grant(NOTHING, exactly([DEFAULT_EXCHANGE]), exactly(names.step(k) for k in kinds))
+        pools: Iterable[str] = user.pools or [TRANSFORMER]
+        return Grant(NOTHING, exactly([DEFAULT_EXCHANGE]), exactly(names.steps(p) for p in pools))
     queue = user.queue if user.queue is not None else names.sink(str(user.sink))
     return Grant(NOTHING, exactly([DEFAULT_EXCHANGE]), exactly([queue]))
 

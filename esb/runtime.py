@@ -34,7 +34,7 @@ from esb.metrics import Metrics
 from esb.reloading import reloading
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService, TransformerService
-from esb.routing.slip import STEP_KINDS
+from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.settings import ProcessSettings
 from esb.topology import QueueNames, QueueSpec
 
@@ -302,18 +302,41 @@ async def run_router(
         retry=settings.retry,
         masker=masker(settings),
     )
-    async with reloading(router.reload, routes_dir if watch else None):
-        await serve(process, [consumer], on_connect=router.declare)
+    # Its own steps that failed wait in the router pool's queue, to retry or park one by one.
+    steps = TransformerService(process.broker, table, [ROUTER], routes_dir)
+    failed_steps = _transformer_consumer(process, steps, steps.queues()[0])
+
+    async def reload() -> bool:
+        return await router.reload() and await steps.reload()
+
+    async with reloading(reload, routes_dir if watch else None):
+        await serve(process, [consumer, failed_steps], on_connect=router.declare)
+
+
+def _transformer_consumer(
+    process: Process, service: TransformerService, spec: QueueSpec
+) -> Consumer:
+    settings = process.settings
+    return Consumer(
+        process.broker,
+        service.handle,
+        spec,
+        adapter="transformer",
+        metrics=process.metrics,
+        retry=settings.retry,
+        failures=settings.failures,
+        masker=masker(settings),
+    )
 
 
 async def run_transformers(
     settings: ProcessSettings,
-    kinds: list[str],
+    pools: list[str],
     routes_dir: Path,
     stop: asyncio.Event | None = None,
     watch: bool = False,
 ) -> None:
-    """Run the step kinds ``kinds`` (all when empty) until stopped.
+    """Run the steps of the transformer ``pools`` (the shared pool when empty) until stopped.
 
     Each step runs its route's definition from ``routes_dir``; SIGHUP (or,
     with ``watch``, a changed route file) reloads it.
@@ -322,19 +345,14 @@ async def run_transformers(
     process = Process(
         settings, settings.service.name or "transformer", stop=stop or asyncio.Event()
     )
-    service = TransformerService(process.broker, table, kinds or STEP_KINDS, routes_dir)
-    consumers = [
-        Consumer(
-            process.broker,
-            service.handle,
-            spec,
-            adapter="transformer",
-            metrics=process.metrics,
-            retry=settings.retry,
-            failures=settings.failures,
-            masker=masker(settings),
+    service = TransformerService(process.broker, table, pools or [TRANSFORMER], routes_dir)
+    for pool in service.unused_pools():
+        log.warning(
+            "no route runs steps in pool %r: its queue %s will stay empty (routes name their "
+            "pool with runs_in)",
+            pool,
+            service.names.steps(pool),
         )
-        for spec in service.queues()
-    ]
+    consumers = [_transformer_consumer(process, service, spec) for spec in service.queues()]
     async with reloading(service.reload, routes_dir if watch else None):
         await serve(process, consumers)

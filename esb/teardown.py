@@ -7,17 +7,24 @@ from collections.abc import Iterable
 import aio_pika
 
 from esb.retry import retry_queue
-from esb.routing.slip import STEP_KINDS
+from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.topology import QueueNames, dlq_name
 
 #: The most delay queues a queue can have: one per retry, and ``retry.max_retries`` is at most 30.
 MAX_RETRY_QUEUES = 30
 
 
-async def delete_deployment(url: str, prefix: str, exchange: str, sinks: Iterable[str]) -> None:
-    """The router, unrouted, transformer and sink queues, their parking lots and delay queues."""
+async def delete_deployment(
+    url: str,
+    prefix: str,
+    exchange: str,
+    sinks: Iterable[str],
+    pools: Iterable[str] = (ROUTER, TRANSFORMER),
+) -> None:
+    """The router, unrouted, transformer pool and sink queues, their parking lots and delay
+    queues."""
     names = QueueNames(prefix)
-    queues = [names.router, names.unrouted, *(names.step(k) for k in STEP_KINDS)]
+    queues = [names.router, names.unrouted, *(names.steps(pool) for pool in pools)]
     queues += [names.sink(s) for s in sinks]
     connection = await aio_pika.connect(url)
     async with connection:

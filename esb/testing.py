@@ -26,7 +26,7 @@ from esb.envelope import CloudEvent
 from esb.errors import EnvelopeError, PermanentError, TransientError, UnroutableError
 from esb.failures import Verdict, classify, retry_after
 from esb.retry import backoff
-from esb.routing.engine import apply_step, match, route_copy
+from esb.routing.engine import StepFailed, deliver, match
 from esb.routing.loader import RouteTable
 from esb.settings import AdapterSettings, RetrySettings
 from esb.topic import topic_matches
@@ -198,12 +198,12 @@ class FlowHarness:
             self.unrouted.append(event)
             return
         for route in matches.routes:
-            current = route_copy(route, event)
             try:
-                for position, spec in enumerate(route.steps, start=1):
-                    current = apply_step(spec, current, position)
-            except PermanentError as exc:
-                self.step_failures.append(Parked(current, "permanent", exc, 1))
+                current = deliver(route, event)
+            except StepFailed as failed:
+                if not isinstance(failed.error, PermanentError):
+                    raise failed.error from None
+                self.step_failures.append(Parked(failed.reached, "permanent", failed.error, 1))
                 continue
             message = to_message(current)
             for sink in route.to:

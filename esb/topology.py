@@ -40,8 +40,13 @@ class QueueNames:
     def unrouted(self) -> str:
         return f"{self.prefix}.unrouted"
 
-    def step(self, kind: str) -> str:
-        return f"{self.prefix}.transform.{kind}"
+    def steps(self, pool: str) -> str:
+        """The queue of a transformer pool: ``<prefix>.transform`` for the shared pool
+        (``transformer``), ``<prefix>.transform.<pool>`` for any other, ``router`` included
+        (the router's own steps that failed, retried and parked there)."""
+        if pool == "transformer":
+            return f"{self.prefix}.transform"
+        return f"{self.prefix}.transform.{pool}"
 
     def sink(self, name: str) -> str:
         return f"{self.prefix}.sink.{name}"

@@ -15,7 +15,6 @@ from esb.errors import PermanentError
 from esb.routing.expressions import ExpressionError, event_context
 from esb.routing.lineage import derive
 from esb.routing.loader import CompiledRoute, RouteTable
-from esb.routing.steps import StepSpec, compile_step
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +52,61 @@ def match(table: RouteTable, event: CloudEvent) -> Matches:
     return result
 
 
+class StepFailed(Exception):
+    """Step ``position`` of a hop failed; ``reached`` is the event as it entered that step
+    (derived when earlier steps of the hop ran), so the step can be retried, parked and
+    replayed on its own, resuming where it failed."""
+
+    def __init__(self, position: int, reached: CloudEvent, error: Exception) -> None:
+        super().__init__(str(error))
+        self.position = position
+        self.reached = reached
+        self.error = error
+
+
 def route_copy(route: CompiledRoute, event: CloudEvent) -> CloudEvent:
-    """The copy of ``event`` the router sends down ``route``."""
+    """The copy of ``event`` the router sends down ``route`` when it runs none of its steps."""
     return derive(event, f"route {route.name}", event.data)
-
-
-def apply_step(spec: StepSpec, event: CloudEvent, position: int) -> CloudEvent:
-    """Run one step; the output is a derived event (new id, causation = input)."""
-    data = compile_step(spec).apply(event)
-    return derive(event, f"step {position} {spec.label}", data)
 
 
 @dataclass
 class StepTrace:
     step: str
     data: Any
+
+
+def run_hop(
+    route: CompiledRoute,
+    event: CloudEvent,
+    position: int,
+    end: int,
+    *,
+    routed: bool = False,
+    trace: list[StepTrace] | None = None,
+) -> CloudEvent:
+    """Run steps ``position`` to ``end - 1`` of ``route`` on ``event``, as one hop.
+
+    The steps pass data along; one output event is derived at the end (a new
+    id, causation = the input) named by the steps it ran, so a redelivery
+    derives the same id. ``routed``: the router runs them on the event it
+    routes. A failing step raises :class:`StepFailed`.
+    """
+    hop = f"route {route.name}: " if routed else ""
+    current = event
+    for at in range(position, end):
+        runner = route.compiled[at - 1]
+        try:
+            data = runner.apply(current)
+        except Exception as exc:
+            if at > position:
+                reached = derive(event, f"{hop}steps {position}-{at - 1}", current.data)
+            else:
+                reached = route_copy(route, event) if routed else event
+            raise StepFailed(at, reached, exc) from exc
+        current = current.model_copy(update={"data": data})
+        if trace is not None:
+            trace.append(StepTrace(f"{runner.spec.label} (in {route.steps[at - 1].runs_in})", data))
+    return derive(event, f"{hop}steps {position}-{end - 1}", current.data)
 
 
 @dataclass
@@ -81,19 +120,34 @@ class DryRun:
     error: str | None = None
 
 
+def deliver(
+    route: CompiledRoute, event: CloudEvent, trace: list[StepTrace] | None = None
+) -> CloudEvent:
+    """What ``route``'s sinks receive for ``event``, hop by hop as the deployed router and
+    transformers run it; :class:`StepFailed` when a step fails."""
+    position = route.router_steps + 1
+    if position > 1:
+        current = run_hop(route, event, 1, position, routed=True, trace=trace)
+    else:
+        current = route_copy(route, event)
+    while position <= len(route.steps):
+        end = route.hop_end(position)
+        current = run_hop(route, current, position, end, trace=trace)
+        position = end
+    return current
+
+
 def dry_run(table: RouteTable, event: CloudEvent) -> tuple[list[DryRun], list[tuple[str, str]]]:
     """Every matching route run to the end, in memory; plus condition errors."""
     matches = match(table, event)
     runs = []
     for route in matches.routes:
         run = DryRun(route.name, list(route.to))
-        current = route_copy(route, event)
         try:
-            for position, spec in enumerate(route.steps, start=1):
-                current = apply_step(spec, current, position)
-                run.trace.append(StepTrace(spec.label, current.data))
-            run.delivered = current
-        except PermanentError as exc:
-            run.error = str(exc)
+            run.delivered = deliver(route, event, run.trace)
+        except StepFailed as failed:
+            if not isinstance(failed.error, PermanentError):
+                raise failed.error from None
+            run.error = str(failed.error)
         runs.append(run)
     return runs, matches.errors

@@ -27,7 +27,7 @@ def _id(prefix: str, name: str) -> str:
 
 
 def flows(table: RouteTable) -> Flows:
-    """Every route as a chain: pattern -> route -> steps -> sinks."""
+    """Every route as a chain: pattern -> route -> steps (each saying where it runs) -> sinks."""
     graph = Flows()
     for route in table.routes:
         source = _id("t", route.pattern)
@@ -38,7 +38,7 @@ def flows(table: RouteTable) -> Flows:
         graph.edges.append((source, previous))
         for position, step in enumerate(route.steps, start=1):
             node = _id("s", f"{route.name}_{position}")
-            graph.nodes[node] = ("step", step.label)
+            graph.nodes[node] = ("step", f"{step.label}\nin {step.runs_in}")
             graph.edges.append((previous, node))
             previous = node
         for sink in route.to:

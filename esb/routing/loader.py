@@ -9,7 +9,7 @@ raises :class:`RoutesInvalid` listing all of them.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from esb.errors import ConfigError
 from esb.routing.expressions import Expression, ExpressionError
 from esb.routing.model import MapSpec, Route, RouteFile, RouteTest, SinkDecl, SourceDecl, Step
-from esb.routing.steps import StepSpec, compile_step
+from esb.routing.steps import ROUTER, CompiledStep, StepSpec, compile_step
 from esb.settings import RetrySettings
 from esb.topic import topic_matches
 
@@ -60,9 +60,29 @@ class CompiledRoute:
     file: Path
     line: int
     retry: RetrySettings | None = None
+    compiled: list[CompiledStep] = field(default_factory=list)
 
     def matches_type(self, event_type: str) -> bool:
         return topic_matches(self.pattern, event_type)
+
+    def hop_end(self, position: int) -> int:
+        """The step after the hop that starts at ``position``: the steps that follow it in
+        the same pool run with it, in one hop."""
+        pool = self.steps[position - 1].runs_in
+        end = position
+        while end < len(self.steps) and self.steps[end].runs_in == pool:
+            end += 1
+        return end + 1
+
+    @property
+    def router_steps(self) -> int:
+        """How many of the first steps the router runs (those in ``runs_in: router``)."""
+        return self.hop_end(1) - 1 if self.steps and self.steps[0].runs_in == ROUTER else 0
+
+    @property
+    def pools(self) -> list[str]:
+        """The transformer pools this route's steps run in, in order (``router`` excluded)."""
+        return list(dict.fromkeys(s.runs_in for s in self.steps if s.runs_in != ROUTER))
 
     @cached_property
     def version(self) -> str:
@@ -248,14 +268,32 @@ def _compile_route(
                 f"unknown sink {sink!r} (sinks: {known})",
             )
     steps = []
+    compiled = []
+    after_transformer = False
     for position, step in enumerate(route.steps):
+        pool = step.runs_in or route.runs_in
+        loc = ("steps", position, "runs_in") if step.runs_in else ("runs_in",)
         try:
-            spec = _resolve_step(step, maps, schemas)
-            compile_step(spec)
+            spec = replace(_resolve_step(step, maps, schemas), runs_in=pool)
+            runner = compile_step(spec)
         except ConfigError as exc:
             fault(("steps", position), f"step {position + 1}: {exc}")
             continue
+        if pool == ROUTER and after_transformer:
+            fault(
+                loc,
+                f"step {position + 1} runs in the router after a step in a transformer; "
+                "the router runs only a route's first steps",
+            )
+        elif pool == ROUTER and not runner.router_safe:
+            fault(
+                loc,
+                f"step {position + 1}: {spec.label} is not marked router-safe "
+                "(esb.routing.steps.router_safe); run it in a transformer",
+            )
+        after_transformer = after_transformer or pool != ROUTER
         steps.append(spec)
+        compiled.append(runner)
     if len(faults) > before:
         return None
     return CompiledRoute(
@@ -267,6 +305,7 @@ def _compile_route(
         p.path,
         _line_of(p.node, ("routes", index)),
         route.retry,
+        compiled,
     )
 
 

@@ -14,6 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from esb.settings import RetrySettings
 
 NAME = r"^[a-z0-9][a-z0-9._-]*$"
+#: Where steps run: ``router``, ``transformer`` (the shared pool) or a transformer pool's name.
+POOL = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+#: Not pool names: the suffixes of a queue's parking lot and delay queues.
+RESERVED_POOLS = frozenset({"dlq", "retry"})
+
+
+def _pool(value: str | None) -> str | None:
+    if value in RESERVED_POOLS:
+        raise ValueError(f"{value!r} is reserved (parking lots and delay queues end in it)")
+    return value
+
+
 _TOPIC_WORD = re.compile(r"^(\*|#|[^.*#]+)$")
 
 
@@ -146,6 +158,14 @@ class Step(Strict):
     transform: str | None = Field(
         default=None, description="A custom transformer of the esb.transformers entry points."
     )
+    runs_in: str | None = Field(
+        default=None,
+        pattern=POOL,
+        description="Where this step runs, instead of the route's runs_in: router, transformer, "
+        "or the name of a transformer pool (esb run transformer NAME).",
+    )
+
+    _runs_in = field_validator("runs_in")(_pool)
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
@@ -168,12 +188,21 @@ class Route(Strict):
         default=None, description="CEL condition over the attributes and data."
     )
     steps: list[Step] = Field(default_factory=list, description="Transformers, in order.")
+    runs_in: str = Field(
+        default="transformer",
+        pattern=POOL,
+        description="Where the steps run: transformer (the shared pool, one hop for all "
+        "steps), router (no hop of their own: map, convert, validate and custom steps marked "
+        "router-safe), or the name of a dedicated transformer pool.",
+    )
     to: list[str] = Field(description="Sink name, or a list of them for fan-out.")
     retry: RetrySettings | None = Field(
         default=None,
         description="Retry policy for this route's messages in its transformers and sinks, "
         "instead of theirs; delays stay within each consumer's own max_delay.",
     )
+
+    _runs_in = field_validator("runs_in")(_pool)
 
     @field_validator("to", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
@@ -20,10 +21,11 @@ from esb.consumer import off_loop
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError, PermanentError, TransientError
 from esb.metrics import Metrics
-from esb.routing.engine import apply_step, match, route_copy
+from esb.routing.engine import StepFailed, match, route_copy, run_hop
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
-from esb.routing.slip import HEADER, STEP_KINDS, Slip
-from esb.routing.steps import StepSpec
+from esb.routing.model import POOL, RESERVED_POOLS
+from esb.routing.slip import HEADER, Slip
+from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.topology import QueueNames, QueueSpec, declare_queue
 
 log = logging.getLogger(__name__)
@@ -32,10 +34,10 @@ UNROUTED_HEADER = "x-esb-unrouted"
 
 
 def next_queues(route: CompiledRoute, position: int, names: QueueNames) -> list[str]:
-    """Where a message at step ``position`` of ``route`` goes: that step's transformer, or
-    every sink once the steps are done."""
+    """Where a message at step ``position`` of ``route`` goes: the queue of the pool that runs
+    that step, or every sink once the steps are done."""
     if position <= len(route.steps):
-        return [names.step(route.steps[position - 1].kind)]
+        return [names.steps(route.steps[position - 1].runs_in)]
     return [names.sink(sink) for sink in route.to]
 
 
@@ -49,11 +51,11 @@ async def _all(publishes: Iterable[Awaitable[None]]) -> None:
 
 def routing_queues(table: RouteTable, names: QueueNames) -> list[QueueSpec]:
     """The router's own queue, the unrouted queue, and every hop the routes can send to."""
-    kinds = sorted({step.kind for route in table.routes for step in route.steps})
+    pools = sorted({ROUTER, *(pool for route in table.routes for pool in route.pools)})
     return [
         QueueSpec(names.router, ["#"]),
         QueueSpec(names.unrouted, []),
-        *(QueueSpec(names.step(kind), []) for kind in kinds),
+        *(QueueSpec(names.steps(pool), []) for pool in pools),
         *(QueueSpec(names.sink(sink), []) for sink in sorted(table.sinks)),
     ]
 
@@ -151,23 +153,60 @@ class RouterService:
         await _all(self._send(route, event) for route in matches.routes)
 
     async def _send(self, route: CompiledRoute, event: CloudEvent) -> None:
-        copy = route_copy(route, event)
-        slip = Slip(route.name, route.version, retry=route.retry)
-        headers = {HEADER: slip.encode()}
+        """Run the route's router steps, if any, and publish the copy to its next hop.
+
+        A router step that fails hands its copy, at that step, to the router's own
+        steps queue: there it is retried or parked on its own, like a transformer's
+        step, and the other routes' copies go on.
+        """
+        position = route.router_steps + 1
+        if position == 1:
+            copy = route_copy(route, event)
+        else:
+            try:
+                copy = run_hop(route, event, 1, position, routed=True)
+            except StepFailed as failed:
+                await self._hand_off(route, failed)
+                return
+        slip = Slip(route.name, route.version, position, retry=route.retry)
         await _all(
-            self.broker.publish(copy, routing_key=queue, exchange="", headers=headers)
-            for queue in next_queues(route, slip.position, self.names)
+            self.broker.publish(copy, routing_key=queue, exchange="", headers=_slip(slip))
+            for queue in next_queues(route, position, self.names)
+        )
+        self._metrics.routed.labels(self._service, route.name).inc()
+
+    async def _hand_off(self, route: CompiledRoute, failed: StepFailed) -> None:
+        log.warning(
+            "route %s: step %d failed in the router, handed to %s: %s",
+            route.name,
+            failed.position,
+            self.names.steps(ROUTER),
+            failed.error,
+            extra={"message_id": failed.reached.id},
+        )
+        slip = Slip(route.name, route.version, failed.position, retry=route.retry)
+        await self.broker.publish(
+            failed.reached, routing_key=self.names.steps(ROUTER), exchange="", headers=_slip(slip)
         )
         self._metrics.routed.labels(self._service, route.name).inc()
 
 
-class TransformerService:
-    """Runs the step a message's slip points at and forwards the result to the next hop.
+def _slip(slip: Slip) -> dict[str, str]:
+    return {HEADER: slip.encode()}
 
-    The step's definition comes from the routes this process loaded (SIGHUP
-    reloads them, so a route fixed and reloaded applies to messages replayed
-    from a parking lot), never from the message: a slip naming a route or step
-    not loaded here is parked and nothing runs.
+
+class TransformerService:
+    """Runs the hop a message's slip points at (the step there and those after it in the same
+    pool) and forwards the result to the next hop.
+
+    Step definitions come from the routes this process loaded (SIGHUP reloads
+    them, so a route fixed and reloaded applies to messages replayed from a
+    parking lot), never from the message: a slip naming a route or step not
+    loaded here is parked and nothing runs.
+
+    A step that fails after others of its hop ran hands the event, as it
+    entered that step, back to its pool's queue: that step then retries and
+    parks on its own, and a replay resumes there.
 
     Router and transformers reload at different moments. A transformer keeps
     every version of a route it loaded since it started, so messages routed
@@ -182,23 +221,32 @@ class TransformerService:
         self,
         broker: Broker,
         table: RouteTable,
-        kinds: Iterable[str] = STEP_KINDS,
+        pools: Iterable[str] = (TRANSFORMER,),
         routes_dir: Path | None = None,
     ) -> None:
         self.broker = broker
         self.live = LiveRoutes(table, routes_dir, broker.metrics, broker.service)
-        self.kinds = list(kinds)
+        self.pools = list(pools)
+        for pool in self.pools:
+            if not re.match(POOL, pool) or pool in RESERVED_POOLS:
+                raise ConfigError(
+                    f"{pool!r} is not a transformer pool name (lowercase letters, digits, - and _; "
+                    "not dlq or retry)"
+                )
         self.names = QueueNames(broker.settings.prefix)
-        unknown = [kind for kind in self.kinds if kind not in STEP_KINDS]
-        if unknown:
-            raise ConfigError(f"unknown step kind {unknown[0]!r}; kinds: {', '.join(STEP_KINDS)}")
         self._metrics = broker.metrics
         self._service = broker.service
         self._versions: OrderedDict[tuple[str, str], CompiledRoute] = OrderedDict()
         self._remember(table)
 
     def queues(self) -> list[QueueSpec]:
-        return [QueueSpec(self.names.step(kind), []) for kind in self.kinds]
+        return [QueueSpec(self.names.steps(pool), []) for pool in self.pools]
+
+    def unused_pools(self) -> list[str]:
+        """Pools this process consumes that no loaded route runs steps in (a typo, or the step
+        kinds ``esb run transformer`` took before pools)."""
+        used = {ROUTER, *(pool for route in self.live.table.routes for pool in route.pools)}
+        return [pool for pool in self.pools if pool not in used]
 
     async def reload(self) -> bool:
         table = self.live.load()
@@ -217,9 +265,9 @@ class TransformerService:
         while len(self._versions) > self.KEPT_VERSIONS:
             self._versions.popitem(last=False)
 
-    def resolve(self, slip: Slip) -> tuple[CompiledRoute, StepSpec]:
-        """The loaded route and step a slip names; PermanentError when this process has none,
-        TransientError for a version of a known route it has not loaded yet."""
+    def resolve(self, slip: Slip) -> CompiledRoute:
+        """The loaded route a slip names; PermanentError when this process has none or it has
+        no such step, TransientError for a version of a known route not loaded yet."""
         route = self._versions.get((slip.route, slip.version))
         if route is None:
             current = self.live.table.find(slip.route)
@@ -234,30 +282,48 @@ class TransformerService:
             )
         if slip.position > len(route.steps):
             raise PermanentError(f"route {route.name} has no step {slip.position}")
-        spec = route.steps[slip.position - 1]
-        if spec.kind not in self.kinds:
-            raise PermanentError(
-                f"route {route.name}: step {slip.position} is a {spec.kind} step, "
-                f"which this transformer does not run ({', '.join(self.kinds)})"
-            )
-        return route, spec
+        return route
 
     async def handle(self, event: CloudEvent, message: AbstractIncomingMessage) -> None:
         slip = Slip.decode(message.headers)
-        route, spec = self.resolve(slip)
+        route = self.resolve(slip)
+        position = slip.position
+        end = route.hop_end(position)
         started = time.perf_counter()
         try:
-            output = await off_loop(message, apply_step, spec, event, slip.position)
-        except (ConfigError, PermanentError) as exc:
-            self._metrics.steps.labels(self._service, spec.kind, "failed").inc()
-            raise PermanentError(f"route {route.name}: step {slip.position}: {exc}") from None
-        self._metrics.step_seconds.labels(self._service, spec.kind).observe(
-            time.perf_counter() - started
-        )
-        following = slip.advanced()
-        headers = {HEADER: following.encode()}
+            output = await off_loop(message, run_hop, route, event, position, end)
+        except StepFailed as failed:
+            kind = route.steps[failed.position - 1].kind
+            self._metrics.steps.labels(self._service, kind, "failed").inc()
+            if failed.position > position:
+                await self._hand_off(route, slip, failed)
+                return
+            if isinstance(failed.error, ConfigError | PermanentError):
+                raise PermanentError(
+                    f"route {route.name}: step {position}: {failed.error}"
+                ) from None
+            raise failed.error from None
+        elapsed = time.perf_counter() - started
+        for spec in route.steps[position - 1 : end - 1]:
+            self._metrics.step_seconds.labels(self._service, spec.kind).observe(
+                elapsed / (end - position)
+            )
+            self._metrics.steps.labels(self._service, spec.kind, "ok").inc()
+        following = Slip(route.name, route.version, end, slip.retry)
         await _all(
-            self.broker.publish(output, routing_key=queue, exchange="", headers=headers)
-            for queue in next_queues(route, following.position, self.names)
+            self.broker.publish(output, routing_key=queue, exchange="", headers=_slip(following))
+            for queue in next_queues(route, end, self.names)
         )
-        self._metrics.steps.labels(self._service, spec.kind, "ok").inc()
+
+    async def _hand_off(self, route: CompiledRoute, slip: Slip, failed: StepFailed) -> None:
+        queue = self.names.steps(route.steps[failed.position - 1].runs_in)
+        log.info(
+            "route %s: step %d failed; handed back to %s to retry or park on its own: %s",
+            route.name,
+            failed.position,
+            queue,
+            failed.error,
+            extra={"message_id": failed.reached.id},
+        )
+        at = Slip(route.name, route.version, failed.position, slip.retry)
+        await self.broker.publish(failed.reached, routing_key=queue, exchange="", headers=_slip(at))

@@ -21,7 +21,6 @@ from esb.limits import SHORT_STRING_BYTES
 from esb.settings import RetrySettings
 
 HEADER = "x-esb-slip"
-STEP_KINDS = ("map", "convert", "validate", "transform")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 import cel
 import orjson
@@ -25,9 +25,12 @@ from esb.routing.model import Conversion, FieldRule, MapSpec
 from esb.routing.schemas import compile_schema
 
 TRANSFORMERS_GROUP = "esb.transformers"
+ROUTER_SAFE = "esb_router_safe"
 SCHEMAS_GROUP = "esb.schemas"
 
 _MISSING = object()
+
+T = TypeVar("T")
 
 
 def get_path(data: Any, path: str) -> Any:
@@ -58,13 +61,23 @@ def drop_path(data: Any, path: str) -> None:
         data.pop(last, None)
 
 
+#: The pool of steps run by the router itself; a transformer pool is any other name.
+ROUTER = "router"
+#: The shared transformer pool, where a route's steps run unless it says otherwise.
+TRANSFORMER = "transformer"
+#: Step kinds the router may run: cheap, pure and declarative (custom steps must be marked).
+ROUTER_KINDS = ("map", "convert", "validate")
+
+
 @dataclass(frozen=True)
 class StepSpec:
-    """A resolved step: its kind, a label for errors and lineage, and its JSON-able config."""
+    """A resolved step: its kind, a label for errors and lineage, its JSON-able config, and the
+    pool that runs it (``router``, or a transformer pool)."""
 
     kind: str
     name: str
     config: dict[str, Any]
+    runs_in: str = TRANSFORMER
 
     @property
     def label(self) -> str:
@@ -79,11 +92,18 @@ class StepSpec:
 
 
 class CompiledStep:
-    """A step ready to run: ``apply`` returns the new data, or raises PermanentError."""
+    """A step ready to run: ``apply`` returns the new data, or raises PermanentError.
 
-    def __init__(self, spec: StepSpec, run: Callable[[CloudEvent], Any]) -> None:
+    ``router_safe``: the router may run it (every declarative kind; a custom
+    transformer only when marked with :func:`router_safe`).
+    """
+
+    def __init__(
+        self, spec: StepSpec, run: Callable[[CloudEvent], Any], router_safe: bool = True
+    ) -> None:
         self.spec = spec
         self._run = run
+        self.router_safe = router_safe
 
     def apply(self, event: CloudEvent) -> Any:
         try:
@@ -200,7 +220,14 @@ def _compile_model(name: str) -> Callable[[CloudEvent], Any]:
     return run
 
 
-def _compile_transform(name: str) -> Callable[[CloudEvent], Any]:
+def router_safe(function: T) -> T:
+    """Mark a custom transformer cheap and pure enough to run inside the router
+    (``runs_in: router``): no I/O, no blocking, the same output for the same event."""
+    setattr(function, ROUTER_SAFE, True)
+    return function
+
+
+def _compile_transform(name: str) -> tuple[Callable[[CloudEvent], Any], bool]:
     function = load_entry_point(TRANSFORMERS_GROUP, name)
     if not callable(function):
         raise ConfigError(f"{TRANSFORMERS_GROUP} {name!r} is not callable")
@@ -211,7 +238,7 @@ def _compile_transform(name: str) -> Callable[[CloudEvent], Any]:
         except (ValueError, KeyError, TypeError) as exc:
             raise PermanentError(f"{type(exc).__name__}: {exc}") from None
 
-    return run
+    return run, getattr(function, ROUTER_SAFE, False) is True
 
 
 def compile_step(spec: StepSpec) -> CompiledStep:
@@ -232,7 +259,8 @@ def _compile_cached(key: bytes) -> CompiledStep:
     elif spec.kind == "validate":
         run = _compile_model(spec.name)
     elif spec.kind == "transform":
-        run = _compile_transform(spec.name)
+        run, safe = _compile_transform(spec.name)
+        return CompiledStep(spec, run, router_safe=safe)
     else:
         raise ConfigError(f"unknown step kind {spec.kind!r}")
     return CompiledStep(spec, run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from esb.envelope import CloudEvent
+from esb.routing.steps import router_safe
 
 
 def _without_nulls(value: Any) -> Any:
@@ -20,6 +21,7 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
+@router_safe
 def strip_nulls(event: CloudEvent) -> Any:
     """Remove null fields at every depth: for targets that reject explicit nulls."""
     return _without_nulls(event.data)

@@ -30,7 +30,6 @@ from esb.parking import REASON
 from esb.retry import retry_queue
 from esb.routing.services import UNROUTED_HEADER
 from esb.routing.slip import HEADER as SLIP
-from esb.routing.slip import STEP_KINDS
 from esb.teardown import delete_deployment
 from esb.topology import QueueNames, dlq_name
 from tests.support.hostile import (
@@ -110,12 +109,12 @@ class Deployment:
     def queue_of(self, kind: str) -> str:
         return {
             "router": self.names.router,
-            "transformer": self.names.step("map"),
+            "transformer": self.names.steps("transformer"),
             "sink": self.names.sink(SINK),
         }[kind]
 
     def work_queues(self) -> list[str]:
-        steps = [self.names.step(kind) for kind in STEP_KINDS]
+        steps = [self.names.steps(pool) for pool in ("router", "transformer")]
         return [self.names.router, *steps, self.names.sink(SINK)]
 
     def parking_lots(self) -> list[str]:
@@ -169,7 +168,7 @@ class Deployment:
                 aio_pika.Message(b"{}", headers=headers, content_type="application/json"),
                 routing_key="hostile.probe",
             )
-            queue = await channel.declare_queue(self.names.step("map"), passive=True)
+            queue = await channel.declare_queue(self.names.steps("transformer"), passive=True)
             for _ in range(200):
                 message = await queue.get(fail=False, no_ack=True)
                 if message is not None:

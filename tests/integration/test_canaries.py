@@ -82,7 +82,7 @@ async def test_no_canary_in_logs_parked_headers_or_metrics(
         connection = await aio_pika.connect(url)
         async with connection:
             channel = await connection.channel()
-            lot = await channel.declare_queue(dlq_name(names.step("validate")), passive=True)
+            lot = await channel.declare_queue(dlq_name(names.steps("transformer")), passive=True)
             parked = await lot.get(timeout=10)
             headers = str(parked.headers)
             assert "x-esb-error" in parked.headers

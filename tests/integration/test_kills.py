@@ -48,7 +48,7 @@ async def test_kills_of_every_hop_mid_stream_lose_and_duplicate_nothing(
 
     def transformer(n: int) -> EsbProcess:
         return EsbProcess(
-            ["run", "transformer", "map", "--routes", str(routes)], env, tmp_path / f"map{n}.log"
+            ["run", "transformer", "--routes", str(routes)], env, tmp_path / f"map{n}.log"
         )
 
     def sink(n: int) -> EsbProcess:

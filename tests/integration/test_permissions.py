@@ -43,7 +43,7 @@ pytestmark = pytest.mark.private_broker
 ROLES = ("source", "router", "transformer", "sink")
 NAMES = QueueNames("esb")
 EXCHANGE = "esb.events"
-ROUTER, MAP, CRM = NAMES.router, NAMES.step("map"), NAMES.sink("crm")
+ROUTER, MAP, CRM = NAMES.router, NAMES.steps("transformer"), NAMES.sink("crm")
 ROUTES = {
     "sources": {"shop": {"adapter": "jsonl", "emits": ["shop.order.created"]}},
     "sinks": {"crm": {"adapter": "jsonl"}},
@@ -127,7 +127,7 @@ def deployment(rabbit: PrivateRabbit, tmp_path: Path) -> Iterator[Deployment]:
         (tmp_path / f"{role}.password").write_text(passwords[role] + "\n")
         users.append({"name": f"{vhost}-{role}", "role": role, "password_file": f"{role}.password"})
     users[0]["source"] = "shop"
-    users[2]["kinds"] = ["map"]
+    users[2]["pools"] = ["transformer"]
     users[3]["sink"] = "crm"
     (tmp_path / "users.yaml").write_text(yaml.safe_dump({"users": users}))
     definitions = tmp_path / "definitions.json"
@@ -369,7 +369,7 @@ def test_a_transformer_process_that_may_not_declare_is_refused_in_one_line(
 ) -> None:
     """`esb run transformer` with its least-privilege user but broker.declare left true."""
     routes = str(deployment.routes)
-    result = esb("run", "transformer", "map", "--routes", routes, env=deployment.env("transformer"))
+    result = esb("run", "transformer", "--routes", routes, env=deployment.env("transformer"))
     assert result.returncode == 1
     line = one_refusal_line(result)
     assert line.startswith("Error: declaring exchange 'esb.events': refused by the broker")
@@ -431,7 +431,7 @@ def test_every_process_runs_with_its_own_least_privilege_user(
             tmp_path / "router.log",
         ),
         EsbProcess(
-            ["run", "transformer", "map", "--routes", str(deployment.routes)],
+            ["run", "transformer", "--routes", str(deployment.routes)],
             {**deployment.env("transformer"), **common},
             tmp_path / "transformer.log",
         ),

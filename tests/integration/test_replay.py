@@ -1,4 +1,5 @@
-"""A permanently invalid message is parked at once; after the fix, replay applies it once."""
+"""A permanently invalid message is parked at once, at the step that failed; after the fix,
+replay resumes there and applies it once."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ schemas:
 routes:
   - name: contacts
     from: crm.contact.*
-    steps: [{validate: contact.v1}]
+    steps:
+      - map: {keep: true, fields: {source: '"crm"'}}
+      - convert: [{field: since, date: {from: "%d.%m.%Y"}}]
+      - validate: contact.v1
     to: crm
 """
 FIXED = STRICT.replace("required: [email]", "required: [name]")
@@ -71,15 +75,17 @@ async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
                 CloudEvent.new(
                     "crm.contact.created",
                     "urn:crm",
-                    {"name": f"c{n}", "email": f"c{n}@example.com"},
+                    {"name": f"c{n}", "email": f"c{n}@example.com", "since": "02.01.2026"},
                 )
             )
-        bad = CloudEvent.new("crm.contact.created", "urn:crm", {"name": "no mail"}, id="bad-1")
+        bad = CloudEvent.new(
+            "crm.contact.created", "urn:crm", {"name": "no mail", "since": "02.01.2026"}, id="bad-1"
+        )
         await broker.publish(bad)
         await broker.close()
 
         wait_for(lambda: len(read_ids(out)) == 20, 30, sink.tail)
-        lot = dlq_name(names.step("validate"))
+        lot = dlq_name(names.steps("transformer"))
         wait_for(
             lambda: f"{lot}: 1 parked" in esb_cli(env, "dlq", "list", lot).stdout,
             10,
@@ -88,11 +94,22 @@ async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
         listing = esb_cli(env, "dlq", "list", lot).stdout
         assert "reason=permanent  attempts=1" in listing
         parked_id = listing.splitlines()[1].split()[0]
-        shown = esb_cli(env, "dlq", "show", parked_id, names.step("validate"))
-        assert "x-esb-error: route contacts: step 1: validate contact.v1:" in shown.stdout
+        shown = esb_cli(env, "dlq", "show", parked_id, names.steps("transformer"))
+        # the map and the convert ran in the same hop; the event waits at the step that failed
+        assert "x-esb-error: route contacts: step 3: validate contact.v1:" in shown.stdout
         assert "'email' is a required property" in shown.stdout
-        assert "x-esb-original-queue: " + names.step("validate") in shown.stdout
-        channel_check = await _depth(env["ESB_BROKER__URL"], retry_queue(names.step("validate"), 1))
+        assert '"position":3' in shown.stdout
+        assert '"since":"2026-01-02"' in shown.stdout
+        assert '"source":"crm"' in shown.stdout
+        # one hop per event for all three steps: 20 applied, 1 handed back to step 3, parked
+        counted = transformer.metrics()
+        for outcome, count in (("ok", 21), ("parked", 1)):
+            line = f'esb_consumed_total{{adapter="transformer",outcome="{outcome}",'
+            assert f'{line}service="transformer"}} {count}.0' in counted
+        assert "x-esb-original-queue: " + names.steps("transformer") in shown.stdout
+        channel_check = await _depth(
+            env["ESB_BROKER__URL"], retry_queue(names.steps("transformer"), 1)
+        )
         assert channel_check == 0, "a permanent failure must not be retried"
 
         (routes / "r.yaml").write_text(FIXED)

@@ -17,44 +17,67 @@ from typing import Any
 import aio_pika
 import orjson
 import pytest
+import yaml
 
 from esb import Broker, BrokerSettings, Metrics, from_message
 from esb.parking import ERROR
 from esb.routing.loader import RouteTable, load_routes
 from esb.routing.report import case_event
 from esb.routing.services import UNROUTED_HEADER
-from esb.routing.slip import HEADER, STEP_KINDS
+from esb.routing.slip import HEADER
 from esb.topology import QueueNames, dlq_name
 from tests.support.processes import EsbProcess
+
+#: The transformer pools the example routes use, and the router's own.
+POOLS = ("router", "transformer")
 
 ROUTES = Path(__file__).parents[1] / "routes"
 
 
-@pytest.fixture
+def steps_in_the_router(source: Path, target: Path) -> Path:
+    """The route files of ``source`` with every route's steps run in the router."""
+    target.mkdir()
+    for path in source.glob("*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        for route in doc.get("routes", []):
+            route["runs_in"] = "router"
+        (target / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return target
+
+
+@pytest.fixture(
+    params=["transformer", "router"], ids=["steps-in-a-transformer", "steps-in-the-router"]
+)
 async def deployment(
-    amqp_url: str, tmp_path: Path
-) -> AsyncIterator[tuple[dict[str, str], QueueNames]]:
-    """A router and a transformer process on their own exchange and queue prefix."""
+    request: pytest.FixtureRequest, amqp_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[dict[str, str], QueueNames, Path]]:
+    """A router and a transformer process on their own exchange and queue prefix; the routes
+    run their steps in the transformer (one hop for all of a route's steps) or in the router."""
+    routes = (
+        ROUTES
+        if request.param == "transformer"
+        else steps_in_the_router(ROUTES, tmp_path / "routes")
+    )
     prefix = f"esbt-{uuid.uuid4().hex[:10]}"
     env = {
         "ESB_BROKER__URL": amqp_url,
         "ESB_BROKER__EXCHANGE": f"{prefix}.events",
         "ESB_BROKER__PREFIX": prefix,
     }
-    router = EsbProcess(["run", "router", "--routes", str(ROUTES)], env, tmp_path / "router.log")
+    router = EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "router.log")
     transformer = EsbProcess(
-        ["run", "transformer", "--routes", str(ROUTES)], env, tmp_path / "transformer.log"
+        ["run", "transformer", "--routes", str(routes)], env, tmp_path / "transformer.log"
     )
     names = QueueNames(prefix)
     try:
         router.wait_ready()
         transformer.wait_ready()
-        yield env, names
+        yield env, names, routes
     finally:
         router.stop()
         transformer.stop()
         table = load_routes(ROUTES)
-        queues = [names.router, names.unrouted, *(names.step(k) for k in STEP_KINDS)]
+        queues = [names.router, names.unrouted, *(names.steps(p) for p in POOLS)]
         queues += [names.sink(s) for s in table.sinks]
         connection = await aio_pika.connect(amqp_url)
         async with connection:
@@ -78,7 +101,7 @@ async def collect(
     count = 0
     sources = [(names.sink(s), "deliver", s) for s in table.sinks]
     sources += [(names.unrouted, "unrouted", "")]
-    sources += [(dlq_name(names.step(k)), "parked", "") for k in STEP_KINDS]
+    sources += [(dlq_name(names.steps(p)), "parked", "") for p in POOLS]
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
@@ -120,10 +143,11 @@ async def collect(
 
 
 async def test_route_cases_through_the_real_router_and_transformers(
-    amqp_url: str, deployment: tuple[dict[str, str], QueueNames]
+    amqp_url: str, deployment: tuple[dict[str, str], QueueNames, Path]
 ) -> None:
-    env, names = deployment
-    table = load_routes(ROUTES)
+    """Every route case's deliveries and parked errors, the same wherever the steps run."""
+    env, names, routes = deployment
+    table = load_routes(routes)
     assert len(table.tests) >= 40
     broker = Broker(
         BrokerSettings.model_validate({"url": amqp_url, "exchange": env["ESB_BROKER__EXCHANGE"]}),

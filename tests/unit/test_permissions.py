@@ -57,7 +57,7 @@ def test_no_role_may_configure_and_only_a_source_writes_the_events_exchange() ->
     roles: dict[str, dict[str, object]] = {
         "source": {},
         "router": {},
-        "transformer": {"kinds": ["map"]},
+        "transformer": {"pools": ["heavy"]},
         "sink": {"sink": "crm"},
     }
     grants = {
@@ -69,8 +69,10 @@ def test_no_role_may_configure_and_only_a_source_writes_the_events_exchange() ->
     assert grants["source"].topic_write is None  # no declared types: any type
     for role in ("router", "transformer", "sink"):
         assert grants[role].write == r"^amq\.default$"
-    assert grants["router"].read == r"^esb\.router$"
-    assert grants["transformer"].read == r"^esb\.transform\.map$"
+    assert grants["router"].read == r"^(?:esb\.router|esb\.transform\.router)$"
+    assert grants["transformer"].read == r"^esb\.transform\.heavy$"
+    shared = grant(user("transformer"), NAMES, "esb.events")
+    assert shared.read == r"^esb\.transform$"
     assert grants["sink"].read == r"^esb\.sink\.crm$"
 
 
@@ -88,7 +90,8 @@ def test_a_source_named_in_the_routes_may_publish_only_what_it_emits() -> None:
     [
         ({"role": "sink"}, "a sink needs exactly one of sink"),
         ({"role": "router", "sink": "crm"}, "sink does not apply to a router"),
-        ({"role": "transformer", "kinds": ["eval"]}, "unknown step kind 'eval'"),
+        ({"role": "transformer", "pools": ["Heavy"]}, "'Heavy' is not a transformer pool"),
+        ({"role": "transformer", "pools": ["router"]}, "'router' is not a transformer pool"),
         ({"role": "router", "password_env": None}, "exactly one of password_file"),
     ],
 )

@@ -129,7 +129,9 @@ def test_cli_dry_run_of_one_event_shows_steps_and_sink_payloads(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "route won-deals-to-accounting matches"
-    assert lines[2].startswith('  convert invoice_date,due_date,amount -> {"amount":"5.00"')
+    assert lines[2].startswith(
+        '  convert invoice_date,due_date,amount (in transformer) -> {"amount":"5.00"'
+    )
     assert lines[3] == (
         '  sink accounting-db receives: {"amount":"5.00","client_id":"C-9","currency":"EUR",'
         '"deal_id":"D-1","description":"Deal D-1: T","due_date":null,"invoice_date":"2026-02-01"}'
