@@ -40,7 +40,7 @@ def match(table: RouteTable, event: CloudEvent) -> Matches:
             continue
         if route.when is not None:
             if context is None:
-                context = event_context(event)
+                context = event_context(event, table.condition_fields)
             try:
                 accepted = route.when.evaluate(context)
             except ExpressionError as exc:

@@ -11,6 +11,7 @@ every route (building it costs more than evaluating an expression).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,8 @@ VARIABLES = frozenset(
 )
 
 _BOUND_NAME = r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*{name}\s*,"
+_DATA = re.compile(r"\bdata\b")
+_DATA_FIELD = re.compile(r"\bdata\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class ExpressionError(ValueError):
@@ -108,8 +111,29 @@ def _reason(text: str) -> str:
     return _first_line(text).split(". ", 1)[0]
 
 
-def event_variables(event: CloudEvent) -> dict[str, Any]:
-    """The CEL variables of one event."""
+def data_fields(sources: Iterable[str]) -> frozenset[str] | None:
+    """The top-level ``data`` fields these expressions read, or None when one of them reads
+    ``data`` in any other way (``data[...]``, ``size(data)``): then it gets all of it.
+
+    Converting data into a CEL context costs more than evaluating an expression,
+    so a context holds only what its expressions can read. A name that only
+    looks like a field (in a string literal, a bound variable's field) just
+    adds a field to the context.
+    """
+    fields: set[str] = set()
+    for source in sources:
+        named = _DATA_FIELD.findall(source)
+        if len(named) != len(_DATA.findall(source)):
+            return None
+        fields.update(named)
+    return frozenset(fields)
+
+
+def event_variables(event: CloudEvent, fields: frozenset[str] | None = None) -> dict[str, Any]:
+    """The CEL variables of one event; ``fields``: only these of its data (see data_fields)."""
+    data = event.data
+    if fields is not None and isinstance(data, dict):
+        data = {name: data[name] for name in fields if name in data}
     return {
         "id": event.id,
         "source": event.source,
@@ -119,7 +143,7 @@ def event_variables(event: CloudEvent) -> dict[str, Any]:
         "subject": event.subject,
         "datacontenttype": event.datacontenttype,
         "dataschema": event.dataschema,
-        "data": event.data,
+        "data": data,
         "correlationid": event.correlationid,
         "causationid": event.causationid,
         "traceparent": event.traceparent,
@@ -127,6 +151,6 @@ def event_variables(event: CloudEvent) -> dict[str, Any]:
     }
 
 
-def event_context(event: CloudEvent) -> cel.Context:
+def event_context(event: CloudEvent, fields: frozenset[str] | None = None) -> cel.Context:
     """One evaluation context per event, shared by every route's expressions."""
-    return cel.Context(event_variables(event))
+    return cel.Context(event_variables(event, fields))

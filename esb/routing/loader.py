@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from esb.errors import ConfigError
-from esb.routing.expressions import Expression, ExpressionError
+from esb.routing.expressions import Expression, ExpressionError, data_fields
 from esb.routing.model import MapSpec, Route, RouteFile, RouteTest, SinkDecl, SourceDecl, Step
 from esb.routing.steps import ROUTER, CompiledStep, StepSpec, compile_step
 from esb.settings import RetrySettings
@@ -105,6 +105,11 @@ class RouteTable:
     sinks: dict[str, SinkDecl] = field(default_factory=dict)
     schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     tests: list[tuple[Path, RouteTest]] = field(default_factory=list)
+
+    @cached_property
+    def condition_fields(self) -> frozenset[str] | None:
+        """The data fields the routes' conditions read (None: all of it)."""
+        return data_fields(r.when.source for r in self.routes if r.when is not None)
 
     def route(self, name: str) -> CompiledRoute:
         return next(r for r in self.routes if r.name == name)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError, PermanentError
 from esb.routing.conversions import Converter, compile_conversion
-from esb.routing.expressions import Expression, ExpressionError, event_variables
+from esb.routing.expressions import Expression, ExpressionError, data_fields, event_variables
 from esb.routing.model import Conversion, FieldRule, MapSpec
 from esb.routing.schemas import compile_schema
 
@@ -41,24 +41,48 @@ def get_path(data: Any, path: str) -> Any:
     return data
 
 
-def set_path(data: dict[str, Any], path: str, value: Any) -> None:
-    *parents, last = path.split(".")
-    for part in parents:
-        child = data.get(part)
-        if not isinstance(child, dict):
-            child = data[part] = {}
-        data = child
-    data[last] = value
+class Output:
+    """A step's output data, built copy-on-write from its input.
 
+    The input is never changed: only the objects along a path written to are
+    copied, once each, and everything else is shared with the input. A step
+    thus costs what it changes, not the size of the event (no deep copies);
+    the rule that makes this safe is that no step changes its input in place.
+    """
 
-def drop_path(data: Any, path: str) -> None:
-    *parents, last = path.split(".")
-    for part in parents:
-        if not isinstance(data, dict):
-            return
-        data = data.get(part)
-    if isinstance(data, dict):
+    def __init__(self, base: dict[str, Any] | None = None) -> None:
+        self.data: dict[str, Any] = dict(base) if base is not None else {}
+        self._owned = {id(self.data)}
+
+    def _own(self, parent: dict[str, Any], part: str) -> dict[str, Any]:
+        child = parent.get(part)
+        if isinstance(child, dict) and id(child) in self._owned:
+            return child
+        child = dict(child) if isinstance(child, dict) else {}
+        self._owned.add(id(child))
+        parent[part] = child
+        return child
+
+    def set(self, path: str, value: Any) -> None:
+        *parents, last = path.split(".")
+        data = self.data
+        for part in parents:
+            data = self._own(data, part)
+        data[last] = value
+
+    def drop(self, path: str) -> None:
+        *parents, last = path.split(".")
+        data = self.data
+        for part in parents:
+            if not isinstance(data.get(part), dict):
+                return
+            data = self._own(data, part)
         data.pop(last, None)
+
+
+def _fresh(value: Any) -> Any:
+    """A configured constant as a value of its own, so no output shares it with another."""
+    return copy.deepcopy(value) if isinstance(value, dict | list) else value
 
 
 #: The pool of steps run by the router itself; a transformer pool is any other name.
@@ -123,15 +147,16 @@ def _compile_map(spec: MapSpec) -> Callable[[CloudEvent], Any]:
         rules.append((target, rule, expression))
 
     needs_context = any(expression is not None for _, _, expression in rules)
+    fields = data_fields(expression.source for _, _, expression in rules if expression)
 
     def run(event: CloudEvent) -> Any:
         if spec.keep and not isinstance(event.data, dict):
             raise PermanentError("keep: true needs object data")
-        out: dict[str, Any] = copy.deepcopy(event.data) if spec.keep else {}
-        context = cel.Context(event_variables(event)) if needs_context else cel.Context()
+        out = Output(event.data if spec.keep else None)
+        context = cel.Context(event_variables(event, fields)) if needs_context else cel.Context()
         for target, rule, expression in rules:
             if expression is None:
-                value = copy.deepcopy(rule.const)
+                value = _fresh(rule.const)
             else:
                 has_default = "default" in rule.model_fields_set
                 try:
@@ -141,11 +166,11 @@ def _compile_map(spec: MapSpec) -> Callable[[CloudEvent], Any]:
                         raise PermanentError(f"field {target}: {exc}") from None
                     value = None
                 if value is None and has_default:
-                    value = copy.deepcopy(rule.default)
-            set_path(out, target, value)
+                    value = _fresh(rule.default)
+            out.set(target, value)
         for path in spec.drop:
-            drop_path(out, path)
-        return out
+            out.drop(path)
+        return out.data
 
     return run
 
@@ -161,18 +186,18 @@ def _compile_convert(conversions: list[Conversion]) -> Callable[[CloudEvent], An
     def run(event: CloudEvent) -> Any:
         if not isinstance(event.data, dict):
             raise PermanentError("convert needs object data")
-        out = copy.deepcopy(event.data)
+        out = Output(event.data)
         for conversion, convert in compiled:
-            value = get_path(out, conversion.field)
+            value = get_path(out.data, conversion.field)
             if value is _MISSING or value is None:
                 if conversion.optional:
                     continue
                 raise PermanentError(f"field {conversion.field}: missing")
             try:
-                set_path(out, conversion.field, convert(value))
+                out.set(conversion.field, convert(value))
             except (ValueError, ArithmeticError) as exc:
                 raise PermanentError(f"field {conversion.field}: {exc}") from None
-        return out
+        return out.data
 
     return run
 
