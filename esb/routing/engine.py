@@ -35,12 +35,11 @@ def match(table: RouteTable, event: CloudEvent) -> Matches:
     """
     result = Matches()
     context = None
-    for route in table.routes:
-        if not route.matches_type(event.type):
-            continue
+    candidates = table.candidates(event.type)
+    for route in candidates.routes:
         if route.when is not None:
             if context is None:
-                context = event_context(event, table.condition_fields)
+                context = event_context(event, candidates.reads)
             try:
                 accepted = route.when.evaluate(context)
             except ExpressionError as exc:

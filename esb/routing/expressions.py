@@ -129,28 +129,38 @@ def data_fields(sources: Iterable[str]) -> frozenset[str] | None:
     return frozenset(fields)
 
 
-def event_variables(event: CloudEvent, fields: frozenset[str] | None = None) -> dict[str, Any]:
-    """The CEL variables of one event; ``fields``: only these of its data (see data_fields)."""
-    data = event.data
-    if fields is not None and isinstance(data, dict):
-        data = {name: data[name] for name in fields if name in data}
-    return {
-        "id": event.id,
-        "source": event.source,
-        "type": event.type,
-        "specversion": event.specversion,
-        "time": event.time,
-        "subject": event.subject,
-        "datacontenttype": event.datacontenttype,
-        "dataschema": event.dataschema,
-        "data": data,
-        "correlationid": event.correlationid,
-        "causationid": event.causationid,
-        "traceparent": event.traceparent,
-        "extensions": dict(event.extensions),
-    }
+@dataclass(frozen=True)
+class Reads:
+    """What some expressions read of an event: the variables they name, and the fields of
+    ``data`` (None: all of it). A context of only these costs a fraction of the whole event's."""
+
+    names: frozenset[str]
+    fields: frozenset[str] | None
+
+    @classmethod
+    def of(cls, expressions: Iterable[Expression]) -> Reads:
+        chosen = list(expressions)
+        names = frozenset(
+            name for e in chosen for name in e.program.variables() if name in VARIABLES
+        )
+        return cls(names, data_fields(e.source for e in chosen))
 
 
-def event_context(event: CloudEvent, fields: frozenset[str] | None = None) -> cel.Context:
+def event_variables(event: CloudEvent, reads: Reads | None = None) -> dict[str, Any]:
+    """The CEL variables of one event: all of them, or only what ``reads`` names."""
+    if reads is None:
+        return {name: _variable(event, name) for name in VARIABLES}
+    variables = {name: _variable(event, name) for name in reads.names}
+    data = variables.get("data")
+    if reads.fields is not None and isinstance(data, dict):
+        variables["data"] = {name: data[name] for name in reads.fields if name in data}
+    return variables
+
+
+def _variable(event: CloudEvent, name: str) -> Any:
+    return dict(event.extensions) if name == "extensions" else getattr(event, name)
+
+
+def event_context(event: CloudEvent, reads: Reads | None = None) -> cel.Context:
     """One evaluation context per event, shared by every route's expressions."""
-    return cel.Context(event_variables(event, fields))
+    return cel.Context(event_variables(event, reads))

@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from esb.errors import ConfigError
-from esb.routing.expressions import Expression, ExpressionError, data_fields
+from esb.routing.expressions import Expression, ExpressionError, Reads
 from esb.routing.model import MapSpec, Route, RouteFile, RouteTest, SinkDecl, SourceDecl, Step
 from esb.routing.steps import ROUTER, CompiledStep, StepSpec, compile_step
 from esb.settings import RetrySettings
@@ -96,6 +96,18 @@ class CompiledRoute:
         return hashlib.sha256(shape).hexdigest()[:12]
 
 
+#: Event types whose candidate routes a table remembers.
+TYPES_REMEMBERED = 4096
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The routes an event type may take, and what their conditions read of an event."""
+
+    routes: list[CompiledRoute]
+    reads: Reads
+
+
 @dataclass
 class RouteTable:
     """Everything a routes directory declares, validated and compiled."""
@@ -106,10 +118,19 @@ class RouteTable:
     schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     tests: list[tuple[Path, RouteTest]] = field(default_factory=list)
 
-    @cached_property
-    def condition_fields(self) -> frozenset[str] | None:
-        """The data fields the routes' conditions read (None: all of it)."""
-        return data_fields(r.when.source for r in self.routes if r.when is not None)
+    _by_type: dict[str, Candidates] = field(default_factory=dict, repr=False, compare=False)
+
+    def candidates(self, event_type: str) -> Candidates:
+        """The routes whose pattern takes ``event_type``, and what their conditions read:
+        worked out once per type (types are sender-chosen, so the memory of them is bounded)."""
+        found = self._by_type.get(event_type)
+        if found is None:
+            if len(self._by_type) >= TYPES_REMEMBERED:
+                self._by_type.clear()
+            routes = [route for route in self.routes if route.matches_type(event_type)]
+            reads = Reads.of(route.when for route in routes if route.when is not None)
+            found = self._by_type[event_type] = Candidates(routes, reads)
+        return found
 
     def route(self, name: str) -> CompiledRoute:
         return next(r for r in self.routes if r.name == name)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError, PermanentError
 from esb.routing.conversions import Converter, compile_conversion
-from esb.routing.expressions import Expression, ExpressionError, data_fields, event_variables
+from esb.routing.expressions import Expression, ExpressionError, Reads, event_variables
 from esb.routing.model import Conversion, FieldRule, MapSpec
 from esb.routing.schemas import compile_schema
 
@@ -147,13 +147,13 @@ def _compile_map(spec: MapSpec) -> Callable[[CloudEvent], Any]:
         rules.append((target, rule, expression))
 
     needs_context = any(expression is not None for _, _, expression in rules)
-    fields = data_fields(expression.source for _, _, expression in rules if expression)
+    reads = Reads.of(expression for _, _, expression in rules if expression is not None)
 
     def run(event: CloudEvent) -> Any:
         if spec.keep and not isinstance(event.data, dict):
             raise PermanentError("keep: true needs object data")
         out = Output(event.data if spec.keep else None)
-        context = cel.Context(event_variables(event, fields)) if needs_context else cel.Context()
+        context = cel.Context(event_variables(event, reads)) if needs_context else cel.Context()
         for target, rule, expression in rules:
             if expression is None:
                 value = _fresh(rule.const)
