@@ -45,11 +45,15 @@ lint: install
 	$(BIN)/ruff format --check esb adapters demo tests bench scripts
 	$(BIN)/mypy
 
-bench: install broker mosquitto
-	$(BIN)/python bench/throughput.py
-	$(BIN)/python bench/routing.py
-	$(BIN)/python bench/sql_sink.py
-	$(BIN)/python bench/mqtt_source.py
+# `make bench QUICK=1` for a short smoke run; PIPELINE_ARGS passes options to bench/pipeline.py.
+bench: install broker postgres mosquitto
+	@[ $(VENV)/.bench-stamp -nt pyproject.toml ] || \
+		{ $(BIN)/pip install --quiet -e '.[dev,bench]' && touch $(VENV)/.bench-stamp; }
+	$(BIN)/python bench/pipeline.py $(if $(QUICK),--quick) $(PIPELINE_ARGS)
+	$(BIN)/python bench/throughput.py $(if $(QUICK),--count 2000 --rounds 1,--count 10000)
+	$(BIN)/python bench/routing.py $(if $(QUICK),--repeat 200 --count 500)
+	$(BIN)/python bench/sql_sink.py $(if $(QUICK),--count 1000 --rounds 1)
+	$(BIN)/python bench/mqtt_source.py $(if $(QUICK),--rounds 1)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

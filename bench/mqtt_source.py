@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+import cleanup
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -27,7 +28,7 @@ from adapters.mqtt import MqttSource
 from adapters.mqtt.settings import MqttSourceSettings
 from esb import Broker, BrokerSettings, CloudEvent, Metrics
 from esb.runtime import BrokerEmitter
-from esb.topology import QueueSpec, declare_queue
+from esb.topology import QueueSpec, declare_queue, dlq_name
 
 HOST, _, PORT = os.environ.get("ESB_BENCH_MQTT", "127.0.0.1:1883").rpartition(":")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -114,7 +115,8 @@ async def main(count: int, rounds: int) -> None:
     settings = BrokerSettings.model_validate({"url": AMQP_URL, "exchange": f"{prefix}.events"})
     broker = Broker(settings, "bench", Metrics())
     await broker.connect()
-    queue = await declare_queue(broker.channel, QueueSpec(f"{prefix}.scans", ["#"]), settings)
+    spec = QueueSpec(f"{prefix}.scans", ["#"])
+    await declare_queue(broker.channel, spec, settings)
     print(
         f"esb mqtt source bench: {count} queued QoS 1 messages drained into RabbitMQ "
         f"(confirm, then PUBACK); best of {rounds} rounds"
@@ -124,10 +126,10 @@ async def main(count: int, rounds: int) -> None:
             best = max([count / await drain(broker, count, window) for _ in range(rounds)])
             print(f"  window {window:>3}: {best:8,.0f} msg/s")
     finally:
-        await queue.delete(if_unused=False, if_empty=False)
-        channel = await broker.connection.channel()
-        await channel.exchange_delete(settings.exchange)
         await broker.close()
+        await cleanup.remove(
+            AMQP_URL, prefix, [spec.name, dlq_name(spec.name)], [settings.exchange]
+        )
 
 
 if __name__ == "__main__":

@@ -12,12 +12,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import cleanup
+
 from esb import Broker, BrokerSettings, CloudEvent, Metrics
-from esb.consumer import Consumer
-from esb.routing.engine import apply_step, match
+from esb.consumer import MIN_RETRY_LEVELS, Consumer
+from esb.retry import retry_queue
+from esb.routing.engine import match
+from esb.routing.lineage import derive
 from esb.routing.loader import RouteTable, load_routes
 from esb.routing.services import RouterService, TransformerService
-from esb.routing.steps import StepSpec
+from esb.routing.steps import StepSpec, compile_step
 from esb.runtime import BrokerEmitter
 from esb.topology import QueueNames, QueueSpec, declare_queue, dlq_name
 
@@ -107,8 +111,8 @@ def micro(repeat: int) -> None:
     print("transformer steps, in process (apply = run the step + derive the output event):")
     for kind, config in STEPS.items():
         name = "strip-nulls" if kind == "transform" else "bench"
-        spec = StepSpec(kind, name, config)
-        cost = per_call(lambda s=spec: apply_step(s, event, 1), repeat)
+        step = compile_step(StepSpec(kind, name, config))
+        cost = per_call(lambda s=step: derive(event, "bench", s.apply(event)), repeat)
         print(f"  {kind:<9}: {cost:8.1f} us per event")
 
 
@@ -160,7 +164,7 @@ async def pipeline(count: int) -> None:
         table = load_routes(Path(tmp))
     router = RouterService(broker, table)
     await router.declare()
-    transformer = TransformerService(broker, table, ["map"])
+    transformer = TransformerService(broker, table)
     await declare_queue(broker.channel, transformer.queues()[0], settings)
     emitter = BrokerEmitter(broker, asyncio.Event())
     window = asyncio.Semaphore(256)
@@ -175,18 +179,27 @@ async def pipeline(count: int) -> None:
         )
         hops = [
             ("router", Counting(count, router.handle), QueueSpec(names.router, ["#"]), count),
-            ("map", Counting(count, transformer.handle), QueueSpec(names.step("map"), []), count),
+            ("map", Counting(count, transformer.handle), transformer.queues()[0], count),
             ("sink", Counting(count * 10), QueueSpec(names.sink("target"), []), count * 10),
         ]
         results = []
         for name, handler, spec, handled in hops:
             results.append((name, handled, await timed(broker, metrics, handler, spec, name)))
     finally:
-        for queue in (names.router, names.unrouted, names.step("map"), names.sink("target")):
-            await broker.channel.queue_delete(queue)
-            await broker.channel.queue_delete(dlq_name(queue))
-        await broker.channel.exchange_delete(settings.exchange)
         await broker.close()
+        consumed = (names.router, transformer.queues()[0].name, names.sink("target"))
+        await cleanup.remove(
+            url,
+            prefix,
+            [
+                names.unrouted,
+                dlq_name(names.unrouted),
+                *consumed,
+                *(dlq_name(q) for q in consumed),
+                *(retry_queue(q, n) for q in consumed for n in range(1, MIN_RETRY_LEVELS + 1)),
+            ],
+            [settings.exchange],
+        )
     print(
         f"each hop alone over RabbitMQ, {count} orders; "
         "10 routes match each order (one with a map step):"

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import aio_pika
+import cleanup
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -29,10 +30,10 @@ from esb import (
     Source,
     to_message,
 )
-from esb.consumer import Consumer
+from esb.consumer import MIN_RETRY_LEVELS, Consumer
 from esb.retry import retry_queue
 from esb.runtime import BrokerEmitter, write_to
-from esb.topology import QueueSpec, declare_queue
+from esb.topology import QueueSpec, declare_queue, dlq_name
 
 WINDOW = 256
 PREFETCH = 256
@@ -203,11 +204,18 @@ async def main(count: int, rounds: int) -> None:
         await queue.unbind(settings.exchange, "#")
         ordered_rate = count / await sdk_consume(broker, ordered_q, count, ordered=True)
     finally:
-        for name in (plain_q.name, sdk_q.name, ordered_q.name):
-            for queue_name in (name, name + ".dlq", *(retry_queue(name, n) for n in range(1, 6))):
-                await broker.channel.queue_delete(queue_name)
-        await broker.channel.exchange_delete(settings.exchange)
         await broker.close()
+        known = [plain_q.name, sdk_q.name, ordered_q.name]
+        await cleanup.remove(
+            url,
+            prefix,
+            [
+                *known,
+                *(dlq_name(q) for q in known),
+                *(retry_queue(q, n) for q in known for n in range(1, MIN_RETRY_LEVELS + 1)),
+            ],
+            [settings.exchange],
+        )
 
     def best(key: str) -> float:
         return max(results[key])
