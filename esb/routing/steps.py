@@ -22,7 +22,7 @@ from esb.errors import ConfigError, PermanentError
 from esb.routing.conversions import Converter, compile_conversion
 from esb.routing.expressions import Expression, ExpressionError, Reads, event_variables
 from esb.routing.model import Conversion, FieldRule, MapSpec
-from esb.routing.schemas import compile_schema
+from esb.routing.schemas import compile_schema, fast_check
 
 TRANSFORMERS_GROUP = "esb.transformers"
 ROUTER_SAFE = "esb_router_safe"
@@ -204,8 +204,11 @@ def _compile_convert(conversions: list[Conversion]) -> Callable[[CloudEvent], An
 
 def _compile_schema(schema: dict[str, Any], name: str) -> Callable[[CloudEvent], Any]:
     validator = compile_schema(schema, name)
+    valid = fast_check(schema)
 
     def run(event: CloudEvent) -> Any:
+        if valid is not None and valid(event.data):
+            return event.data
         error = next(
             iter(sorted(validator.iter_errors(event.data), key=lambda e: list(e.path))), None
         )

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from esb.envelope import CloudEvent
 from esb.errors import PermanentError
 from esb.routing.loader import RoutesInvalid, load_routes
-from esb.routing.schemas import compile_schema
+from esb.routing.schemas import compile_schema, fast_check
 from esb.routing.steps import StepSpec, compile_step
 
 EVIL = "^(a+)+$"
@@ -250,3 +250,98 @@ def test_a_regex_value_is_checked_by_re2_in_linear_time() -> None:
 def test_other_formats_are_annotations() -> None:
     """A format without a vetted linear checker is not asserted (Draft 2020-12's default)."""
     assert validate({"format": "date-time"}, "not a time") == "not a time"
+
+
+REPO = Path(__file__).parents[3]
+SCHEMAS = [
+    schema
+    for directory in (REPO / "routes", REPO / "tests" / "routes")
+    for schema in load_routes(directory).schemas.values()
+]
+DIFFERENTIAL = [
+    *SCHEMAS,
+    {"type": "object", "patternProperties": {"^x-[a-z]+$": {"type": "integer"}}},
+    {"type": "array", "uniqueItems": True, "items": {"type": ["integer", "number", "boolean"]}},
+    {"type": "object", "required": ["a"], "properties": {"a": {"multipleOf": 3}}},
+    {"type": "object", "unevaluatedProperties": False, "properties": {"a": {"const": 1}}},
+    {"oneOf": [{"type": "string", "pattern": "^[A-Z]{2}$"}, {"type": "integer", "minimum": 0}]},
+]
+
+
+def _words(node: Any) -> set[str]:
+    """Every property name and string of a schema: data made of them hits its keywords."""
+    if isinstance(node, dict):
+        return {str(k) for k in node} | {w for v in node.values() for w in _words(v)}
+    if isinstance(node, list):
+        return {w for v in node for w in _words(v)}
+    return {node} if isinstance(node, str) else set()
+
+
+def _data(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    words = st.sampled_from(sorted(_words(schema)) or ["a"])
+    leaves = (
+        st.none()
+        | st.booleans()
+        | st.integers(-5, 10**6)
+        | st.floats(allow_nan=False, allow_infinity=False, width=32)
+        | words
+        | st.text(max_size=6)
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(words, inner, max_size=6),
+        max_leaves=25,
+    )
+
+
+FAST = [schema for schema in DIFFERENTIAL if fast_check(schema) is not None]
+
+
+def test_most_example_schemas_get_a_fast_check() -> None:
+    assert len(FAST) >= len(DIFFERENTIAL) - 2  # two use format: email
+
+
+@pytest.mark.parametrize("schema", FAST, ids=lambda s: str(s)[:40])
+def test_the_fast_check_never_accepts_what_jsonschema_refuses(schema: dict[str, Any]) -> None:
+    """A fast "valid" is final, so it must be jsonschema's verdict too, on any data."""
+    slow = compile_schema(schema, "s")
+    fast = fast_check(schema)
+    assert fast is not None
+
+    @given(_data(schema))
+    @settings(max_examples=400, deadline=None)
+    def agree(data: Any) -> None:
+        if fast(data):
+            assert slow.is_valid(data), data
+
+    agree()
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "format": "email"},
+        {"properties": {"zip": {"type": "string", "pattern": "^\\d{5}$"}}},
+        {"patternProperties": {"^\\w+$": {}}},
+        {"type": "number", "multipleOf": 0.01},
+    ],
+)
+def test_schemas_the_two_engines_read_differently_get_no_fast_check(
+    schema: dict[str, Any],
+) -> None:
+    assert fast_check(schema) is None
+
+
+def test_a_digit_class_stays_ascii_as_json_schema_says() -> None:
+    zip_code = {"properties": {"zip": {"pattern": "^\\d{5}$"}}}
+    assert validate(zip_code, {"zip": "12345"}) == {"zip": "12345"}
+    with pytest.raises(PermanentError, match="does not match"):
+        validate(zip_code, {"zip": "١٢٣٤٥"})  # Arabic-Indic digits: Unicode \d, not JSON's
+
+
+def test_the_fast_check_is_linear_on_a_catastrophic_pattern_too() -> None:
+    fast = fast_check({"type": "string", "pattern": EVIL})
+    assert fast is not None
+    started = time.perf_counter()
+    assert not fast(HOSTILE)
+    assert time.perf_counter() - started < 1
