@@ -257,8 +257,16 @@ _STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_int=_ch
 #: Every object key in the text is a string followed by a colon; a string value can match too,
 #: so more matches than parsed keys means "maybe a duplicate": only then parse a second time.
 _KEY_LIKE = re.compile(rb'"\s*:')
-#: orjson turns integers beyond 64 bits into floats; they have 19 digits or more.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+#: A quote followed by white space: only then can a key-like match be other than ``":``.
+_QUOTE_SPACE = re.compile(rb'"[ \t\r\n]')
+
+
+def _key_like(body: bytes) -> int:
+    """How many times a quote is followed by a colon, white space allowed between: at C speed
+    (a count) when no quote is followed by white space, as in compact JSON."""
+    if _QUOTE_SPACE.search(body) is None:
+        return body.count(b'":')
+    return len(_KEY_LIKE.findall(body))
 
 
 def _maybe_duplicate_keys(body: bytes, keys: int) -> bool:
@@ -266,30 +274,47 @@ def _maybe_duplicate_keys(body: bytes, keys: int) -> bool:
 
     Each key in the text is followed by a colon, so as many colons as parsed
     keys rules duplicates out at C speed; colons in string values (times,
-    URLs) leave it to the key-like pattern, and to a second parse only then.
+    URLs) leave it to the key-like count, and to a second parse only then.
     """
-    return body.count(b":") > keys and len(_KEY_LIKE.findall(body)) > keys
+    return body.count(b":") > keys and _key_like(body) > keys
 
 
-def _shape(value: Any, field: str) -> int:
-    """The number of object keys in ``value``; EnvelopeError when it nests deeper than allowed."""
-    count = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            count += len(item)
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > MAX_DEPTH:
+def _shape(value: Any, field: str, deep: bool) -> tuple[int, bool]:
+    """The number of object keys in ``value``, and whether it holds a float of 64-bit integer
+    size or more (it may have been an integer too long to keep: orjson makes those floats).
+
+    One walk, level by level. ``deep``: the text has brackets enough to nest deeper than
+    :data:`esb.limits.MAX_DEPTH` (else the depth needs no check); EnvelopeError if it does.
+    """
+    keys = 0
+    huge = False
+    level = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if deep and depth > MAX_DEPTH:
             raise EnvelopeError(
                 field, f"nested deeper than the limit of {MAX_DEPTH} levels", "too_deep"
             )
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return count
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is dict:
+                keys += len(item)
+                children = item.values()
+            elif kind is list:
+                children = item
+            else:
+                huge = huge or (kind is float and abs(item) >= _HUGE)
+                continue
+            for child in children:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    below.append(child)
+                elif kind is float and abs(child) >= _HUGE:
+                    huge = True
+        level = below
+    return keys, huge
 
 
 def loads_json(body: bytes, field: str) -> Any:
@@ -309,27 +334,11 @@ def loads_json(body: bytes, field: str) -> Any:
             ) from None
         code = "invalid_encoding" if "UTF-8" in str(exc) else "invalid_json"
         raise EnvelopeError(field, f"not valid JSON: {_short(str(exc))}", code) from None
-    keys = _shape(value, field)
-    if (keys and _maybe_duplicate_keys(body, keys)) or (
-        _LONG_DIGITS.search(body) is not None and _has_huge_float(value)
-    ):
+    deep = body.count(b"{") + body.count(b"[") > MAX_DEPTH
+    keys, huge = _shape(value, field, deep)
+    if huge or (keys and _maybe_duplicate_keys(body, keys)):
         _strict_parse(body, field)
     return value
-
-
-def _has_huge_float(value: Any) -> bool:
-    """A float of 64-bit integer size or more: it may have been an integer too long to keep."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float):
-            if abs(item) >= _HUGE:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def _strict_parse(body: bytes, field: str) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from esb import CloudEvent, EnvelopeError, event_from_dict, parse_structured
 from esb.envelope import loads_json
+from esb.limits import MAX_DEPTH
 
 VALID = {"specversion": "1.0", "id": "e-1", "source": "urn:shop", "type": "shop.order.created"}
 
@@ -112,3 +117,93 @@ def test_a_duplicate_key_names_the_key() -> None:
 
 def test_a_string_that_looks_like_a_key_is_not_a_duplicate() -> None:
     assert loads_json(b'{"a": "x\\":", "b": "\\"a\\":1"}', "data") == {"a": 'x":', "b": '"a":1'}
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate")
+    return dict(pairs)
+
+
+def _fits(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise ValueError("long")
+    return value
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+@st.composite
+def json_texts(draw: st.DrawFn) -> bytes:
+    """JSON text as a hostile sender writes it: odd white space, keys repeated, long integers,
+    big floats, colons and quotes in strings, nesting around the limit."""
+    space = st.sampled_from(["", " ", "\n", "\t ", "\r\n"])
+    keys = st.sampled_from(["a", "b", 'x\\":', "t:1", "\\u0022:"])
+    leaf = st.sampled_from(
+        [
+            "1",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1e19",
+            "1.5",
+            '"10:00"',
+            '"a\\":b"',
+            "true",
+            "null",
+            '"\\u0022: "',
+        ]
+    )
+
+    def node(level: int) -> str:
+        kind = draw(st.sampled_from(["leaf", "list", "dict"] if level < 3 else ["leaf"]))
+        if kind == "leaf":
+            return draw(leaf)
+        count = draw(st.integers(0, 3))
+        if kind == "list":
+            items = [node(level + 1) for _ in range(count)]
+            return "[" + ",".join(draw(space) + item for item in items) + "]"
+        names = [draw(keys) for _ in range(count)]
+        return (
+            "{"
+            + ",".join(
+                f'{draw(space)}"{name}"{draw(space)}:{draw(space)}{node(level + 1)}'
+                for name in names
+            )
+            + "}"
+        )
+
+    depth = draw(
+        st.sampled_from([0, 1, MAX_DEPTH - 4, MAX_DEPTH - 3, MAX_DEPTH - 2, MAX_DEPTH + 2])
+    )
+    kinds = ["[{}]"] * 40 + ['{{"a": {}}}'] * 40 + ['{{"a":{}, "a":1}}']  # a rare duplicate
+    wrappers = draw(st.lists(st.sampled_from(kinds), min_size=depth, max_size=depth))
+    text = node(0)  # nests up to 3 levels
+    for wrapper in wrappers:
+        text = wrapper.format(text)
+    return text.encode()
+
+
+@given(json_texts())
+@settings(max_examples=200, deadline=None)
+def test_loads_json_refuses_exactly_what_a_strict_parser_finds(body: bytes) -> None:
+    """The shortcuts (no depth walk under few brackets, a count instead of a second parse)
+    against Python's strict decoder: the same texts refused, the same values read."""
+    try:
+        expected: Any = json.loads(body, object_pairs_hook=_unique, parse_int=_fits)
+        refused = _depth(expected) > MAX_DEPTH
+    except (ValueError, RecursionError):
+        refused = True
+    if refused:
+        with pytest.raises(EnvelopeError):
+            loads_json(body, "data")
+    else:
+        assert loads_json(body, "data") == expected
