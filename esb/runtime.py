@@ -307,7 +307,10 @@ async def run_router(
     failed_steps = _transformer_consumer(process, steps, steps.queues()[0])
 
     async def reload() -> bool:
-        return await router.reload() and await steps.reload()
+        if not await router.reload():
+            return False
+        steps.adopt(router.table)
+        return True
 
     async with reloading(reload, routes_dir if watch else None):
         await serve(process, [consumer, failed_steps], on_connect=router.declare)

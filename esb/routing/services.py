@@ -252,10 +252,14 @@ class TransformerService:
         table = self.live.load()
         if table is None:
             return False
-        self.live.table = table
-        self._remember(table)
+        self.adopt(table)
         self.live.outcome("ok")
         return True
+
+    def adopt(self, table: RouteTable) -> None:
+        """Run ``table``'s routes from now on (another service of this process loaded it)."""
+        self.live.table = table
+        self._remember(table)
 
     def _remember(self, table: RouteTable) -> None:
         for route in table.routes:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import aio_pika
+import orjson
 from pamqp.commands import Basic
 
 from esb import Broker, BrokerSettings, CloudEvent, Metrics
@@ -126,6 +127,73 @@ async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
         assert len(ids) == len(set(ids)) == 21
     finally:
         for process in processes:
+            process.stop()
+
+
+async def test_a_router_step_that_fails_is_parked_on_its_own_and_replayed_after_the_fix(
+    routed_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Steps in the router: the failing copy waits in the router's own steps lot, the other
+    route's copy is delivered, and the fixed route (SIGHUP) applies to the replay."""
+    env = routed_env
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    in_router = STRICT.replace("    steps:\n", "    runs_in: router\n    steps:\n")
+    audit = "  - {name: audit, from: crm.contact.*, to: ledger}\n"
+    (routes / "r.yaml").write_text(
+        in_router.replace("sinks: {crm: {}}", "sinks: {crm: {}, ledger: {}}") + audit
+    )
+    out, ledger = tmp_path / "crm.jsonl", tmp_path / "ledger.jsonl"
+    names = QueueNames(env["ESB_BROKER__PREFIX"])
+    router = EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "router.log")
+    sinks = [
+        EsbProcess(
+            ["run", "sink", "jsonl"],
+            {**env, "ESB_SERVICE__NAME": name, "ESB_ADAPTER__PATH": str(path)},
+            tmp_path / f"{name}.log",
+        )
+        for name, path in (("crm", out), ("ledger", ledger))
+    ]
+    try:
+        for process in (router, *sinks):
+            process.wait_ready()
+        broker = Broker(
+            BrokerSettings.model_validate(
+                {"url": env["ESB_BROKER__URL"], "exchange": env["ESB_BROKER__EXCHANGE"]}
+            ),
+            "test",
+            Metrics(),
+        )
+        await broker.connect()
+        await broker.publish(
+            CloudEvent.new(
+                "crm.contact.created", "urn:crm", {"name": "n", "since": "02.01.2026"}, id="bad-1"
+            )
+        )
+        await broker.close()
+        lot = dlq_name(names.steps("router"))
+        wait_for(lambda: f"{lot}: 1 parked" in listed(env, lot), 20, router.tail)
+        wait_for(lambda: len(read_ids(ledger)) == 1, 20, sinks[1].tail)
+        parked_id = listed(env, lot).splitlines()[1].split()[0]
+        shown = esb_cli(env, "dlq", "show", parked_id, names.steps("router")).stdout
+        assert "x-esb-error: route contacts: step 3: validate contact.v1:" in shown
+        assert '"since":"2026-01-02"' in shown  # steps 1 and 2 ran in the router
+
+        (routes / "r.yaml").write_text(
+            in_router.replace("required: [email]", "required: [name]").replace(
+                "sinks: {crm: {}}", "sinks: {crm: {}, ledger: {}}"
+            )
+            + audit
+        )
+        router.signal(signal.SIGHUP)
+        wait_for(lambda: "routes reloaded" in router.log.read_text(), 10, router.tail)
+        assert esb_cli(env, "dlq", "replay", lot).stdout.splitlines()[-1] == "1 replayed"
+        wait_for(lambda: len(read_ids(out)) == 1, 20, sinks[0].tail)
+        assert [orjson.loads(line)["data"]["since"] for line in out.read_bytes().splitlines()] == [
+            "2026-01-02"
+        ]
+    finally:
+        for process in (router, *sinks):
             process.stop()
 
 
