@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Bound(Generic[M]):
+    """One metric's children for one service, each bound on first use: ``labels()`` takes a
+    lock and builds a tuple on every call, too dear for once per message. Label values are
+    names from configuration (routes, step kinds), so the children are few."""
+
+    def __init__(self, metric: M, service: str) -> None:
+        self._metric = metric
+        self._service = service
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(self._service, *labels)
+        return child
 
 
 class Metrics:

@@ -20,7 +20,7 @@ from esb.broker import Broker
 from esb.consumer import off_loop
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError, PermanentError, TransientError
-from esb.metrics import Metrics
+from esb.metrics import Bound, Metrics
 from esb.routing.engine import StepFailed, match, route_copy, run_hop
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
 from esb.routing.model import POOL, RESERVED_POOLS
@@ -99,6 +99,7 @@ class RouterService:
         self.live = LiveRoutes(table, routes_dir, metrics, service)
         self._unrouted = metrics.unrouted.labels(service)
         self._route_seconds = metrics.route_seconds.labels(service)
+        self._routed = Bound(metrics.routed, service)
 
     @property
     def table(self) -> RouteTable:
@@ -173,7 +174,7 @@ class RouterService:
             self.broker.publish(copy, routing_key=queue, exchange="", headers=_slip(slip))
             for queue in next_queues(route, position, self.names)
         )
-        self._metrics.routed.labels(self._service, route.name).inc()
+        self._routed(route.name).inc()
 
     async def _hand_off(self, route: CompiledRoute, failed: StepFailed) -> None:
         log.warning(
@@ -188,7 +189,7 @@ class RouterService:
         await self.broker.publish(
             failed.reached, routing_key=self.names.steps(ROUTER), exchange="", headers=_slip(slip)
         )
-        self._metrics.routed.labels(self._service, route.name).inc()
+        self._routed(route.name).inc()
 
 
 def _slip(slip: Slip) -> dict[str, str]:
@@ -234,10 +235,10 @@ class TransformerService:
                     "not dlq or retry)"
                 )
         self.names = QueueNames(broker.settings.prefix)
-        self._metrics = broker.metrics
-        self._service = broker.service
         self._versions: OrderedDict[tuple[str, str], CompiledRoute] = OrderedDict()
         self._remember(table)
+        self._steps = Bound(broker.metrics.steps, broker.service)
+        self._step_seconds = Bound(broker.metrics.step_seconds, broker.service)
 
     def queues(self) -> list[QueueSpec]:
         return [QueueSpec(self.names.steps(pool), []) for pool in self.pools]
@@ -298,7 +299,7 @@ class TransformerService:
             output = await off_loop(message, run_hop, route, event, position, end)
         except StepFailed as failed:
             kind = route.steps[failed.position - 1].kind
-            self._metrics.steps.labels(self._service, kind, "failed").inc()
+            self._steps(kind, "failed").inc()
             if failed.position > position:
                 await self._hand_off(route, slip, failed)
                 return
@@ -309,10 +310,8 @@ class TransformerService:
             raise failed.error from None
         elapsed = time.perf_counter() - started
         for spec in route.steps[position - 1 : end - 1]:
-            self._metrics.step_seconds.labels(self._service, spec.kind).observe(
-                elapsed / (end - position)
-            )
-            self._metrics.steps.labels(self._service, spec.kind, "ok").inc()
+            self._step_seconds(spec.kind).observe(elapsed / (end - position))
+            self._steps(spec.kind, "ok").inc()
         following = Slip(route.name, route.version, end, slip.retry)
         await _all(
             self.broker.publish(output, routing_key=queue, exchange="", headers=_slip(following))
