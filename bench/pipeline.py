@@ -314,23 +314,32 @@ class Run:
         return hop
 
     async def start(self) -> None:
+        """Start the hops from the sink up, each once the one before consumes.
+
+        One at a time: RabbitMQ 3.10 can fail a consume on a quorum queue that another
+        connection declared the same moment (``noproc``), which a hop's start would hit.
+        """
         key = self.pipeline.key
         if key.startswith("esb"):
             routes = str(self.routes_dir())
-            sink_argv = [PYTHON, str(BENCH / "esb_sink.py")]
-            await self.spawn("sink", sink_argv, self.esb_env("fulfilment"), sink=True)
-            if "transformer" in self.pipeline.hops:
-                argv = [ESB, "run", "transformer", "--routes", routes]
-                await self.spawn("transformer", argv, self.esb_env())
-            await self.spawn("router", [ESB, "run", "router", "--routes", routes], self.esb_env())
-            await self.wait_ready()
+            commands = {
+                "sink": [PYTHON, str(BENCH / "esb_sink.py")],
+                "transformer": [ESB, "run", "transformer", "--routes", routes],
+                "router": [ESB, "run", "router", "--routes", routes],
+            }
+            for name in ("sink", "transformer", "router"):
+                if name in self.pipeline.hops:
+                    env = self.esb_env("fulfilment" if name == "sink" else None)
+                    await self.ready(
+                        await self.spawn(name, commands[name], env, sink=name == "sink")
+                    )
             source_env = self.esb_env("bench-source")
         else:
             script = str(BENCH / f"{key}_pipeline.py")
-            await self.spawn("sink", [PYTHON, script, "sink"], {}, sink=True)
-            await self.spawn("transformer", [PYTHON, script, "transformer"], {})
-            await self.spawn("router", [PYTHON, script, "router"], {})
-            await self.wait_consumers()
+            for name in ("sink", "transformer", "router"):
+                await self.ready(
+                    await self.spawn(name, [PYTHON, script, name], {}, sink=name == "sink")
+                )
             source_env = {}
         self.source = await asyncio.create_subprocess_exec(
             PYTHON,
@@ -350,49 +359,40 @@ class Run:
     def check_alive(self) -> None:
         for hop in self.hops:
             if hop.process.returncode is not None:
+                lines = tail(hop.log)
                 raise RunFailed(
-                    f"{self.pipeline.label} {hop.name} exited ({hop.process.returncode}):\n"
-                    + tail(hop.log)
+                    f"{self.pipeline.label} {hop.name} exited ({hop.process.returncode}): "
+                    f"{lines.splitlines()[-1].strip() if lines else ''}\n{lines}"
                 )
 
-    async def wait_ready(self, within: float = 60) -> None:
-        """Every esb process answers /readyz (consuming, broker connected)."""
+    async def ready(self, hop: Hop, within: float = 60) -> None:
+        """Wait until ``hop`` consumes: esb's /readyz, else a consumer on its input queue."""
         deadline = time.monotonic() + within
-        async with aiohttp.ClientSession() as http:
-            for hop in self.hops:
-                while True:
-                    self.check_alive()
-                    with contextlib.suppress(aiohttp.ClientError):
-                        url = f"http://127.0.0.1:{hop.health_port}/readyz"
-                        async with http.get(url) as response:
-                            if response.status == 200:
-                                break
-                    if time.monotonic() > deadline:
-                        raise RunFailed(f"{hop.name} not ready after {within:.0f}s")
-                    await asyncio.sleep(0.1)
+        while not await self.consuming(hop):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RunFailed(f"{self.pipeline.label} {hop.name} not ready after {within:.0f}s")
+            await asyncio.sleep(0.25)
 
-    async def wait_consumers(self, within: float = 60) -> None:
-        """Every hop's input queue has its consumer (plain and FastStream)."""
-        queues = [f"{self.prefix}.{name}" for name in ("router", "transform", "sink")]
-        deadline = time.monotonic() + within
+    async def consuming(self, hop: Hop) -> bool:
+        if hop.health_port is not None:
+            try:
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"http://127.0.0.1:{hop.health_port}/readyz") as response,
+                ):
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+        name = f"{self.prefix}.{'transform' if hop.name == 'transformer' else hop.name}"
         connection = await aio_pika.connect(self.url)
         async with connection:
-            for name in queues:
-                while True:
-                    self.check_alive()
-                    channel = await connection.channel()
-                    try:
-                        queue = await channel.declare_queue(name, passive=True)
-                        if queue.declaration_result.consumer_count:
-                            break
-                    except aiormq.exceptions.ChannelNotFoundEntity:
-                        pass
-                    finally:
-                        if not channel.is_closed:
-                            await channel.close()
-                    if time.monotonic() > deadline:
-                        raise RunFailed(f"{name} has no consumer after {within:.0f}s")
-                    await asyncio.sleep(0.1)
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return False
+            return bool(queue.declaration_result.consumer_count)
 
     async def read_source(self, within: float) -> dict[str, Any]:
         if self.source is None or self.source.stdout is None:
@@ -490,7 +490,9 @@ async def measure(
     measurement, and says which rates to pace at.
     """
     seq = Sequence()
+    started = time.monotonic()
     await run.start()
+    startup = time.monotonic() - started
     meter = Meter(run.psutil_processes(), broker)
     first = seq.take(settings.warmup)
     run.arrivals.expect(first, settings.warmup)
@@ -502,7 +504,7 @@ async def measure(
             f"within 30 s{await where_they_wait(run.prefix)}"
         )
 
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"startup_seconds": startup}
     first = seq.take(settings.count)
     run.arrivals.expect(first, settings.count)
     before = meter.snapshot()
@@ -940,7 +942,11 @@ async def main(args: argparse.Namespace) -> int:
                 "settings": vars(args),
                 "semantics": SEMANTICS,
                 "rates": bench.rates,
-                "machine": {"cpus": os.cpu_count(), "git": git_state()},
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "git": git_state(),
+                    "pythonpath": os.environ.get("PYTHONPATH", ""),
+                },
                 "failed": bench.failed,
                 "runs": bench.runs,
                 "summary": summary,
@@ -972,7 +978,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--count", type=int, default=5000, help="orders at the maximum rate")
-    parser.add_argument("--seconds", type=float, default=6.0, help="per paced rate")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per paced rate")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument(
         "--rates",
