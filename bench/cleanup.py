@@ -35,6 +35,11 @@ def _listed(what: str) -> list[str] | None:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
+def listable() -> bool:
+    """Whether the broker's own list can be read here (rabbitmqctl on PATH)."""
+    return shutil.which("rabbitmqctl") is not None
+
+
 def leftovers(prefix: str) -> list[str] | None:
     """Queues and exchanges on the broker whose names start with ``prefix`` (None: unknown)."""
     queues, exchanges = _listed("queues"), _listed("exchanges")

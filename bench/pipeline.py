@@ -50,7 +50,7 @@ import cleanup
 import orjson
 import psutil
 import yaml
-from pipeline_common import ARRIVAL, ROUTE, ROUTES_DIR, WINDOW
+from pipeline_common import ARRIVAL, ROUTE, ROUTES_DIR, VALIDATORS, WINDOW
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -651,7 +651,8 @@ class Bench:
                 break
             finally:
                 await run.stop()
-                await cleanup.remove(self.url, prefix)
+                guessed = [] if cleanup.listable() else guesses(prefix)
+                await cleanup.remove(self.url, prefix, guessed, [run.exchange])
             figures |= {
                 "pipeline": pipeline.key,
                 "round": round_number,
@@ -681,6 +682,16 @@ class Bench:
         best = min(comparable, key=lambda f: f["others_cores"])
         best["counted"] = True
         return best
+
+
+def guesses(prefix: str) -> list[str]:
+    """Every queue a run under ``prefix`` may declare, for a broker whose list cannot be read:
+    each hop's work queue (esb's, plain's, FastStream's), its parking lot and delay queues."""
+    sinks = yaml.safe_load((ROUTES_DIR / "orders.yaml").read_text())["sinks"]
+    hops = ["router", "unrouted", "transform", "transform.router", "sink"]
+    work = [f"{prefix}.{hop}" for hop in hops] + [f"{prefix}.sink.{sink}" for sink in sinks]
+    suffixes = ["", ".dlq", *(f".retry.{n}" for n in range(1, 31))]
+    return [queue + suffix for queue in work for suffix in suffixes]
 
 
 def rotation(pipelines: list[Pipeline], round_number: int) -> list[Pipeline]:
@@ -865,7 +876,9 @@ consumer, source window 256. What differs:
 - plain aio-pika: the router forwards the body as it came; a failure is rejected into the
   queue's .dlq (no retries with backoff, no envelope, no metrics).
 - FastStream: decodes and re-encodes the JSON body at every hop; a failure is rejected into the
-  queue's .dlq; its two INFO log lines per message are set to DEBUG (not written)."""
+  queue's .dlq; its two INFO log lines per message are set to DEBUG (not written).
+- Validation: esb checks with jsonschema-rs first when the schema allows, plain and FastStream
+  with {validator} (--validator)."""
 
 
 def git_state() -> dict[str, Any]:
@@ -889,6 +902,7 @@ async def main(args: argparse.Namespace) -> int:
     settings = Settings(args.count, args.warmup, args.seconds, args.noise_cores, args.repeats)
     chosen = [p for p in PIPELINES if p.key in args.pipelines]
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    os.environ["BENCH_VALIDATOR"] = args.validator
     before = cleanup.leftovers("bench-")
     print(
         f"pipeline bench {run_id}: {args.rounds} round(s) of {', '.join(p.label for p in chosen)}; "
@@ -928,7 +942,7 @@ async def main(args: argparse.Namespace) -> int:
         "ratios are esb's figure over the other's: above 1 is faster for msg/s, costlier for "
         "CPU, RSS and latency (p99 for the latency rows); (sat.) = the pipeline did not keep up"
     )
-    print(SEMANTICS)
+    print(SEMANTICS.format(validator=args.validator))
     for key, reason in bench.failed.items():
         print(f"{key}: not measured in every round: {reason.splitlines()[0]}")
     RESULTS.mkdir(exist_ok=True)
@@ -940,7 +954,7 @@ async def main(args: argparse.Namespace) -> int:
             {
                 "run_id": run_id,
                 "settings": vars(args),
-                "semantics": SEMANTICS,
+                "semantics": SEMANTICS.format(validator=args.validator),
                 "rates": bench.rates,
                 "machine": {
                     "cpus": os.cpu_count(),
@@ -997,6 +1011,12 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=0.25,
         help="others' CPU (cores, averaged over a run) above which a run is repeated",
+    )
+    parser.add_argument(
+        "--validator",
+        choices=VALIDATORS,
+        default="jsonschema",
+        help="what the plain and FastStream transformers validate with (esb uses its own)",
     )
     parser.add_argument("--repeats", type=int, default=2, help="repeats of one disturbed run")
     parser.add_argument(
