@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import cel
-
 from esb.envelope import CloudEvent
+from esb.routing.cel_engine import Context, compile_program
 
 MAX_EXPRESSION_CHARS = 4096
 
@@ -70,7 +69,7 @@ class Expression:
         if len(source) > MAX_EXPRESSION_CHARS:
             raise ExpressionError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
         try:
-            program = cel.compile(source)
+            program = compile_program(source)
         except ValueError as exc:
             raise ExpressionError(
                 _first_line(str(exc)).removeprefix("Failed to parse expression ")
@@ -92,7 +91,7 @@ class Expression:
             pass
         return cls(source, program)
 
-    def evaluate(self, context: cel.Context) -> Any:
+    def evaluate(self, context: Context) -> Any:
         """The value on one event; :class:`ExpressionError` on a missing field or a type."""
         try:
             return self.program.execute(context)
@@ -161,6 +160,6 @@ def _variable(event: CloudEvent, name: str) -> Any:
     return dict(event.extensions) if name == "extensions" else getattr(event, name)
 
 
-def event_context(event: CloudEvent, reads: Reads | None = None) -> cel.Context:
+def event_context(event: CloudEvent, reads: Reads | None = None) -> Context:
     """One evaluation context per event, shared by every route's expressions."""
-    return cel.Context(event_variables(event, reads))
+    return Context(event_variables(event, reads))

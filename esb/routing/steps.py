@@ -13,12 +13,12 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-import cel
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError, PermanentError
+from esb.routing.cel_engine import Context
 from esb.routing.conversions import Converter, compile_conversion
 from esb.routing.expressions import Expression, ExpressionError, Reads, event_variables
 from esb.routing.model import Conversion, FieldRule, MapSpec
@@ -153,7 +153,7 @@ def _compile_map(spec: MapSpec) -> Callable[[CloudEvent], Any]:
         if spec.keep and not isinstance(event.data, dict):
             raise PermanentError("keep: true needs object data")
         out = Output(event.data if spec.keep else None)
-        context = cel.Context(event_variables(event, reads)) if needs_context else cel.Context()
+        context = Context(event_variables(event, reads)) if needs_context else Context()
         for target, rule, expression in rules:
             if expression is None:
                 value = _fresh(rule.const)

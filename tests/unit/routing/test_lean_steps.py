@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -173,3 +175,19 @@ def test_the_types_a_table_remembers_are_bounded() -> None:
         "all-orders",
         "anything",
     ]
+
+
+def test_a_process_loads_the_cel_engine_without_its_command_line() -> None:
+    """cel's own command line (typer, rich, prompt_toolkit, pygments) cost every router and
+    transformer ~23 MB resident; esb never runs it."""
+    probe = (
+        "import sys, esb.cli, esb.routing.expressions as e; "
+        "assert e.Expression.compile('data.x == 1').evaluate(e.event_context("
+        "e.CloudEvent.new('t.x', 'urn:t', {'x': 1}))) is True; "
+        "print(sorted(m for m in ('typer', 'rich', 'prompt_toolkit', 'pygments') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
