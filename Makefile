@@ -50,10 +50,10 @@ bench: install broker postgres mosquitto
 	@[ $(VENV)/.bench-stamp -nt pyproject.toml ] || \
 		{ $(BIN)/pip install --quiet -e '.[dev,bench]' && touch $(VENV)/.bench-stamp; }
 	$(BIN)/python bench/pipeline.py $(if $(QUICK),--quick) $(PIPELINE_ARGS)
-	$(BIN)/python bench/throughput.py $(if $(QUICK),--count 2000 --rounds 1,--count 10000)
-	$(BIN)/python bench/routing.py $(if $(QUICK),--repeat 200 --count 500)
+	$(BIN)/python bench/throughput.py $(if $(QUICK),--count 2000 --rounds 1,--count 5000)
+	$(BIN)/python bench/routing.py $(if $(QUICK),--repeat 200 --count 500,--count 1000)
 	$(BIN)/python bench/sql_sink.py $(if $(QUICK),--count 1000 --rounds 1)
-	$(BIN)/python bench/mqtt_source.py $(if $(QUICK),--rounds 1)
+	$(BIN)/python bench/mqtt_source.py $(if $(QUICK),--rounds 1,--rounds 2)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -605,6 +605,7 @@ class Bench:
     broker: psutil.Process | None
     repeats_left: int = 0
     rates_settled: bool = False
+    rate_notes: list[str] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     prefixes: list[str] = field(default_factory=list)
@@ -616,6 +617,7 @@ class Bench:
         """
         if not self.rates_settled and (pipeline.key == "esb" or "esb" not in self.keys):
             self.rates = [round(maximum * f) for f in (0.25, 0.5, 0.75)] + [FIXED_RATE]
+            self.rate_notes = ["25% of esb max", "50% of esb max", "75% of esb max", "fixed"]
             self.rates_settled = not disturbed
             print(
                 f"  paced rates: {', '.join(f'{r:g}' for r in self.rates)} msg/s "
@@ -652,7 +654,7 @@ class Bench:
             finally:
                 await run.stop()
                 guessed = [] if cleanup.listable() else guesses(prefix)
-                await cleanup.remove(self.url, prefix, guessed, [run.exchange])
+                await cleanup.remove(self.url, prefix, guessed, [run.exchange], check=False)
             figures |= {
                 "pipeline": pipeline.key,
                 "round": round_number,
@@ -762,8 +764,11 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}"
 
 
-def table(summary: dict[str, Any], pipelines: list[Pipeline]) -> str:
-    """One table: a column per pipeline, then esb/plain, esb/FastStream, esb-router/plain."""
+def table(summary: dict[str, Any], pipelines: list[Pipeline], notes: list[str]) -> str:
+    """One table: a column per pipeline, then esb/plain, esb/FastStream, esb-router/plain.
+
+    ``notes`` say what each paced rate is (``25% of esb max``).
+    """
     present = [p for p in pipelines if p.key in summary]
     ratios = [("esb", "plain"), ("esb", "faststream"), ("esb-router", "plain")]
     header = [
@@ -776,9 +781,12 @@ def table(summary: dict[str, Any], pipelines: list[Pipeline]) -> str:
     def get(key: str, path: tuple[Any, ...]) -> float:
         value: Any = summary.get(key)
         for part in path:
-            if value is None:
+            if isinstance(value, dict):
+                value = value.get(part)
+            elif isinstance(value, list) and part < len(value):
+                value = value[part]
+            else:
                 return math.nan
-            value = value.get(part) if isinstance(value, dict) else value[part]
         return math.nan if value is None else float(value)
 
     def row(label: str, path: tuple[Any, ...], show: Any = fmt, compare: bool = True) -> None:
@@ -791,13 +799,15 @@ def table(summary: dict[str, Any], pipelines: list[Pipeline]) -> str:
     for hop in HOPS:
         row(f"  {hop} CPU us/msg", ("cpu_us_per_msg", hop))
     row("broker CPU us/msg", ("broker_cpu_us_per_msg",))
-    any_latency = next(iter(summary.values()))["latency"]
+    any_latency = max((figures["latency"] for figures in summary.values()), key=len)
     for index, point in enumerate(any_latency):
         offered = point["offered"]
-        label = f"p50/p95/p99 ms at {offered:,.0f}/s"
+        note = f" ({notes[index]})" if index < len(notes) else ""
+        label = f"p50/p95/p99 ms at {offered:,.0f}/s{note}"
         values = []
         for p in present:
-            lat = summary[p.key]["latency"][index] if summary[p.key]["latency"] else None
+            points = summary[p.key]["latency"]
+            lat = points[index] if index < len(points) else None
             if lat is None:
                 values.append("-")
                 continue
@@ -857,8 +867,8 @@ def plot(summary: dict[str, Any], pipelines: list[Pipeline], path: Path) -> None
             )
     axes.set_yscale("log")
     axes.set_xlabel("offered rate (msg/s)")
-    axes.set_ylabel("latency, source publish to sink (ms)")
-    axes.set_title("Paid orders, source -> router -> transformer -> sink (medians of rounds)")
+    axes.set_ylabel("latency (ms)")
+    axes.set_title("Paid orders: latency from source publish to sink receipt (medians of rounds)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, ncol=2)
     figure.tight_layout()
@@ -937,7 +947,7 @@ async def main(args: argparse.Namespace) -> int:
         print("no pipeline could be measured", file=sys.stderr)
         return 1
     print()
-    print(table(summary, chosen))
+    print(table(summary, chosen, bench.rate_notes))
     print(
         "ratios are esb's figure over the other's: above 1 is faster for msg/s, costlier for "
         "CPU, RSS and latency (p99 for the latency rows); (sat.) = the pipeline did not keep up"
