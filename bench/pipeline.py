@@ -79,6 +79,14 @@ class RunFailed(Exception):
     """A pipeline could not be measured in this run (it did not start or deliver)."""
 
 
+class Disturbed(Exception):
+    """Other load on the machine used ``cores`` while the maximum rate was measured."""
+
+    def __init__(self, cores: float) -> None:
+        super().__init__(f"others used {cores:.2f} cores")
+        self.cores = cores
+
+
 # ---------------------------------------------------------------- machine measurements
 
 
@@ -483,11 +491,14 @@ async def measure(
     settings: Settings,
     paced_rates: Callable[[Pipeline, float, bool], list[float]],
     broker: psutil.Process | None,
+    *,
+    give_up: bool,
 ) -> dict[str, Any]:
     """Warm up, then the maximum rate, then each paced rate; the run's figures.
 
     ``paced_rates`` gets the pipeline, its maximum and whether other load disturbed that
-    measurement, and says which rates to pace at.
+    measurement, and says which rates to pace at. With ``give_up``, a disturbed maximum
+    raises :class:`Disturbed` instead.
     """
     seq = Sequence()
     started = time.monotonic()
@@ -526,6 +537,8 @@ async def measure(
     usages = [usage]
     result["latency"] = []
     disturbed = usage.others / usage.wall > settings.noise_cores
+    if disturbed and give_up:
+        raise Disturbed(usage.others / usage.wall)
     for rate in paced_rates(run.pipeline, result["max"]["msg_per_s"], disturbed):
         count = max(1, round(rate * settings.seconds))
         first = seq.take(count)
@@ -608,7 +621,6 @@ class Bench:
     rate_notes: list[str] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    prefixes: list[str] = field(default_factory=list)
 
     def paced_rates(self, pipeline: Pipeline, maximum: float, disturbed: bool) -> list[float]:
         """25/50/75% of esb's maximum in its first run (the first run's, without esb) and 250.
@@ -631,22 +643,31 @@ class Bench:
         return [p.key for p in self.pipelines]
 
     async def one(self, pipeline: Pipeline, round_number: int) -> dict[str, Any] | None:
-        """Measure ``pipeline`` once in this round, repeating a disturbed run (bounded per run
-        and in all); the least disturbed attempt counts."""
+        """Measure ``pipeline`` once in this round; the least disturbed complete attempt counts.
+
+        A run that other load disturbed is repeated, bounded per run and in all, after
+        waiting for the machine to calm down; one disturbed already at the maximum rate
+        stops there, saving its paced rates, unless it is the last try.
+        """
         attempts: list[dict[str, Any]] = []
         for attempt in range(self.settings.repeats + 1):
-            if attempt > 0:
-                if self.repeats_left == 0:
-                    print("  no repeats left for this bench (--max-repeats)", flush=True)
-                    break
-                self.repeats_left -= 1
-            idle = await quiet(self.settings.noise_cores, patience=20)
+            last_try = attempt == self.settings.repeats or self.repeats_left == 0
+            idle = await quiet(self.settings.noise_cores, patience=20 if attempt == 0 else 30)
             prefix = f"{self.run_id}-{pipeline.key}-r{round_number}a{attempt}"
-            self.prefixes.append(prefix)
             run = Run(pipeline, prefix, self.url, self.workdir)
             started = time.monotonic()
             try:
-                figures = await measure(run, self.settings, self.paced_rates, self.broker)
+                figures = await measure(
+                    run, self.settings, self.paced_rates, self.broker, give_up=not last_try
+                )
+            except Disturbed as exc:
+                print(
+                    f"  {pipeline.label:<22} others used {exc.cores:.2f} cores during the "
+                    "maximum rate -> DISTURBED, stopped there and repeated",
+                    flush=True,
+                )
+                self.repeats_left -= 1
+                continue
             except RunFailed as exc:
                 self.failed[pipeline.key] = str(exc)
                 print(f"  {pipeline.label}: FAILED: {exc}", flush=True)
@@ -675,8 +696,9 @@ class Bench:
                 + (" -> DISTURBED" if figures["disturbed"] else ""),
                 flush=True,
             )
-            if not figures["disturbed"]:
+            if not figures["disturbed"] or last_try:
                 break
+            self.repeats_left -= 1
         self.rates_settled = self.rates is not None
         comparable = [a for a in attempts if [p["offered"] for p in a["latency"]] == self.rates]
         if not comparable:
@@ -1030,7 +1052,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=2, help="repeats of one disturbed run")
     parser.add_argument(
-        "--max-repeats", type=int, default=4, help="repeats of disturbed runs in all, a time bound"
+        "--max-repeats", type=int, default=6, help="repeats of disturbed runs in all, a time bound"
     )
     parser.add_argument(
         "--logs", type=Path, default=None, help="keep the processes' logs in this directory"
