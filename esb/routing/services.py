@@ -42,8 +42,16 @@ def next_queues(route: CompiledRoute, position: int, names: QueueNames) -> list[
 
 
 async def _all(publishes: Iterable[Awaitable[None]]) -> None:
-    """Await every publish; raise the first failure only after all have settled."""
-    results = await asyncio.gather(*publishes, return_exceptions=True)
+    """Await every publish; raise the first failure only after all have settled.
+
+    One publish (the usual case: one route, one next hop) is awaited as it is:
+    gathering it would make it a task of its own, a cost on every message.
+    """
+    pending = list(publishes)
+    if len(pending) == 1:
+        await pending[0]
+        return
+    results = await asyncio.gather(*pending, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
