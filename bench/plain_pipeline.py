@@ -74,7 +74,8 @@ class Hop:
         self.out: AbstractChannel | None = None
 
     async def publish(self, message: aio_pika.Message, queue: str) -> None:
-        assert self.out is not None  # noqa: S101 - set before consuming starts
+        if self.out is None:
+            raise RuntimeError("publish before the hop's channel is open")
         await self.out.default_exchange.publish(message, routing_key=queue, mandatory=True)
 
     async def run(self, source: str, outputs: list[str], handle: Handler) -> None:
