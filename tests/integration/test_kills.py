@@ -12,9 +12,9 @@ from pathlib import Path
 
 import orjson
 
-from esb import Broker, BrokerSettings, CloudEvent, Metrics
+from esb import CloudEvent
 from esb.runtime import BrokerEmitter
-from tests.support.processes import EsbProcess, line_count, wait_for
+from tests.support.processes import EsbProcess, connected_broker, line_count, wait_for
 
 N = 5_000
 ROUTES = """\
@@ -59,14 +59,7 @@ async def test_kills_of_every_hop_mid_stream_lose_and_duplicate_nothing(
     try:
         for process in running.values():
             process.wait_ready()
-        broker = Broker(
-            BrokerSettings.model_validate(
-                {"url": env["ESB_BROKER__URL"], "exchange": env["ESB_BROKER__EXCHANGE"]}
-            ),
-            "ledger-source",
-            Metrics(),
-        )
-        await broker.connect()
+        broker = await connected_broker(env, "ledger-source")
         emitter = BrokerEmitter(broker, asyncio.Event())
         publishing = asyncio.create_task(_publish(emitter))
 

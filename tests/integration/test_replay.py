@@ -11,11 +11,11 @@ import aio_pika
 import orjson
 from pamqp.commands import Basic
 
-from esb import Broker, BrokerSettings, CloudEvent, Metrics
+from esb import CloudEvent
 from esb.retry import retry_queue
 from esb.topology import QueueNames, dlq_name
 from tests.conftest import Names
-from tests.support.processes import EsbProcess, esb_cli, read_ids, wait_for
+from tests.support.processes import EsbProcess, connected_broker, esb_cli, read_ids, wait_for
 from tests.support.raw_amqp import publish_raw
 
 STRICT = """\
@@ -63,14 +63,7 @@ async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
     try:
         for process in processes:
             process.wait_ready()
-        broker = Broker(
-            BrokerSettings.model_validate(
-                {"url": env["ESB_BROKER__URL"], "exchange": env["ESB_BROKER__EXCHANGE"]}
-            ),
-            "test",
-            Metrics(),
-        )
-        await broker.connect()
+        broker = await connected_broker(env)
         for n in range(20):
             await broker.publish(
                 CloudEvent.new(
@@ -157,14 +150,7 @@ async def test_a_router_step_that_fails_is_parked_on_its_own_and_replayed_after_
     try:
         for process in (router, *sinks):
             process.wait_ready()
-        broker = Broker(
-            BrokerSettings.model_validate(
-                {"url": env["ESB_BROKER__URL"], "exchange": env["ESB_BROKER__EXCHANGE"]}
-            ),
-            "test",
-            Metrics(),
-        )
-        await broker.connect()
+        broker = await connected_broker(env)
         await broker.publish(
             CloudEvent.new(
                 "crm.contact.created", "urn:crm", {"name": "n", "since": "02.01.2026"}, id="bad-1"

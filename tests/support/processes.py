@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from esb import Broker, BrokerSettings, Metrics
 from esb.testing import free_port
 
 ESB = [sys.executable, "-m", "esb.cli"]
@@ -111,3 +112,13 @@ def write_orders(path: Path, count: int) -> list[str]:
         for number in range(count):
             out.write(orjson.dumps({"order_id": f"o-{number}", "total": number * 1.25}) + b"\n")
     return [f"o-{number}" for number in range(count)]
+
+
+async def connected_broker(env: dict[str, str], service: str = "test") -> Broker:
+    """A broker connection on the exchange of the processes started with ``env``."""
+    settings = BrokerSettings.model_validate(
+        {"url": env["ESB_BROKER__URL"], "exchange": env["ESB_BROKER__EXCHANGE"]}
+    )
+    broker = Broker(settings, service, Metrics())
+    await broker.connect()
+    return broker
