@@ -159,9 +159,11 @@ class RouterService:
             )
             self._unrouted.inc()
             return
-        await _all(self._send(route, event) for route in matches.routes)
+        await _all(self._send(route, event, message) for route in matches.routes)
 
-    async def _send(self, route: CompiledRoute, event: CloudEvent) -> None:
+    async def _send(
+        self, route: CompiledRoute, event: CloudEvent, message: AbstractIncomingMessage
+    ) -> None:
         """Run the route's router steps, if any, and publish the copy to its next hop.
 
         A router step that fails hands its copy, at that step, to the router's own
@@ -173,7 +175,7 @@ class RouterService:
             copy = route_copy(route, event)
         else:
             try:
-                copy = run_hop(route, event, 1, position, routed=True)
+                copy = await off_loop(message, run_hop, route, event, 1, position, routed=True)
             except StepFailed as failed:
                 await self._hand_off(route, failed)
                 return
