@@ -152,7 +152,7 @@ def catalog(table: RouteTable, broker: BrokerSettings, version: str) -> dict[str
                 "summary": f"router: route {route.name}{condition}",
             }
         message_key = f"route.{_key(route.name)}"
-        steps = ", ".join(step.label for step in route.steps) or "no steps"
+        steps = ", ".join(f"{s.label} in {s.runs_in}" for s in route.steps) or "no steps"
         messages[message_key] = _message(
             message_key, f"{route.name} output ({steps})", _output_schema(route)
         )

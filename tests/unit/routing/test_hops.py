@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from esb import CloudEvent
+from esb import BrokerSettings, CloudEvent
 from esb.errors import PermanentError
 from esb.routing import steps
+from esb.routing.catalog import catalog
 from esb.routing.engine import StepFailed, deliver, dry_run, run_hop
 from esb.routing.loader import RoutesInvalid, load_routes
 from esb.routing.services import next_queues, routing_queues
@@ -180,3 +181,13 @@ def test_the_placement_example_in_the_routes_docs_loads_as_it_says(tmp_path: Pat
     assert [s.runs_in for s in route.steps] == ["router", "router", "router", "cleanup"]
     assert route.router_steps == 3
     assert route.pools == ["cleanup"]
+
+
+def test_the_catalog_says_where_each_step_runs(tmp_path: Path) -> None:
+    table = load(tmp_path, FOUR_STEPS)
+    document = catalog(table, BrokerSettings(), "1")
+    title = document["components"]["messages"]["route.orders"]["title"]
+    assert title == (
+        "orders output (map inline in router, convert ordered_at in router, "
+        "validate order in transformer, transform strip-nulls in heavy)"
+    )
