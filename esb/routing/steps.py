@@ -89,8 +89,6 @@ def _fresh(value: Any) -> Any:
 ROUTER = "router"
 #: The shared transformer pool, where a route's steps run unless it says otherwise.
 TRANSFORMER = "transformer"
-#: Step kinds the router may run: cheap, pure and declarative (custom steps must be marked).
-ROUTER_KINDS = ("map", "convert", "validate")
 
 
 @dataclass(frozen=True)
