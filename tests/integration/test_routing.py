@@ -7,7 +7,6 @@ shows what the deployed services do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from esb.routing.loader import RouteTable, load_routes
 from esb.routing.report import case_event
 from esb.routing.services import UNROUTED_HEADER
 from esb.routing.slip import HEADER
+from esb.teardown import delete_deployment
 from esb.topology import QueueNames, dlq_name
 from tests.support.processes import EsbProcess
 
@@ -76,18 +76,8 @@ async def deployment(
     finally:
         router.stop()
         transformer.stop()
-        table = load_routes(ROUTES)
-        queues = [names.router, names.unrouted, *(names.steps(p) for p in POOLS)]
-        queues += [names.sink(s) for s in table.sinks]
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            for queue in queues:
-                for name in (queue, dlq_name(queue)):
-                    channel = await connection.channel()
-                    with contextlib.suppress(Exception):
-                        await channel.queue_delete(name)
-            channel = await connection.channel()
-            await channel.exchange_delete(env["ESB_BROKER__EXCHANGE"])
+        sinks = load_routes(routes).sinks
+        await delete_deployment(amqp_url, prefix, env["ESB_BROKER__EXCHANGE"], sinks, POOLS)
 
 
 Outcome = tuple[str, str, str]  # (kind, route, sink or error)
