@@ -12,7 +12,8 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from esb.teardown import delete_deployment
+from esb.retry import retry_queue
+from esb.teardown import MAX_RETRY_QUEUES, delete_deployment
 from tests.support.rabbit import HOW_TO_START, LOCAL_URL, PrivateRabbit, port_open
 
 
@@ -72,7 +73,8 @@ async def names(amqp_url: str) -> AsyncIterator[Names]:
     yield names
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        for queue in (names.queue, names.queue + ".dlq"):
+        delay_queues = (retry_queue(names.queue, n) for n in range(1, MAX_RETRY_QUEUES + 1))
+        for queue in (names.queue, names.queue + ".dlq", *delay_queues):
             channel = await connection.channel()
             with contextlib.suppress(Exception):
                 await channel.queue_delete(queue)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +12,8 @@ import aio_pika
 import pytest
 
 from esb import Broker, BrokerSettings, CloudEvent, Metrics
-from esb.topology import QueueNames, dlq_name
+from esb.teardown import delete_deployment
+from esb.topology import QueueNames
 from tests.support.processes import EsbProcess, wait_for
 from tests.support.prometheus import metric
 
@@ -36,14 +36,8 @@ async def broker(amqp_url: str) -> AsyncIterator[tuple[Broker, QueueNames]]:
     await broker.connect()
     names = QueueNames(prefix)
     yield broker, names
-    for queue in (names.router, names.unrouted, names.sink("crm"), names.sink("erp")):
-        for name in (queue, dlq_name(queue)):
-            with contextlib.suppress(Exception):
-                channel = await broker.connection.channel()
-                await channel.queue_delete(name)
-    channel = await broker.connection.channel()
-    await channel.exchange_delete(settings.exchange)
     await broker.close()
+    await delete_deployment(amqp_url, prefix, settings.exchange, ["crm", "erp"])
 
 
 async def depth(broker: Broker, queue: str) -> int:
