@@ -40,7 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from esb.errors import ConfigError
-from esb.routing.model import POOL, RESERVED_POOLS
+from esb.routing.model import is_pool_name
 from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.settings import read_secret
 from esb.topology import QueueNames
@@ -103,7 +103,7 @@ class BrokerUser(BaseModel):
         for key in ("source", "emits", "pools", "sink", "queue"):
             if key not in allowed and getattr(self, key):
                 raise ValueError(f"{key} does not apply to a {self.role}")
-        bad = [p for p in self.pools if not re.match(POOL, p) or p in RESERVED_POOLS | {ROUTER}]
+        bad = [p for p in self.pools if not is_pool_name(p) or p == ROUTER]
         if bad:
             raise ValueError(f"{bad[0]!r} is not a transformer pool")
         if self.role == "sink" and (self.sink is None) == (self.queue is None):

@@ -20,6 +20,11 @@ POOL = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 RESERVED_POOLS = frozenset({"dlq", "retry"})
 
 
+def is_pool_name(name: str) -> bool:
+    """Whether ``name`` can name a pool (route files, ``esb run transformer``, users files)."""
+    return re.match(POOL, name) is not None and name not in RESERVED_POOLS
+
+
 def _pool(value: str | None) -> str | None:
     if value in RESERVED_POOLS:
         raise ValueError(f"{value!r} is reserved (parking lots and delay queues end in it)")

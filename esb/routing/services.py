@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
@@ -23,7 +22,7 @@ from esb.errors import ConfigError, PermanentError, TransientError
 from esb.metrics import Bound, Metrics
 from esb.routing.engine import StepFailed, match, route_copy, run_hop
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
-from esb.routing.model import POOL, RESERVED_POOLS
+from esb.routing.model import is_pool_name
 from esb.routing.slip import HEADER, Slip
 from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.topology import QueueNames, QueueSpec, declare_queue
@@ -239,7 +238,7 @@ class TransformerService:
         self.live = LiveRoutes(table, routes_dir, broker.metrics, broker.service)
         self.pools = list(pools)
         for pool in self.pools:
-            if not re.match(POOL, pool) or pool in RESERVED_POOLS:
+            if not is_pool_name(pool):
                 raise ConfigError(
                     f"{pool!r} is not a transformer pool name (lowercase letters, digits, - and _; "
                     "not dlq or retry)"
