@@ -20,6 +20,7 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
+from esb.acks import SETTLE_ERRORS, Acks
 from esb.amqp_binding import from_message
 from esb.broker import CONNECTION_ERRORS, Broker
 from esb.circuit import CircuitBreaker, State
@@ -55,9 +56,6 @@ async def off_loop(
 
 
 Handler = Callable[[CloudEvent, AbstractIncomingMessage], Awaitable[None]]
-
-#: An ack or nack that fails for these is redelivered by the broker: nothing to do.
-SETTLE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError)
 
 MIN_RETRY_LEVELS = 5
 
@@ -122,6 +120,7 @@ class Consumer:
         self._in_flight_gauge = metrics.in_flight.labels(self.service)
         self._handle_seconds = metrics.handle_seconds.labels(self.service, adapter)
         self._outcomes = {o: metrics.consumed.labels(self.service, adapter, o) for o in OUTCOMES}
+        self._acks = Acks(self._outcomes["unsettled"])
 
     @property
     def consuming(self) -> bool:
@@ -178,12 +177,14 @@ class Consumer:
                 self._in_flight,
                 grace,
             )
+        await self._acks.flush()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:
             return
+        self._acks.received(message)
         self._in_flight += 1
         self._idle.clear()
         self._in_flight_gauge.inc()
@@ -405,9 +406,13 @@ class Consumer:
         requeue: bool = False,
         reject: bool = False,
     ) -> None:
+        """Ack (coalesced with the deliveries around it, :mod:`esb.acks`), or nack now."""
         try:
             if requeue or reject:
                 await message.nack(requeue=requeue)
+                self._acks.settled(message)
+            elif self._acks.ack(message, self._outcomes[outcome]):
+                return  # counted once its ack is written
             else:
                 await message.ack()
         except SETTLE_ERRORS:
