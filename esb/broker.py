@@ -7,12 +7,12 @@ import itertools
 import logging
 import ssl
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq.exceptions
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from yarl import URL
 
 from esb.amqp_binding import to_message
@@ -21,6 +21,7 @@ from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError, EnvelopeError, UnroutableError
 from esb.metrics import Metrics
 from esb.settings import BrokerSettings, redact_url
+from esb.socket_writes import RobustConnection
 from esb.tls import verified_context
 from esb.topology import access_refused, declare_exchange
 
@@ -72,7 +73,6 @@ class Broker:
         self.metrics = metrics
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
         self._failover: asyncio.Task[None] | None = None
         self._urls: Iterator[str] = iter(())
         self._publish_seconds = metrics.publish_seconds.labels(service)
@@ -103,9 +103,7 @@ class Broker:
         connection.reconnect_callbacks.add(self._on_reconnect)
         connection.close_callbacks.add(self._on_close)
         self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        self._exchange = await declare_exchange(
-            self._channel, self.settings.exchange, declare=self.settings.declare
-        )
+        await declare_exchange(self._channel, self.settings.exchange, declare=self.settings.declare)
         self.metrics.broker_connected.labels(self.service).set(1)
         log.info("connected to %s", redact_url(str(connection.url)))
 
@@ -117,6 +115,7 @@ class Broker:
                 timeout=self.settings.connect_timeout,
                 reconnect_interval=self.settings.reconnect_interval,
                 client_properties={"connection_name": self.service},
+                connection_class=RobustConnection,
             )
         except aiormq.exceptions.ProbableAuthenticationError:
             raise ConfigError(f"broker {redact_url(url)} refused the credentials") from None
@@ -201,11 +200,21 @@ class Broker:
 
         Raises :class:`EnvelopeError` when AMQP cannot carry the message (a
         property over 255 bytes, a header of a type it has no encoding for).
+        The frames are queued without waiting for the socket (``wait=False``;
+        the confirm is what counts), so the publishes of one turn of the event
+        loop leave in one write (:mod:`esb.socket_writes`).
         """
         try:
-            target = await self._exchange_named(exchange)
-            await target.publish(
-                message, routing_key, mandatory=True, timeout=self.settings.publish_timeout
+            # aiormq's own channel: the abstract one does not declare ``wait``.
+            channel = cast(aiormq.Channel, await self.channel.get_underlay_channel())
+            await channel.basic_publish(
+                message.body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=message.properties,
+                mandatory=True,
+                timeout=self.settings.publish_timeout,
+                wait=False,
             )
         except TypeError as exc:  # pamqp refuses what AMQP cannot encode before anything is sent
             raise EnvelopeError("message", f"AMQP cannot carry it: {exc}", "unencodable") from None
@@ -228,15 +237,6 @@ class Broker:
             raise BrokerUnavailable(
                 f"publish to {exchange!r} not confirmed: {exc or type(exc).__name__}"
             ) from None
-
-    async def _exchange_named(self, name: str) -> AbstractExchange:
-        if self._exchange is None:
-            raise RuntimeError("Broker.connect() has not been called")
-        if name == self.settings.exchange:
-            return self._exchange
-        if name == "":
-            return self.channel.default_exchange
-        return await self.channel.get_exchange(name, ensure=False)
 
     async def close(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""
