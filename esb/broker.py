@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from pamqp.commands import Basic
 from yarl import URL
 
-from esb.amqp_binding import to_message
+from esb.amqp_binding import encode_data, to_properties
 from esb.amqp_guard import guard_header_decoding
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError, EnvelopeError, UnroutableError
@@ -186,17 +187,28 @@ class Broker:
         :class:`BrokerUnavailable` when the broker nacks it, the connection is
         lost or no confirm comes within ``publish_timeout``.
         """
-        message = to_message(event, headers)
+        body = encode_data(event)
+        properties = to_properties(event, headers)
         key = event.type if routing_key is None else routing_key
         target = exchange if exchange is not None else self.settings.exchange
         with self._publish_seconds.time():
-            await self.publish_message(message, key, target)
+            await self._publish(body, properties, key, target)
         self._published_ok.inc()
 
     async def publish_message(
         self, message: aio_pika.Message, routing_key: str, exchange: str
     ) -> None:
-        """Publish an already encoded message with confirm and mandatory routing.
+        """Publish an already encoded message (a retried or parked copy) as :meth:`publish`."""
+        await self._publish(message.body, message.properties, routing_key, exchange)
+
+    async def _publish(
+        self,
+        body: bytes,
+        properties: Basic.Properties,
+        routing_key: str,
+        exchange: str,
+    ) -> None:
+        """Publish with confirm and mandatory routing.
 
         Raises :class:`EnvelopeError` when AMQP cannot carry the message (a
         property over 255 bytes, a header of a type it has no encoding for).
@@ -208,10 +220,10 @@ class Broker:
             # aiormq's own channel: the abstract one does not declare ``wait``.
             channel = cast(aiormq.Channel, await self.channel.get_underlay_channel())
             await channel.basic_publish(
-                message.body,
+                body,
                 exchange=exchange,
                 routing_key=routing_key,
-                properties=message.properties,
+                properties=properties,
                 mandatory=True,
                 timeout=self.settings.publish_timeout,
                 wait=False,
