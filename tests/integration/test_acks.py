@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 
-import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -22,6 +21,7 @@ from esb import Broker, BrokerSettings, CloudEvent, Metrics, PermanentError
 from esb.consumer import Consumer
 from esb.topology import QueueSpec, declare_queue, dlq_name
 from tests.conftest import Names
+from tests.support.rabbit import queue_depth
 
 SERVICE = "acks"
 
@@ -46,17 +46,6 @@ async def broker(amqp_url: str, names: Names) -> AsyncIterator[Broker]:
 def outcome(broker: Broker, name: str) -> float:
     labels = {"service": SERVICE, "adapter": "test", "outcome": name}
     return broker.metrics.registry.get_sample_value("esb_consumed_total", labels) or 0.0
-
-
-async def left_in(amqp_url: str, queue: str) -> int:
-    """Messages in ``queue`` once every consumer is gone: what the broker would redeliver."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        count = declared.declaration_result.message_count
-        assert count is not None
-        return count
 
 
 async def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
@@ -102,8 +91,8 @@ async def test_deliveries_finishing_in_any_order_are_each_acked_once(
     await consumer.stop(grace=5)  # acks of the last run are written before the channel closes
     await broker.close()
 
-    assert await left_in(amqp_url, names.queue) == 0  # none to redeliver: each was acked
-    assert await left_in(amqp_url, dlq_name(names.queue)) == len(refused) + len(large)
+    assert await queue_depth(amqp_url, names.queue) == 0  # none to redeliver: each was acked
+    assert await queue_depth(amqp_url, dlq_name(names.queue)) == len(refused) + len(large)
     assert outcome(broker, "ok") == count - len(refused) - len(large)
     assert outcome(broker, "parked") == len(refused) + len(large)
     assert outcome(broker, "unsettled") == 0
@@ -124,5 +113,5 @@ async def test_a_delivery_still_in_flight_does_not_hold_the_acks_of_those_behind
     await wait_until(lambda: outcome(broker, "ok") == 9, seconds=5)  # counted once acked
     await broker.close()  # the first is still in flight: the broker takes it back
 
-    assert await left_in(amqp_url, names.queue) == 1
+    assert await queue_depth(amqp_url, names.queue) == 1
     release.set()

@@ -7,12 +7,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import aio_pika
 import pytest
 
 from tests.conftest import Names
 from tests.support.processes import EsbProcess, line_count, read_ids, wait_for, write_orders
-from tests.support.rabbit import PrivateRabbit
+from tests.support.rabbit import PrivateRabbit, queue_depth
 
 N = 10_000
 
@@ -45,16 +44,6 @@ def assert_exactly_once(out: Path, expected: list[str]) -> None:
     duplicates = [key for key, seen in Counter(ids).items() if seen > 1]
     assert duplicates == []
     assert sorted(ids) == sorted(expected)
-
-
-async def queue_depth(url: str, queue: str) -> int:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        count = declared.declaration_result.message_count
-        assert count is not None
-        return count
 
 
 def test_ten_thousand_events_reach_the_sink_exactly_once(

@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import aio_pika
+
 from esb.testing import free_port
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -17,6 +19,18 @@ HOW_TO_START = (
     "no RabbitMQ found: set AMQP_URL, or run `make broker` to start one on 127.0.0.1:5672, "
     "or start a Docker engine for testcontainers"
 )
+
+
+async def queue_depth(url: str, queue: str) -> int:
+    """Messages ready in ``queue``: once its consumers are gone, what the broker would
+    deliver again."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        count = declared.declaration_result.message_count
+        assert count is not None
+        return count
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
