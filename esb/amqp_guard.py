@@ -4,11 +4,11 @@ pamqp decodes header tables recursively and copies the rest of the frame at
 every level. A table nested 18,000 levels deep fits a 128 KiB frame; decoding
 it costs seconds and gigabytes, or raises RecursionError in the connection's
 reader and takes the whole connection down at every redelivery, before esb
-sees the message at all. pamqp offers no hook there, so esb wraps its table
-decoder: a linear scan (no recursion, no copies) measures the nesting first,
-and a header table nested deeper than :data:`esb.limits.MAX_HEADER_NESTING` is
-decoded as a single marker header, which consumers refuse as
-``headers_too_large`` like any other oversized header.
+sees the message at all. Every table esb's own decoder (:mod:`esb.amqp_tables`)
+leaves to pamqp comes here first: a linear scan (no recursion, no copies)
+measures the nesting, and a header table nested deeper than
+:data:`esb.limits.MAX_HEADER_NESTING` is decoded as a single marker header,
+which consumers refuse as ``headers_too_large`` like any other oversized header.
 """
 
 from __future__ import annotations
@@ -83,19 +83,11 @@ def nesting(data: bytes, limit: int = MAX_HEADER_NESTING) -> int | None:
         return None
 
 
-_decode_table = decode.field_table
-
-
-def _guarded_table(value: bytes) -> tuple[int, Any]:
+def guarded_table(value: bytes) -> tuple[int, Any]:
+    """pamqp's table decoder, or the marker for a table nested too deep for it."""
     depth = nesting(value)
     if depth is not None and depth > MAX_HEADER_NESTING:
         (length,) = _LENGTH.unpack_from(value, 0)
         reason = f"header tables nested deeper than {MAX_HEADER_NESTING} levels"
         return 4 + length, {REFUSED: reason}
-    return _decode_table(value)
-
-
-def guard_header_decoding() -> None:
-    """Route pamqp's top-level table decoding (message headers, among others) through the
-    nesting guard; nested tables are decoded by pamqp itself once the guard passed them."""
-    decode.METHODS["table"] = _guarded_table
+    return decode.field_table(value)

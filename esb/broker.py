@@ -17,7 +17,7 @@ from pamqp.commands import Basic
 from yarl import URL
 
 from esb.amqp_binding import encode_data, to_properties
-from esb.amqp_guard import guard_header_decoding
+from esb.amqp_tables import install_table_codecs
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError, EnvelopeError, UnroutableError
 from esb.metrics import Metrics
@@ -82,10 +82,10 @@ class Broker:
     async def connect(self) -> None:
         """Open the connection (the first node that answers) and the publishing channel.
 
-        Header decoding is guarded first (:mod:`esb.amqp_guard`): no header a
-        publisher nests can hold or break the connection's reader.
+        Header tables are read and written by :mod:`esb.amqp_tables` first, behind the
+        nesting guard: no header a publisher nests can hold or break the connection's reader.
         """
-        guard_header_decoding()
+        install_table_codecs()
         urls = self.settings.all_urls()
         connection: aio_pika.RobustConnection | None = None
         position = 0

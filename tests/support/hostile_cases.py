@@ -80,6 +80,24 @@ json_values = st.recursive(
     max_leaves=12,
 )
 json_objects = st.dictionaries(st.text(max_size=10), json_values, max_size=6)
+#: What an AMQP header table can hold (pamqp encodes each of these).
+field_scalars = (
+    st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.text(max_size=20)
+    | st.none()
+    | st.binary(max_size=10).map(bytearray)
+    | st.floats(allow_nan=False, width=32)
+    | st.decimals(places=2, min_value=-(10**6), max_value=10**6)
+    | st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2100, 1, 1))
+)
+field_values = st.recursive(
+    field_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
 #: Text that is not all ASCII: multi-byte characters make byte lengths differ from lengths.
 wide_chars = st.sampled_from(["a", "é", "€", "😀", "\u200b", "\x7f"])
 

@@ -10,23 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pamqp import decode, encode
 
-from esb.amqp_guard import REFUSED, guard_header_decoding, nesting
+from esb.amqp_guard import REFUSED, nesting
+from esb.amqp_tables import install_table_codecs
 from esb.limits import MAX_HEADER_NESTING
-
-SCALARS = st.one_of(
-    st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.text(max_size=20),
-    st.none(),
-    st.binary(max_size=10).map(bytearray),
-)
-VALUES = st.recursive(
-    SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=30,
-)
+from tests.support.hostile_cases import field_values
 
 
 def depth(value: Any) -> int:
@@ -51,7 +38,7 @@ def deep_table(levels: int) -> bytes:
 
 
 @settings(max_examples=300)
-@given(st.dictionaries(st.text(max_size=8), VALUES, max_size=5))
+@given(st.dictionaries(st.text(max_size=8), field_values, max_size=5))
 def test_the_scan_measures_what_pamqp_encodes(table: dict[str, Any]) -> None:
     assert nesting(encode.field_table(table)) == depth(table) or (
         not table and nesting(b"\0\0\0\0") == 1
@@ -68,7 +55,7 @@ def test_the_scan_never_fails_on_arbitrary_bytes(data: bytes) -> None:
 def test_a_table_nested_18000_deep_decodes_at_once_as_a_refusal_marker() -> None:
     """Unguarded, pamqp took 1.6 s and 2 GB for this 126 KiB header, or raised RecursionError."""
     data = deep_table(18_000)
-    guard_header_decoding()
+    install_table_codecs()
     started = time.perf_counter()
     consumed, value = decode.by_type(data, "table")
     assert time.perf_counter() - started < 0.1
@@ -77,7 +64,7 @@ def test_a_table_nested_18000_deep_decodes_at_once_as_a_refusal_marker() -> None
 
 
 def test_tables_within_the_limit_decode_as_before() -> None:
-    guard_header_decoding()
+    install_table_codecs()
     table = {"x-death": [{"count": 2, "routing-keys": ["q"]}], "ce-id": "1"}
     data = encode.field_table(table)
     assert decode.by_type(data, "table") == (len(data), table)
