@@ -17,12 +17,12 @@ from pamqp.commands import Basic
 from yarl import URL
 
 from esb.amqp_binding import encode_data, to_properties
+from esb.amqp_client import RobustConnection
 from esb.amqp_tables import install_table_codecs
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError, EnvelopeError, UnroutableError
 from esb.metrics import Metrics
 from esb.settings import BrokerSettings, redact_url
-from esb.socket_writes import RobustConnection
 from esb.tls import verified_context
 from esb.topology import access_refused, declare_exchange
 

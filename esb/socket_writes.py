@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aio_pika
 from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from yarl import URL
 
@@ -57,11 +56,3 @@ class JoinedWrites(TransportFactory):
         reader, writer = await factory.create(url, **kwargs)
         _Joined(writer.transport)
         return reader, writer
-
-
-class RobustConnection(aio_pika.RobustConnection):
-    """aio-pika's robust connection, every (re)connection made by :class:`JoinedWrites`."""
-
-    def __init__(self, url: URL, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
-        self.kwargs["transport_factory"] = JoinedWrites()
