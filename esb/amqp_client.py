@@ -126,12 +126,27 @@ class RobustChannel(aio_pika.RobustChannel):
     QUEUE_CLASS = DeliveryQueue
 
 
+#: Frames a connection may queue for its writer. aiormq allows 10 and a publish holds its
+#: channel's lock while it waits for room: a router sending ten copies of an event (or a
+#: hop publishing for ten deliveries at once) then sent one publish per turn of the event
+#: loop, each in a socket write of its own, instead of all of them in one.
+WRITE_QUEUE_FRAMES = 4096
+
+
 class RobustConnection(aio_pika.RobustConnection):
-    """aio-pika's robust connection: every (re)connection made by :class:`JoinedWrites`,
-    every channel's queues delivering :class:`Delivery` objects."""
+    """aio-pika's robust connection: every (re)connection made by :class:`JoinedWrites`
+    with room for :data:`WRITE_QUEUE_FRAMES`, every channel's queues delivering
+    :class:`Delivery` objects."""
 
     CHANNEL_CLASS = RobustChannel
 
     def __init__(self, url: URL, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         self.kwargs["transport_factory"] = JoinedWrites()
+
+    async def _on_connected(self) -> None:
+        if self.transport is not None:  # before channels are restored and publish again
+            # aiormq reads the bound from a class attribute in its constructor, which
+            # aio-pika gives no way to choose: the connection's own queue is widened.
+            self.transport.connection.write_queue._maxsize = WRITE_QUEUE_FRAMES  # type: ignore[attr-defined]
+        await super()._on_connected()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aio_pika
+import aiormq.abc
 import pytest
 
 from esb import Broker, BrokerSettings, CloudEvent, ConfigError, Metrics, UnroutableError
 from esb.topology import QueueSpec, declare_queue
 from tests.conftest import Names
+from tests.support.rabbit import queue_depth
 
 
 def settings(url: str, names: Names, **extra: object) -> BrokerSettings:
@@ -65,3 +69,43 @@ async def test_declaring_twice_is_idempotent_and_a_conflict_is_a_clear_error(
             await declare_queue(channel, spec, settings(amqp_url, names, queue_type="classic"))
     finally:
         await broker.close()
+
+
+async def test_publishes_started_together_are_all_queued_for_the_socket_in_one_turn(
+    amqp_url: str, names: Names
+) -> None:
+    """aiormq's own write queue holds 10 frames: the eleventh publish of a turn waited, and
+    the rest went out one per turn. Widened, before and after a reconnection."""
+    broker = Broker(settings(amqp_url, names, reconnect_interval=0.2), "test", Metrics())
+    await broker.connect()
+    try:
+        await declare_queue(broker.channel, QueueSpec(names.queue, ["shop.#"]), broker.settings)
+        for attempt in ("first connection", "reconnected"):
+            channel = await broker.channel.get_underlay_channel()
+            before = channel.delivery_tag
+            events = [
+                CloudEvent.new("shop.order.created", "urn:shop", {"n": n}) for n in range(200)
+            ]
+            publishes = [asyncio.create_task(broker.publish(event)) for event in events]
+            await asyncio.sleep(0)  # one turn: each publish runs until it waits for its confirm
+            assert channel.delivery_tag - before == 200, attempt
+            await asyncio.gather(*publishes)
+            if attempt == "first connection":
+                await broker.connection.transport.connection.close(ConnectionError("dropped"))
+                await reopened(broker, channel)
+        assert await queue_depth(amqp_url, names.queue) == 400
+    finally:
+        await broker.close()
+
+
+async def reopened(broker: Broker, old: aiormq.abc.AbstractChannel, seconds: float = 20) -> None:
+    """Wait until the robust connection has replaced the publishing channel ``old``."""
+    for _ in range(int(seconds / 0.1)):
+        try:
+            if await broker.channel.get_underlay_channel() is not old:
+                await broker.channel.ready()
+                return
+        except aiormq.exceptions.ChannelInvalidStateError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the publishing channel was not reopened within {seconds} s")
