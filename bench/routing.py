@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import tempfile
 import time
@@ -24,7 +25,7 @@ from esb.routing.lineage import derive
 from esb.routing.loader import RouteTable, load_routes
 from esb.routing.services import RouterService, TransformerService
 from esb.routing.steps import StepSpec, compile_step
-from esb.runtime import BrokerEmitter
+from esb.runtime import YOUNG_GC_THRESHOLD, BrokerEmitter
 from esb.topology import QueueNames, QueueSpec, declare_queue, dlq_name
 
 ORDER = {
@@ -205,6 +206,8 @@ async def pipeline(count: int) -> None:
         await asyncio.gather(
             *(send(CloudEvent.new("shop.order.paid", "urn:shop", ORDER)) for _ in range(count))
         )
+        # Collected as `esb run` collects in its consumer processes (the plain publisher too).
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
         hops = [
             ("router", Counting(count, router.handle), QueueSpec(names.router, ["#"]), count),
             ("map", Counting(count, transformer.handle), transformer.queues()[0], count),
