@@ -21,7 +21,6 @@ from pamqp import decode, encode
 from esb.amqp_guard import guarded_table
 
 _LENGTH = struct.Struct(">I")
-_EMPTY = _LENGTH.pack(0)
 #: pamqp truncates longer keys (with a warning); such a table is left to pamqp.
 _MAX_KEY_BYTES = 128
 _STRING, _BOOLEAN = ord("S"), ord("t")
