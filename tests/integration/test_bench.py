@@ -1,0 +1,43 @@
+"""The quick run docs/performance.md gives works end to end: both pipelines are measured at
+every rate, the figures are written, and nothing the bench declared is left on the broker.
+(The figures themselves are the bench's to print, not a test's to judge.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+COMMAND = ".venv/bin/python bench/pipeline.py --quick --pipelines esb,plain"
+
+
+def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
+    amqp_url: str,
+) -> None:
+    assert COMMAND in (ROOT / "docs" / "performance.md").read_text()
+    run = subprocess.run(
+        [sys.executable, *COMMAND.split()[1:]],
+        cwd=ROOT,
+        env={**os.environ, "AMQP_URL": amqp_url},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "queues and exchanges under 'bench-' after: 0" in run.stdout
+    assert re.search(r"^end-to-end msg/s at max rate\s+[\d,]+\s+[\d,]+\s+\d", run.stdout, re.M)
+    found = re.search(r"^results: (\S+\.json), (\S+\.png)$", run.stdout, re.M)
+    assert found is not None, run.stdout[-3000:]
+    results = json.loads((ROOT / found[1]).read_text())
+    assert (ROOT / found[2]).stat().st_size > 0
+    assert results["failed"] == {}
+    for pipeline in ("esb", "plain"):
+        summary = results["summary"][pipeline]
+        assert summary["msg_per_s"] > 0
+        assert [rate["offered"] for rate in summary["latency"]] == results["rates"]
+        assert all(rate["p50_ms"] > 0 for rate in summary["latency"]), summary["latency"]
+        assert set(summary["cpu_us_per_msg"]) == {"router", "transformer", "sink", "source"}
