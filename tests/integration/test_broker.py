@@ -9,6 +9,7 @@ import aiormq.abc
 import pytest
 
 from esb import Broker, BrokerSettings, CloudEvent, ConfigError, Metrics, UnroutableError
+from esb.amqp_client import Delivery
 from esb.topology import QueueSpec, declare_queue
 from tests.conftest import Names
 from tests.support.rabbit import queue_depth
@@ -109,3 +110,33 @@ async def reopened(broker: Broker, old: aiormq.abc.AbstractChannel, seconds: flo
             pass
         await asyncio.sleep(0.1)
     raise AssertionError(f"the publishing channel was not reopened within {seconds} s")
+
+
+async def test_consumers_get_lean_deliveries_and_get_them_again_after_a_reconnection(
+    amqp_url: str, names: Names
+) -> None:
+    broker = Broker(settings(amqp_url, names, reconnect_interval=0.2), "test", Metrics())
+    await broker.connect()
+    received: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+
+    async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await message.ack()
+        await received.put(message)
+
+    try:
+        channel = await broker.connection.channel()
+        queue = await declare_queue(channel, QueueSpec(names.queue, ["shop.#"]), broker.settings)
+        await queue.consume(keep)
+        for n in range(2):
+            event = CloudEvent.new("shop.order.created", "urn:shop", {"n": n})
+            await broker.publish(event)
+            message = await asyncio.wait_for(received.get(), timeout=10)
+            assert isinstance(message, Delivery)
+            assert message.headers["ce-id"] == event.id
+            if n == 0:
+                old = await broker.channel.get_underlay_channel()
+                await broker.connection.transport.connection.close(ConnectionError("dropped"))
+                await reopened(broker, old)
+                await channel.ready()
+    finally:
+        await broker.close()
