@@ -38,6 +38,14 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: Publishes awaiting their confirm at once on a connection; the next waits for a slot. A
+#: router fanning an event out to ten routes with prefetch 256 had 2,560 in flight, and the
+#: client's work per confirm grows with that count (aiormq walks every pending confirm for
+#: each multiple-ack frame): capped, the fan-out bench's router spent 8% less CPU (seven
+#: alternating runs each, lower in six).
+PUBLISH_WINDOW = 256
+
+
 def tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
     """Verified TLS for amqps:// (peer certificate and host name always checked)."""
     scheme = urlsplit(settings.url.get_secret_value()).scheme
@@ -78,6 +86,7 @@ class Broker:
         self._urls: Iterator[str] = iter(())
         self._publish_seconds = metrics.publish_seconds.labels(service)
         self._published_ok = metrics.published.labels(service, "ok")
+        self._window = asyncio.Semaphore(PUBLISH_WINDOW)
 
     async def connect(self) -> None:
         """Open the connection (the first node that answers) and the publishing channel.
@@ -214,20 +223,22 @@ class Broker:
         property over 255 bytes, a header of a type it has no encoding for).
         The frames are queued without waiting for the socket (``wait=False``;
         the confirm is what counts), so the publishes of one turn of the event
-        loop leave in one write (:mod:`esb.socket_writes`).
+        loop leave in one write (:mod:`esb.socket_writes`). At most :data:`PUBLISH_WINDOW`
+        await their confirms at once.
         """
         try:
-            # aiormq's own channel: the abstract one does not declare ``wait``.
-            channel = cast(aiormq.Channel, await self.channel.get_underlay_channel())
-            await channel.basic_publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=properties,
-                mandatory=True,
-                timeout=self.settings.publish_timeout,
-                wait=False,
-            )
+            async with self._window:
+                # aiormq's own channel: the abstract one does not declare ``wait``.
+                channel = cast(aiormq.Channel, await self.channel.get_underlay_channel())
+                await channel.basic_publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=True,
+                    timeout=self.settings.publish_timeout,
+                    wait=False,
+                )
         except TypeError as exc:  # pamqp refuses what AMQP cannot encode before anything is sent
             raise EnvelopeError("message", f"AMQP cannot carry it: {exc}", "unencodable") from None
         except aiormq.exceptions.PublishError:

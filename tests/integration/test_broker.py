@@ -10,6 +10,7 @@ import pytest
 
 from esb import Broker, BrokerSettings, CloudEvent, ConfigError, Metrics, UnroutableError
 from esb.amqp_client import Delivery
+from esb.broker import PUBLISH_WINDOW
 from esb.topology import QueueSpec, declare_queue
 from tests.conftest import Names
 from tests.support.rabbit import queue_depth
@@ -138,5 +139,25 @@ async def test_consumers_get_lean_deliveries_and_get_them_again_after_a_reconnec
                 await broker.connection.transport.connection.close(ConnectionError("dropped"))
                 await reopened(broker, old)
                 await channel.ready()
+    finally:
+        await broker.close()
+
+
+async def test_no_more_publishes_than_the_window_await_their_confirms_at_once(
+    amqp_url: str, names: Names
+) -> None:
+    broker = Broker(settings(amqp_url, names), "test", Metrics())
+    await broker.connect()
+    try:
+        await declare_queue(broker.channel, QueueSpec(names.queue, ["shop.#"]), broker.settings)
+        channel = await broker.channel.get_underlay_channel()
+        before = channel.delivery_tag
+        events = [CloudEvent.new("shop.order.created", "urn:shop", {"n": n}) for n in range(600)]
+        publishes = [asyncio.create_task(broker.publish(event)) for event in events]
+        await asyncio.sleep(0)
+        assert channel.delivery_tag - before == PUBLISH_WINDOW
+        await asyncio.gather(*publishes)
+        assert channel.delivery_tag - before == 600
+        assert await queue_depth(amqp_url, names.queue) == 600
     finally:
         await broker.close()
