@@ -227,7 +227,8 @@ class Broker:
         await their confirms at once.
         """
         try:
-            async with self._window:
+            await self._slot()
+            try:
                 # aiormq's own channel: the abstract one does not declare ``wait``.
                 channel = cast(aiormq.Channel, await self.channel.get_underlay_channel())
                 await channel.basic_publish(
@@ -239,6 +240,8 @@ class Broker:
                     timeout=self.settings.publish_timeout,
                     wait=False,
                 )
+            finally:
+                self._window.release()
         except TypeError as exc:  # pamqp refuses what AMQP cannot encode before anything is sent
             raise EnvelopeError("message", f"AMQP cannot carry it: {exc}", "unencodable") from None
         except aiormq.exceptions.PublishError:
@@ -260,6 +263,15 @@ class Broker:
             raise BrokerUnavailable(
                 f"publish to {exchange!r} not confirmed: {exc or type(exc).__name__}"
             ) from None
+
+    async def _slot(self) -> None:
+        """A place in the window of publishes; waiting for one counts as waiting for a confirm
+        (a blocked broker confirms nothing): past ``publish_timeout``, TimeoutError."""
+        if not self._window.locked():
+            await self._window.acquire()
+            return
+        async with asyncio.timeout(self.settings.publish_timeout):
+            await self._window.acquire()
 
     async def close(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""

@@ -8,7 +8,15 @@ import aio_pika
 import aiormq.abc
 import pytest
 
-from esb import Broker, BrokerSettings, CloudEvent, ConfigError, Metrics, UnroutableError
+from esb import (
+    Broker,
+    BrokerSettings,
+    BrokerUnavailable,
+    CloudEvent,
+    ConfigError,
+    Metrics,
+    UnroutableError,
+)
 from esb.amqp_client import Delivery
 from esb.broker import PUBLISH_WINDOW
 from esb.topology import QueueSpec, declare_queue
@@ -159,5 +167,26 @@ async def test_no_more_publishes_than_the_window_await_their_confirms_at_once(
         await asyncio.gather(*publishes)
         assert channel.delivery_tag - before == 600
         assert await queue_depth(amqp_url, names.queue) == 600
+    finally:
+        await broker.close()
+
+
+async def test_a_publish_waits_for_a_place_in_the_window_no_longer_than_for_a_confirm(
+    amqp_url: str, names: Names
+) -> None:
+    """While the broker confirms nothing (blocked), the window stays full: a publish past it
+    fails as unconfirmed after ``publish_timeout`` instead of waiting for good."""
+    broker = Broker(settings(amqp_url, names, publish_timeout=0.5), "test", Metrics())
+    await broker.connect()
+    try:
+        await declare_queue(broker.channel, QueueSpec(names.queue, ["shop.#"]), broker.settings)
+        for _ in range(PUBLISH_WINDOW):  # the window taken, as by publishes never confirmed
+            await broker._window.acquire()
+        event = CloudEvent.new("shop.order.created", "urn:shop", {"n": 1})
+        with pytest.raises(BrokerUnavailable, match="not confirmed"):
+            await asyncio.wait_for(broker.publish(event), timeout=10)
+        broker._window.release()
+        await broker.publish(event)
+        assert await queue_depth(amqp_url, names.queue) == 1
     finally:
         await broker.close()
