@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import aio_pika
 import aiormq.abc
@@ -28,13 +30,22 @@ def settings(url: str, names: Names, **extra: object) -> BrokerSettings:
     return BrokerSettings.model_validate({"url": url, "exchange": names.exchange, **extra})
 
 
-async def test_publish_returns_after_confirm_and_the_message_is_in_the_queue(
-    amqp_url: str, names: Names
-) -> None:
-    broker = Broker(settings(amqp_url, names), "test", Metrics())
+@contextlib.asynccontextmanager
+async def connected(url: str, names: Names, **extra: object) -> AsyncIterator[Broker]:
+    """A connected broker whose queue ``names.queue`` takes ``shop.#``."""
+    broker = Broker(settings(url, names, **extra), "test", Metrics())
     await broker.connect()
     try:
         await declare_queue(broker.channel, QueueSpec(names.queue, ["shop.#"]), broker.settings)
+        yield broker
+    finally:
+        await broker.close()
+
+
+async def test_publish_returns_after_confirm_and_the_message_is_in_the_queue(
+    amqp_url: str, names: Names
+) -> None:
+    async with connected(amqp_url, names) as broker:
         event = CloudEvent.new("shop.order.created", "urn:shop", {"n": 1})
         await broker.publish(event)
         queue = await broker.channel.declare_queue(names.queue, passive=True)
@@ -43,8 +54,6 @@ async def test_publish_returns_after_confirm_and_the_message_is_in_the_queue(
         assert message.headers["ce-id"] == event.id
         assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         await message.ack()
-    finally:
-        await broker.close()
 
 
 async def test_unroutable_publish_is_an_error_not_silence(amqp_url: str, names: Names) -> None:
@@ -86,10 +95,7 @@ async def test_publishes_started_together_are_all_queued_for_the_socket_in_one_t
 ) -> None:
     """aiormq's own write queue holds 10 frames: the eleventh publish of a turn waited, and
     the rest went out one per turn. Widened, before and after a reconnection."""
-    broker = Broker(settings(amqp_url, names, reconnect_interval=0.2), "test", Metrics())
-    await broker.connect()
-    try:
-        await declare_queue(broker.channel, QueueSpec(names.queue, ["shop.#"]), broker.settings)
+    async with connected(amqp_url, names, reconnect_interval=0.2) as broker:
         for attempt in ("first connection", "reconnected"):
             channel = await broker.channel.get_underlay_channel()
             before = channel.delivery_tag
@@ -104,8 +110,6 @@ async def test_publishes_started_together_are_all_queued_for_the_socket_in_one_t
                 await broker.connection.transport.connection.close(ConnectionError("dropped"))
                 await reopened(broker, channel)
         assert await queue_depth(amqp_url, names.queue) == 400
-    finally:
-        await broker.close()
 
 
 async def reopened(broker: Broker, old: aiormq.abc.AbstractChannel, seconds: float = 20) -> None:
@@ -154,10 +158,7 @@ async def test_consumers_get_lean_deliveries_and_get_them_again_after_a_reconnec
 async def test_no_more_publishes_than_the_window_await_their_confirms_at_once(
     amqp_url: str, names: Names
 ) -> None:
-    broker = Broker(settings(amqp_url, names), "test", Metrics())
-    await broker.connect()
-    try:
-        await declare_queue(broker.channel, QueueSpec(names.queue, ["shop.#"]), broker.settings)
+    async with connected(amqp_url, names) as broker:
         channel = await broker.channel.get_underlay_channel()
         before = channel.delivery_tag
         events = [CloudEvent.new("shop.order.created", "urn:shop", {"n": n}) for n in range(600)]
@@ -167,8 +168,6 @@ async def test_no_more_publishes_than_the_window_await_their_confirms_at_once(
         await asyncio.gather(*publishes)
         assert channel.delivery_tag - before == 600
         assert await queue_depth(amqp_url, names.queue) == 600
-    finally:
-        await broker.close()
 
 
 async def test_a_publish_waits_for_a_place_in_the_window_no_longer_than_for_a_confirm(
@@ -176,10 +175,7 @@ async def test_a_publish_waits_for_a_place_in_the_window_no_longer_than_for_a_co
 ) -> None:
     """While the broker confirms nothing (blocked), the window stays full: a publish past it
     fails as unconfirmed after ``publish_timeout`` instead of waiting for good."""
-    broker = Broker(settings(amqp_url, names, publish_timeout=0.5), "test", Metrics())
-    await broker.connect()
-    try:
-        await declare_queue(broker.channel, QueueSpec(names.queue, ["shop.#"]), broker.settings)
+    async with connected(amqp_url, names, publish_timeout=0.5) as broker:
         for _ in range(PUBLISH_WINDOW):  # the window taken, as by publishes never confirmed
             await broker._window.acquire()
         event = CloudEvent.new("shop.order.created", "urn:shop", {"n": 1})
@@ -188,5 +184,3 @@ async def test_a_publish_waits_for_a_place_in_the_window_no_longer_than_for_a_co
         broker._window.release()
         await broker.publish(event)
         assert await queue_depth(amqp_url, names.queue) == 1
-    finally:
-        await broker.close()
