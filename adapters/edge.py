@@ -38,4 +38,4 @@ def check_publishable(event: CloudEvent, max_body_bytes: int = DEFAULT_MAX_BODY_
                 value.encode()
             except UnicodeEncodeError:
                 raise EnvelopeError(name, "is not valid UTF-8 text", "invalid_encoding") from None
-    check_size(to_message(event).body, max_body_bytes)
+    check_size(len(to_message(event).body), max_body_bytes)

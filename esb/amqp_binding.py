@@ -141,7 +141,7 @@ def decode(
     """
     if is_structured(content_type):
         return parse_structured(body, max_body_bytes)
-    check_size(body, max_body_bytes)
+    check_size(len(body), max_body_bytes)
     fields: dict[str, Any] = {}
     extensions: dict[str, Any] = {}
     for key, value in (headers or {}).items():
@@ -245,7 +245,12 @@ def decode_data(body: bytes, content_type: str | None) -> Any:
 
 
 def from_message(message: AbstractMessage, max_body_bytes: int | None = None) -> CloudEvent:
-    """Decode a message (delivered or built); raises :class:`EnvelopeError` naming the fault."""
+    """Decode a message (delivered or built); raises :class:`EnvelopeError` naming the fault.
+
+    The size is the one the message announced: a consumer's channel does not keep
+    bodies over its limit (:meth:`esb.amqp_client.RobustChannel.bound_bodies`).
+    """
+    check_size(max(message.body_size or 0, len(message.body)), max_body_bytes)
     check_headers(message.headers)
     return decode(
         message.body,

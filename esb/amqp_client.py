@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, Literal, cast, overload
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage, ConsumerTag, DeliveryMode, TimeoutType
+from aio_pika.exceptions import QueueEmpty
 from aio_pika.message import (
     decode_expiration,
     decode_timestamp,
@@ -27,7 +29,11 @@ from aio_pika.message import (
 )
 from aio_pika.robust_queue import RobustQueue
 from aiormq.abc import DeliveredMessage
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
 from pamqp.common import Arguments
+from pamqp.frame import FrameTypes
+from pamqp.header import ContentHeader
 from yarl import URL
 
 from esb.socket_writes import JoinedWrites
@@ -39,7 +45,7 @@ _NOT_PERSISTENT = DeliveryMode.NOT_PERSISTENT
 class Delivery(aio_pika.IncomingMessage):
     """aio-pika's ``IncomingMessage`` for a delivery, built without its per-field guard."""
 
-    def __init__(self, message: DeliveredMessage) -> None:
+    def __init__(self, message: DeliveredMessage, no_ack: bool = False) -> None:
         properties = message.header.properties
         body = message.body if isinstance(message.body, bytes) else bytes(message.body)
         # In aio-pika's order, so a forged property fails here as it fails there.
@@ -48,11 +54,12 @@ class Delivery(aio_pika.IncomingMessage):
         stamp = properties.timestamp
         stamp = None if stamp is None else decode_timestamp(stamp)
         _set(self, "_IncomingMessage__channel", message.channel)
-        _set(self, "_IncomingMessage__no_ack", False)
+        _set(self, "_IncomingMessage__no_ack", no_ack)
         _set(self, "_IncomingMessage__processed", False)
         _set(self, "_Message__lock", False)
         _set(self, "body", body)
-        _set(self, "body_size", len(body) if body else 0)
+        # A body withheld by a bounded channel (see RobustChannel.bound_bodies) keeps its size.
+        _set(self, "body_size", len(body) if body else message.header.body_size or 0)
         _set(self, "headers", properties.headers or {})
         _set(self, "content_type", properties.content_type)
         _set(self, "content_encoding", properties.content_encoding)
@@ -74,7 +81,7 @@ class Delivery(aio_pika.IncomingMessage):
         _set(self, "message_count", message.message_count)
         _set(self, "redelivered", message.redelivered)
         _set(self, "routing_key", message.routing_key)
-        if not self.delivery_tag:
+        if no_ack or not self.delivery_tag:
             self.lock()
             _set(self, "_IncomingMessage__processed", True)
 
@@ -87,7 +94,41 @@ async def _deliver(callback: Callback, message: DeliveredMessage) -> None:
 
 
 class DeliveryQueue(RobustQueue):
-    """A robust queue whose consumers get :class:`Delivery` objects in aiormq's task."""
+    """A robust queue whose consumers get :class:`Delivery` objects in aiormq's task, as
+    does :meth:`get` (a body withheld by a bounded channel keeps its size there too)."""
+
+    @overload
+    async def get(
+        self,
+        *,
+        no_ack: bool = False,
+        fail: Literal[True] = ...,
+        timeout: TimeoutType = ...,  # noqa: ASYNC109 - aio-pika's signature
+    ) -> aio_pika.IncomingMessage: ...
+
+    @overload
+    async def get(
+        self,
+        *,
+        no_ack: bool = False,
+        fail: Literal[False] = ...,
+        timeout: TimeoutType = ...,  # noqa: ASYNC109 - aio-pika's signature
+    ) -> aio_pika.IncomingMessage | None: ...
+
+    async def get(
+        self,
+        *,
+        no_ack: bool = False,
+        fail: bool = True,
+        timeout: TimeoutType = 5,  # noqa: ASYNC109 - aio-pika's signature
+    ) -> aio_pika.IncomingMessage | None:
+        channel = await self.channel.get_underlay_channel()
+        message = await channel.basic_get(self.name, no_ack=no_ack, timeout=timeout)
+        if isinstance(message.delivery, Basic.GetEmpty):
+            if fail:
+                raise QueueEmpty
+            return None
+        return Delivery(message, no_ack=no_ack)
 
     async def consume(
         self,
@@ -122,8 +163,55 @@ class DeliveryQueue(RobustQueue):
         return result.consumer_tag
 
 
+def _withhold_large_bodies(channel: aiormq.Channel, limit: int) -> None:
+    """Make ``channel`` read a body over ``limit`` bytes off the connection without keeping it.
+
+    aiormq gathers a whole body before anyone sees its size, so each delivery
+    of a hostile 100 MB message would cost 100 MB (twice, while it is joined).
+    Over the limit, the frames are read and dropped as they come and the
+    delivery carries an empty body and the size the header announced: the
+    consumer refuses it by that size and rejects it, and the broker
+    dead-letters the original, whole.
+    """
+    read_whole: Callable[[Any, ContentHeader], Awaitable[DeliveredMessage]] = partial(
+        type(channel)._read_content, channel
+    )
+
+    async def read(frame: Any, header: ContentHeader) -> DeliveredMessage:
+        size = header.body_size or 0
+        if size <= limit:
+            return await read_whole(frame, header)
+        left = size
+        while left > 0:
+            body: FrameTypes = await channel._get_frame()
+            if not isinstance(body, ContentBody):
+                raise ValueError(f"unexpected frame {body!r} in a message body")
+            left -= len(body.value)
+        return DeliveredMessage(delivery=frame, header=header, body=b"", channel=channel)
+
+    setattr(channel, "_read_content", read)  # noqa: B010 - an instance's own reader
+
+
 class RobustChannel(aio_pika.RobustChannel):
+    """aio-pika's robust channel with esb's queues, and bodies bounded once asked."""
+
     QUEUE_CLASS = DeliveryQueue
+    body_limit: int | None = None
+
+    async def bound_bodies(self, limit: int) -> None:
+        """Withhold bodies over ``limit`` bytes from deliveries from now on, reconnections too.
+
+        Only for consumers that refuse such bodies by size: a tool that copies
+        what it reads (``esb dlq replay``) must read bodies whole.
+        """
+        self.body_limit = limit
+        _withhold_large_bodies(cast(aiormq.Channel, await self.get_underlay_channel()), limit)
+
+    async def _on_open(self) -> None:
+        if self.body_limit is not None:
+            channel = cast(aiormq.Channel, await self.get_underlay_channel())
+            _withhold_large_bodies(channel, self.body_limit)
+        await super()._on_open()
 
 
 #: Frames a connection may queue for its writer. aiormq allows 10 and a publish holds its

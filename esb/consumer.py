@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from esb.acks import SETTLE_ERRORS, Acks
 from esb.amqp_binding import from_message
+from esb.amqp_client import RobustChannel
 from esb.broker import CONNECTION_ERRORS, Broker
 from esb.circuit import CircuitBreaker, State
 from esb.envelope import CloudEvent
@@ -126,17 +127,32 @@ class Consumer:
     @property
     def consuming(self) -> bool:
         """Ready: consuming, or paused on purpose by an open circuit whose probe is armed."""
+        return self.readiness()[0]
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether this consumer is ready, and its line in ``/readyz``: an open circuit is
+        ready (the process is fine, its target is not) and says so, with its next probe."""
+        queue = self.spec.name
         if self._stopping:
-            return False
-        if self._tag is not None:
-            return True
+            return False, f"{queue}: stopping"
         probe_armed = self._probe is not None and not self._probe.done()
-        return self.circuit.state != State.CLOSED and probe_armed
+        if self.circuit.state == State.OPEN and probe_armed:
+            wait = self.circuit.seconds_until_probe()
+            return True, f"{queue}: circuit open (its target fails); next probe in {wait:.0f} s"
+        if self.circuit.state == State.HALF_OPEN and probe_armed:
+            return True, f"{queue}: circuit half-open, probing its target"
+        if self._tag is not None:
+            return True, f"{queue}: consuming"
+        return False, f"{queue}: not consuming"
 
     async def start(self) -> None:
         """Declare the queue, its parking lot and delay queues, then start consuming."""
-        self._channel = await self.broker.connection.channel()
-        await self._channel.set_qos(prefetch_count=self.broker.settings.prefetch)
+        channel = await self.broker.connection.channel()
+        if not isinstance(channel, RobustChannel):
+            raise TypeError(f"consumers need esb's channels, not {type(channel).__name__}")
+        await channel.bound_bodies(self.broker.settings.max_body_bytes)
+        await channel.set_qos(prefetch_count=self.broker.settings.prefetch)
+        self._channel = channel
         self._queue = await declare_queue(self._channel, self.spec, self.broker.settings)
         await declare_retry_queues(
             self._channel, self.spec.name, self._retry_levels, declare=self.broker.settings.declare

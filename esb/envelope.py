@@ -371,7 +371,7 @@ def _short(text: str, limit: int = 80) -> str:
 
 def parse_structured(body: bytes, max_bytes: int | None = None) -> CloudEvent:
     """Parse a structured-mode JSON event (``application/cloudevents+json``)."""
-    check_size(body, max_bytes)
+    check_size(len(body), max_bytes)
     doc = loads_json(body, "body")
     if not isinstance(doc, dict):
         raise EnvelopeError("body", "a structured event must be a JSON object", "invalid_json")
@@ -392,11 +392,11 @@ def event_from_dict(doc: dict[str, Any]) -> CloudEvent:
     return CloudEvent.validated(**fields)
 
 
-def check_size(body: bytes, max_bytes: int | None) -> None:
-    """Refuse a body over the configured limit before spending time parsing it."""
-    if max_bytes is not None and len(body) > max_bytes:
+def check_size(size: int, max_bytes: int | None) -> None:
+    """Refuse a body of ``size`` bytes over the configured limit before spending time on it."""
+    if max_bytes is not None and size > max_bytes:
         raise EnvelopeError(
-            "body", f"{len(body)} bytes exceeds the limit of {max_bytes} bytes", "too_large"
+            "body", f"{size} bytes exceeds the limit of {max_bytes} bytes", "too_large"
         )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import aio_pika
@@ -19,7 +21,7 @@ from esb import (
     Metrics,
     UnroutableError,
 )
-from esb.amqp_client import Delivery
+from esb.amqp_client import Delivery, RobustChannel
 from esb.broker import PUBLISH_WINDOW
 from esb.topology import QueueSpec, declare_queue
 from tests.conftest import Names
@@ -184,3 +186,43 @@ async def test_a_publish_waits_for_a_place_in_the_window_no_longer_than_for_a_co
         broker._window.release()
         await broker.publish(event)
         assert await queue_depth(amqp_url, names.queue) == 1
+
+
+async def test_a_bounded_channel_reads_bodies_over_its_limit_without_keeping_them(
+    amqp_url: str, names: Names
+) -> None:
+    """aiormq gathered a whole body before anyone saw its size: 40 MB took a consumer to
+    270 MB (#9.8). Over the limit the body is dropped frame by frame, the size kept;
+    under it the body arrives whole; the bound outlives a reconnection."""
+    limit = 64 * 1024
+    big = b"x" * 20_000_000
+    async with connected(amqp_url, names, reconnect_interval=0.2) as broker:
+        channel = await broker.connection.channel()
+        assert isinstance(channel, RobustChannel)
+        await channel.bound_bodies(limit)
+        queue = await declare_queue(channel, QueueSpec(names.queue, ["shop.#"]), broker.settings)
+        publisher = await broker.connection.channel()
+        for attempt in ("first connection", "reconnected"):
+            for body in (big, b"y" * limit):
+                message = aio_pika.Message(body)
+                await publisher.default_exchange.publish(message, routing_key=names.queue)
+            del message
+            gc.collect()
+            tracemalloc.start()
+            try:
+                large = await queue.get(timeout=20)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            small = await queue.get(timeout=20)
+            assert (large.body, large.body_size) == (b"", len(big)), attempt
+            assert peak < 4_000_000, f"{attempt}: {peak:,} bytes taken reading a withheld body"
+            assert small.body == b"y" * limit, attempt
+            await large.ack()
+            await small.ack()
+            if attempt == "first connection":
+                old = await broker.channel.get_underlay_channel()
+                await broker.connection.transport.connection.close(ConnectionError("dropped"))
+                await reopened(broker, old)
+                await channel.ready()
+                await publisher.ready()

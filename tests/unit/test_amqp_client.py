@@ -64,9 +64,11 @@ DELIVERIES = st.builds(
 )
 
 
-def fields(build: Any, message: DeliveredMessage) -> dict[str, Any] | tuple[type, str]:
+def fields(
+    build: Any, message: DeliveredMessage, no_ack: bool
+) -> dict[str, Any] | tuple[type, str]:
     try:
-        built = build(message)
+        built = build(message, no_ack=no_ack)
     except Exception as exc:  # the comparison is the assertion: refusals must agree too
         return (type(exc), str(exc))
     return {slot: getattr(built, slot, "<unset>") for slot in SLOTS} | {
@@ -75,9 +77,11 @@ def fields(build: Any, message: DeliveredMessage) -> dict[str, Any] | tuple[type
     }
 
 
-@given(DELIVERIES)
-def test_a_delivery_holds_what_aio_pika_makes_of_the_same_frames(message: DeliveredMessage) -> None:
-    assert fields(Delivery, message) == fields(IncomingMessage, message)
+@given(DELIVERIES, st.booleans())
+def test_a_delivery_holds_what_aio_pika_makes_of_the_same_frames(
+    message: DeliveredMessage, no_ack: bool
+) -> None:
+    assert fields(Delivery, message, no_ack) == fields(IncomingMessage, message, no_ack)
 
 
 def test_a_delivery_is_an_incoming_message_for_every_caller() -> None:
