@@ -182,6 +182,14 @@ class Broker:
             and not self._channel.is_closed
         )
 
+    def readiness(self) -> str:
+        """One line for ``/readyz``."""
+        connection = self._connection
+        if self.ready and isinstance(connection, aio_pika.RobustConnection):
+            node = connection.url  # the one failover chose, maybe
+            return f"broker: connected to {node.host}:{node.port}"
+        return "broker: not connected"
+
     async def publish(
         self,
         event: CloudEvent,

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+#: A process's readiness: whether it is ready, and one line per part saying why (a queue
+#: consuming, a circuit open and when its next probe is, a broker not connected).
+Readiness = tuple[bool, Sequence[str]]
+
 
 class HealthServer:
-    """Liveness answers while the event loop runs; readiness asks ``is_ready``."""
+    """Liveness answers while the event loop runs; readiness asks ``is_ready`` and says why."""
 
     def __init__(
-        self, registry: CollectorRegistry, is_ready: Callable[[], bool], host: str, port: int
+        self, registry: CollectorRegistry, is_ready: Callable[[], Readiness], host: str, port: int
     ) -> None:
         self._registry = registry
         self._is_ready = is_ready
@@ -40,9 +44,9 @@ class HealthServer:
         return web.Response(text="ok\n")
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        if self._is_ready():
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+        ready, parts = self._is_ready()
+        text = "".join(f"{line}\n" for line in ("ready" if ready else "not ready", *parts))
+        return web.Response(status=200 if ready else 503, text=text)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self._registry)

@@ -27,7 +27,7 @@ from esb.broker import Broker
 from esb.consumer import Consumer, Handler
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError
-from esb.health import HealthServer
+from esb.health import HealthServer, Readiness
 from esb.idempotency import IdempotencyStore, build_store
 from esb.masking import Masker
 from esb.metrics import Metrics
@@ -128,7 +128,7 @@ class Process:
         freeze_startup_heap()
 
     @contextlib.asynccontextmanager
-    async def running(self, is_ready: Callable[[], bool]) -> AsyncIterator[HealthServer]:
+    async def running(self, is_ready: Callable[[], Readiness]) -> AsyncIterator[HealthServer]:
         """Serve health and metrics, and turn SIGTERM/SIGINT into ``stop``, within the block."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -194,7 +194,12 @@ async def run_source(
     )
     refused = process.metrics.source_refused
     source.count_refusals(lambda why: refused.labels(process.service, adapter.name, why).inc())
-    async with process.running(lambda: process.broker.ready and source.ready):
+
+    def readiness() -> Readiness:
+        parts = [process.broker.readiness(), f"source: {'' if source.ready else 'not '}ready"]
+        return process.broker.ready and source.ready, parts
+
+    async with process.running(readiness):
         await process.connect()
         await source.open()
         try:
@@ -276,8 +281,13 @@ async def serve(
     on_connect: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Connect, start ``consumers`` and run until stopped; then drain them within the grace."""
-    ready = lambda: process.broker.ready and all(c.consuming for c in consumers)  # noqa: E731
-    async with process.running(ready):
+
+    def readiness() -> Readiness:
+        states = [c.readiness() for c in consumers]
+        parts = [process.broker.readiness(), *(text for _, text in states)]
+        return process.broker.ready and all(ready for ready, _ in states), parts
+
+    async with process.running(readiness):
         await process.connect()
         _, middle, old = gc.get_threshold()
         gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
