@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
 
+import esb.consumer
 from esb import Broker, BrokerSettings, CloudEvent, Metrics, TransientError
 from esb.circuit import State
 from esb.consumer import Consumer
 from esb.failures import http_error
+from esb.parking import REASON
 from esb.retry import retry_queue
 from esb.routing.slip import HEADER, Slip
 from esb.runtime import BrokerEmitter, write_to
 from esb.settings import CircuitSettings, RetrySettings
-from esb.testing import RecordingSink
+from esb.testing import RecordingSink, free_port
 from esb.topology import QueueSpec, declare_queue, dlq_name
+from tests.conftest import Names
+from tests.support.processes import EsbProcess, connected_broker, wait_for
 
 # Ten retries: a message failing eleven times in a row at 30% happens once in 600,000.
 RETRY = RetrySettings(max_retries=10, initial_delay=0.1, multiplier=2.0, max_delay=1.0, jitter=0.2)
@@ -299,6 +308,13 @@ async def test_an_invalid_envelope_taken_by_the_probe_does_not_wedge_the_circuit
             break
         await asyncio.sleep(0.02)
     assert consumer.circuit.state == State.OPEN
+    for _ in range(100):  # the consumer is cancelled and the probe armed just after
+        ready, line = consumer.readiness()
+        if "circuit" in line:
+            break
+        await asyncio.sleep(0.02)
+    assert ready, line
+    assert line.startswith(f"{spec.name}: circuit open (its target fails); next probe in ")
     channel = await broker.connection.channel()
     exchange = await channel.get_exchange(broker.settings.exchange)
     await exchange.publish(aio_pika.Message(b"{}", headers={"ce-id": "x"}), routing_key="t.x")
@@ -311,9 +327,140 @@ async def test_an_invalid_envelope_taken_by_the_probe_does_not_wedge_the_circuit
         if sorted(target.ids) == ["after", "first"]:
             break
         await asyncio.sleep(0.05)
-    ready_after = consumer.consuming
+    ready_after = consumer.readiness()
     await consumer.stop(grace=5)
     assert sorted(target.ids) == ["after", "first"]
     assert consumer.circuit.state == State.CLOSED
-    assert ready_after
+    assert ready_after == (True, f"{spec.name}: consuming")
+    assert consumer.readiness() == (False, f"{spec.name}: stopping")
     assert await parked(broker) == 1
+
+
+async def test_readyz_says_a_circuit_is_open_and_when_it_probes(
+    esb_env: dict[str, str], names: Names, amqp_url: str, tmp_path: Path
+) -> None:
+    """An open circuit is ready (the sink is fine, its target is not) and /readyz says so,
+    with the next probe; it used to answer a bare "ready" even with nobody consuming."""
+    dead = f"http://127.0.0.1:{free_port()}/orders"
+    sink = EsbProcess(
+        ["run", "sink", "http"],
+        {
+            **esb_env,
+            "ESB_ADAPTER__URL": dead,
+            "ESB_CIRCUIT__THRESHOLD": "1",
+            "ESB_CIRCUIT__OPEN_SECONDS": "60",
+            "ESB_SERVICE__NAME": "readiness-sink",
+            "ESB_IDEMPOTENCY__PATH": str(tmp_path / "applied.sqlite3"),
+        },
+        tmp_path / "sink.log",
+    )
+    try:
+        sink.wait_ready()
+        node = urlsplit(amqp_url)
+        connected = f"broker: connected to {node.hostname}:{node.port or 5672}"
+        assert readyz(sink) == (200, f"ready\n{connected}\n{names.queue}: consuming\n")
+        broker = await connected_broker(esb_env)
+        try:
+            await broker.publish(CloudEvent.new("t.order", "urn:t", {"n": 1}))
+        finally:
+            await broker.close()
+        wait_for(lambda: "circuit open" in readyz(sink)[1], 30, sink.tail)
+        status, text = readyz(sink)
+        assert status == 200
+        assert re.search(
+            rf"^{re.escape(names.queue)}: circuit open \(its target fails\); "
+            r"next probe in (5\d|60) s$",
+            text,
+            re.M,
+        ), text
+    finally:
+        sink.stop()
+
+
+def readyz(process: EsbProcess) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{process.health_port}/readyz", timeout=2
+        ) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+class Unprintable(Exception):
+    """An error whose text cannot be made: esb fails while handling the failure."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this error")
+
+
+class FailsOddly(RecordingSink):
+    async def write(self, event: CloudEvent) -> None:
+        if event.id == "odd":
+            raise Unprintable
+        await super().write(event)
+
+
+async def test_a_fault_in_esb_itself_dead_letters_the_message_and_the_next_one_flows(
+    broker: Broker,
+) -> None:
+    """Should esb fail on a delivery (here: failing to describe a failure), the delivery is
+    rejected and the queue dead-letters it, whole; it never holds a prefetch slot."""
+    spec = QueueSpec(f"{broker.settings.prefix}.sink", ["#"])
+    target = FailsOddly()
+    consumer = Consumer(
+        broker, write_to(target), spec, adapter="test", metrics=broker.metrics, retry=SHORT_RETRY
+    )
+    await consumer.start()
+    try:
+        for event_id in ("odd", "even"):
+            await broker.publish(CloudEvent.new("t.x", "urn:t", {"n": 1}, id=event_id))
+        for _ in range(200):
+            if target.ids == ["even"] and await parked(broker) == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop(grace=5)
+    assert target.ids == ["even"]
+    channel = await broker.connection.channel()
+    lot = await channel.declare_queue(dlq_name(spec.name), passive=True)
+    message = await lot.get(timeout=5)
+    assert (message.headers["ce-id"], message.headers["x-first-death-reason"]) == (
+        "odd",
+        "rejected",
+    )
+    assert sample(broker, "esb_consumed_total", adapter="test", outcome="rejected") == 1
+
+
+async def test_a_decoder_fault_parks_a_copy_as_undecodable(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decoder that raises something other than an envelope error (a RecursionError once,
+    on hostile JSON) parks the message with the reason "undecodable", never holds it."""
+    decode = esb.consumer.from_message
+
+    def faulty(message: aio_pika.abc.AbstractMessage, limit: int | None = None) -> CloudEvent:
+        if (message.headers or {}).get("ce-id") == "deep":
+            raise RecursionError("maximum recursion depth exceeded")
+        return decode(message, limit)
+
+    monkeypatch.setattr(esb.consumer, "from_message", faulty)
+    spec = QueueSpec(f"{broker.settings.prefix}.sink", ["#"])
+    target = RecordingSink()
+    consumer = Consumer(broker, write_to(target), spec, adapter="test", metrics=broker.metrics)
+    await consumer.start()
+    try:
+        for event_id in ("deep", "fine"):
+            await broker.publish(CloudEvent.new("t.x", "urn:t", {"n": 1}, id=event_id))
+        for _ in range(200):
+            if target.ids == ["fine"] and await parked(broker) == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop(grace=5)
+    assert target.ids == ["fine"]
+    channel = await broker.connection.channel()
+    lot = await channel.declare_queue(dlq_name(spec.name), passive=True)
+    message = await lot.get(timeout=5)
+    assert (message.headers["ce-id"], message.headers[REASON]) == ("deep", "undecodable")
+    assert message.body == b'{"n":1}'
