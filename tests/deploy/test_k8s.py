@@ -15,6 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from esb.cli import main
+from esb.permissions import load_users
 from esb.registry import load_adapter
 from esb.settings import load_settings
 from esb.topology import QueueNames
@@ -106,3 +107,23 @@ def test_keda_scales_each_sink_on_the_queue_it_consumes() -> None:
             assert trigger["type"] == "rabbitmq"
             assert trigger["metadata"]["queueName"] == names.sink(env["ESB_SERVICE__NAME"])
             assert trigger["authenticationRef"]["name"] in auths
+
+
+def test_each_process_connects_as_its_own_least_privileged_user() -> None:
+    """No two Deployments share a broker credential, none declares, and the users file
+    beside the manifests gives each one a user of its role (the sink: its own queue)."""
+    users = load_users(K8S.parent / "broker-users.yaml").users
+    secrets = []
+    for name, container, pod in containers():
+        env = {v["name"]: v.get("value") for v in container["env"]}
+        assert env["ESB_BROKER__DECLARE"] == "false", name
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volume = next(v for v in pod["volumes"] if v["name"] == mounts["/secrets/broker"])
+        secrets.append(volume["secret"]["secretName"])
+        assert secrets[-1] == f"esb-broker-{env['ESB_SERVICE__NAME']}", name
+        role = container["args"][1]
+        user = next(u for u in users if u.name == f"esb-{env['ESB_SERVICE__NAME']}")
+        assert user.role == role, name
+        if role == "sink":
+            assert user.sink == env["ESB_SERVICE__NAME"], name
+    assert len(secrets) == len(set(secrets)) == len(users)
