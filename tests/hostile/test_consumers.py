@@ -34,6 +34,7 @@ from esb.teardown import delete_deployment
 from esb.topology import QueueNames, dlq_name
 from tests.support.hostile import (
     CASE_HEADER,
+    CONSUMER_RSS_MB,
     Case,
     Expect,
     Ledger,
@@ -410,7 +411,9 @@ async def run_cases(
         if fault := stopped.get(process):
             ledger.process_faults.append(fault)
         ledger.process_faults.extend(
-            Watcher.faults({process: watched[process], "control": watched["control"]})
+            Watcher.faults(
+                {process: watched[process], "control": watched["control"]}, CONSUMER_RSS_MB
+            )
             if process in watched
             else []
         )

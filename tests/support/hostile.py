@@ -30,9 +30,12 @@ from tests.support.processes import EsbProcess
 
 Expect = Literal["apply", "reject", "any"]
 
-#: The liveness and memory bounds every process is held to.
+#: The liveness and memory bounds every process is held to. Consumers keep no body over
+#: broker.max_body_bytes, so a 40 MB message costs them nothing: half the Kubernetes
+#: manifests' 256 Mi limit (it took them to 261 MB once).
 HEALTHZ_MS = 100.0
 RSS_MB = 200.0
+CONSUMER_RSS_MB = 128.0
 
 #: The header carrying a case's marker on messages published straight to a queue.
 CASE_HEADER = "x-hostile-case"
@@ -289,7 +292,7 @@ class Watcher:
         return result
 
     @staticmethod
-    def faults(result: dict[str, dict[str, Any]]) -> list[str]:
+    def faults(result: dict[str, dict[str, Any]], rss_mb: float = RSS_MB) -> list[str]:
         """Each process may answer /healthz at worst HEALTHZ_MS slower than the idle control
         did in the same run: what the machine's load costs every process is not esb's. As
         for any latency bound on a shared 2-core machine, it holds for 99% of the probes (a
@@ -307,8 +310,8 @@ class Watcher:
                     f"{noise:.0f} ms), {seen['slow']} of {seen['probes']} probes over "
                     f"{HEALTHZ_MS:.0f} ms, {seen['failed']} failed {seen['errors'][:2]}"
                 )
-            if seen["peak_rss_mb"] > RSS_MB:
-                faults.append(f"{name}: peak RSS {seen['peak_rss_mb']:.0f} MB > {RSS_MB:.0f} MB")
+            if seen["peak_rss_mb"] > rss_mb:
+                faults.append(f"{name}: peak RSS {seen['peak_rss_mb']:.0f} MB > {rss_mb:.0f} MB")
         return faults
 
     @staticmethod
