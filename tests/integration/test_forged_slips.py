@@ -132,6 +132,14 @@ async def test_a_transformer_parks_slips_naming_what_no_route_file_declares(
         "esb_steps_total", {"service": "slips", "kind": "map", "outcome": "ok"}
     )
     assert ran == 1
+    # metric labels take values only from the loaded routes, whatever a slip says
+    labelled = {
+        sample.labels["kind"]
+        for family in broker.metrics.registry.collect()
+        if family.name in ("esb_steps", "esb_step_seconds")
+        for sample in family.samples
+    }
+    assert labelled == {"map"}
 
 
 async def test_a_transformer_keeps_running_the_versions_it_loaded_before_a_reload(
