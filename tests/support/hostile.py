@@ -34,6 +34,7 @@ Expect = Literal["apply", "reject", "any"]
 #: broker.max_body_bytes, so a 40 MB message costs them nothing: half the Kubernetes
 #: manifests' 256 Mi limit (it took them to 261 MB once).
 HEALTHZ_MS = 100.0
+HEALTHZ_NEVER_MS = 500.0
 RSS_MB = 200.0
 CONSUMER_RSS_MB = 128.0
 
@@ -296,14 +297,17 @@ class Watcher:
         """Each process may answer /healthz at worst HEALTHZ_MS slower than the idle control
         did in the same run: what the machine's load costs every process is not esb's. As
         for any latency bound on a shared 2-core machine, it holds for 99% of the probes (a
-        busy process waits for a core where the idle control does not); any probe over a
-        second is a fault whatever the count."""
+        busy process waits for a core where the idle control does not); any probe over
+        HEALTHZ_NEVER_MS is a fault whatever the count (the worst seen in full runs: 150 ms)."""
         faults = []
         noise = result["control"]["worst_ms"]
         for name, seen in result.items():
             if name == "control":
                 continue
-            within_p99 = seen["slow"] <= max(1, seen["probes"] // 100) and seen["worst_ms"] <= 1000
+            within_p99 = (
+                seen["slow"] <= max(1, seen["probes"] // 100)
+                and seen["worst_ms"] <= HEALTHZ_NEVER_MS
+            )
             if (seen["worst_ms"] > HEALTHZ_MS + noise and not within_p99) or seen["failed"]:
                 faults.append(
                     f"{name}: /healthz worst {seen['worst_ms']:.0f} ms (the idle control's "
