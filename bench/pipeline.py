@@ -550,7 +550,8 @@ async def measure(
         answer = await run.command(settings.seconds * 10 + 60, first=first, count=count, rate=rate)
         arrived = await run.arrivals.wait(settings.seconds * 3 + 30)
         after = meter.snapshot()
-        usages.append(Usage.between(before, after))
+        paced = Usage.between(before, after)
+        usages.append(paced)
         latencies = sorted(
             (run.arrivals.times[first + i] - (answer["t0"] + i * 1e9 / rate)) / 1e6
             for i in range(count)
@@ -572,6 +573,8 @@ async def measure(
                 "max_ms": latencies[-1] if latencies else math.nan,
                 "source_late_ms": answer["late_ms"],
                 "complete": arrived,
+                "python_cpu_us_per_msg": sum(paced.hops.values()) / count * 1e6,
+                "broker_cpu_us_per_msg": paced.broker / count * 1e6,
             }
         )
     result["peak_rss_mb_whole_run"] = {
@@ -765,7 +768,15 @@ def summarize(runs: list[dict[str, Any]], pipelines: list[Pipeline]) -> dict[str
                     "offered": point["offered"],
                     **{
                         key: median_of(r["latency"][index][key] for r in counted)
-                        for key in ("achieved", "p50_ms", "p95_ms", "p99_ms", "max_ms")
+                        for key in (
+                            "achieved",
+                            "p50_ms",
+                            "p95_ms",
+                            "p99_ms",
+                            "max_ms",
+                            "python_cpu_us_per_msg",
+                            "broker_cpu_us_per_msg",
+                        )
                     },
                     "complete": all(r["latency"][index]["complete"] for r in counted),
                 }
@@ -843,6 +854,17 @@ def table(summary: dict[str, Any], pipelines: list[Pipeline], notes: list[str]) 
             values.append(f"{ms(lat['p50_ms'])}/{ms(lat['p95_ms'])}/{ms(lat['p99_ms'])}{mark}")
         path = ("latency", index, "p99_ms")
         rows.append([label, *values, *(ratio(get(a, path), get(b, path)) for a, b in ratios)])
+    for index, point in enumerate(any_latency):
+        label = f"Python + broker CPU us/msg at {point['offered']:,.0f}/s"
+        values = []
+        for p in present:
+            points = summary[p.key]["latency"]
+            lat = points[index] if index < len(points) else {}
+            values.append(
+                f"{fmt(lat.get('python_cpu_us_per_msg', math.nan))} + "
+                f"{fmt(lat.get('broker_cpu_us_per_msg', math.nan))}"
+            )
+        rows.append([label, *values, *("" for _ in ratios)])
     for hop in HOPS:
         row(f"peak RSS MB, {hop}", ("peak_rss_mb", hop), lambda v: fmt(v, 0))
     row("others' load during the runs (cores)", ("others_cores",), lambda v: fmt(v, 2), False)

@@ -40,4 +40,7 @@ def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
         assert summary["msg_per_s"] > 0
         assert [rate["offered"] for rate in summary["latency"]] == results["rates"]
         assert all(rate["p50_ms"] > 0 for rate in summary["latency"]), summary["latency"]
+        assert all(rate["python_cpu_us_per_msg"] > 0 for rate in summary["latency"])
         assert set(summary["cpu_us_per_msg"]) == {"router", "transformer", "sink", "source"}
+    paced_cpu = r"^Python \+ broker CPU us/msg at [\d,]+/s\s+[\d,]+ \+ [\d,]+"
+    assert re.search(paced_cpu, run.stdout, re.M), run.stdout[-3000:]
