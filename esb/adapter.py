@@ -140,7 +140,9 @@ class Sink(ABC, Generic[S]):
     :meth:`write` returns once the effect is committed; it raises
     :class:`~esb.errors.TransientError` to have the message retried and
     :class:`~esb.errors.PermanentError` to have it parked. The same event may
-    arrive twice (at-least-once delivery): de-duplicate on ``event.id``.
+    arrive twice (at-least-once delivery): de-duplicate on ``event.id``. A sink
+    that de-duplicates by itself returns False for an event its target already
+    had, so ``esb_duplicates_total`` counts it as the runtime's store would.
     """
 
     settings_model: ClassVar[type[AdapterSettings]]
@@ -158,8 +160,8 @@ class Sink(ABC, Generic[S]):
         """Release what :meth:`open` acquired."""
 
     @abstractmethod
-    async def write(self, event: CloudEvent) -> None:
-        """Apply one event to the target."""
+    async def write(self, event: CloudEvent) -> bool | None:
+        """Apply one event to the target; False when it had been applied before."""
 
 
 @dataclass(frozen=True)

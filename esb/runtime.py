@@ -157,14 +157,18 @@ def write_to(
 ) -> Handler:
     """The consumer handler of a sink: write each event once, as far as ``store`` remembers."""
 
+    def skipped(event: CloudEvent) -> None:
+        if duplicates is not None:
+            duplicates.inc()
+        log.info("already applied, skipping", extra={"message_id": event.id})
+
     async def handle(event: CloudEvent, _: AbstractIncomingMessage) -> None:
         if store is None:
-            await sink.write(event)
+            if await sink.write(event) is False:  # the target knew it: a naturally idempotent sink
+                skipped(event)
             return
         if await store.seen(event.id):
-            if duplicates is not None:
-                duplicates.inc()
-            log.info("already applied, skipping", extra={"message_id": event.id})
+            skipped(event)
             return
         await sink.write(event)
         await store.remember(event.id)

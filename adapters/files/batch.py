@@ -62,11 +62,14 @@ class BatchFileSink(Sink[BatchFileSinkSettings]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._clock
 
-    async def write(self, event: CloudEvent) -> None:
+    async def write(self, event: CloudEvent) -> bool:
+        """True once its period's file is written; False when the period already held its id
+        (a redelivery before the file was written; after it, a new period takes it again)."""
         if self._written is None:
             raise RuntimeError("BatchFileSink.open() has not been called")
-        self._events.setdefault(event.id, event)
+        fresh = self._events.setdefault(event.id, event) is event
         await asyncio.shield(self._written)
+        return fresh
 
     async def _periods(self) -> None:
         while True:

@@ -49,11 +49,12 @@ class JsonLinesSink(Sink[JsonLinesSinkSettings]):
             self._file.close()
             self._file = None
 
-    async def write(self, event: CloudEvent) -> None:
+    async def write(self, event: CloudEvent) -> bool:
+        """True once written; False when the file already holds its id."""
         if self._file is None:
             raise RuntimeError("JsonLinesSink.open() has not been called")
         if event.id in self._seen:
-            return
+            return False
         try:
             self._file.write(event.to_structured() + b"\n")
             self._file.flush()
@@ -64,3 +65,4 @@ class JsonLinesSink(Sink[JsonLinesSinkSettings]):
                 f"jsonl sink: cannot write {self.settings.path}: {exc.strerror}"
             ) from exc
         self._seen.add(event.id)
+        return True

@@ -43,8 +43,9 @@ class Backend(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def apply(self, events: Batch) -> None:
-        """Record the ids and write the rows of events not applied before, all or nothing.
+    async def apply(self, events: Batch) -> set[str]:
+        """Record the ids and write the rows of events not applied before, all or nothing;
+        the ids that were applied before (skipped: redeliveries, replays).
 
         Raises PermanentError when the database refuses a row (a constraint, a type, a
         missing row to increment), TransientError when it cannot be reached or is locked.
@@ -74,26 +75,30 @@ class SqliteBackend(Backend):
         if self._db is not None:
             self._db.close()
 
-    async def apply(self, events: Batch) -> None:
+    async def apply(self, events: Batch) -> set[str]:
         # Synchronous on purpose: the loop runs nothing else meanwhile, so transactions
         # never interleave on the one connection.
         if self._db is None:
             raise RuntimeError("open() has not been called")
         db, table, statement = self._db, self.settings.table, self.statement
         at = time.time()
+        skipped = set()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for event_id, rows in events:
-                    if db.execute(RECORD_SQLITE, (table, event_id, at)).rowcount:
-                        for row in rows:
-                            statement.check(
-                                row, db.execute(statement.sql, statement.params(row)).rowcount
-                            )
+                    if not db.execute(RECORD_SQLITE, (table, event_id, at)).rowcount:
+                        skipped.add(event_id)
+                        continue
+                    for row in rows:
+                        statement.check(
+                            row, db.execute(statement.sql, statement.params(row)).rowcount
+                        )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            return skipped
         except sqlite3.IntegrityError as exc:
             raise PermanentError(f"sql sink: {table}: {exc}") from None
         except sqlite3.OperationalError as exc:
@@ -152,7 +157,7 @@ class PostgresBackend(Backend):
         if self._conn is not None:
             await self._conn.close()
 
-    async def apply(self, events: Batch) -> None:
+    async def apply(self, events: Batch) -> set[str]:
         import psycopg
 
         # What the event holds can never fit: a constraint, a bad value, a value of the wrong
@@ -174,13 +179,14 @@ class PostgresBackend(Backend):
                     ids = [event_id for event_id, _ in events]
                     await cursor.execute(RECORD_POSTGRES, (table, ids, at))
                     fresh = {key for (key,) in await cursor.fetchall()}
+                    skipped = set(ids) - fresh
                     todo: Rows = []
                     for event_id, rows in events:
                         if event_id in fresh:
                             fresh.discard(event_id)  # an id twice in the batch writes once
                             todo.extend(rows)
                     if not todo:
-                        return
+                        return skipped
                     await cursor.executemany(
                         statement.sql,
                         [statement.params(row) for row in todo],
@@ -190,6 +196,7 @@ class PostgresBackend(Backend):
                         results = [result.rowcount async for result in cursor.results()]
                         for row, rowcount in zip(todo, results, strict=True):
                             statement.check(row, rowcount)
+                    return skipped
             except refused as exc:
                 raise PermanentError(f"sql sink: {table}: {exc}") from None
             except psycopg.OperationalError as exc:

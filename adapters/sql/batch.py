@@ -20,7 +20,7 @@ from esb import TransientError
 @dataclass
 class _Pending:
     rows: Rows
-    done: asyncio.Future[None]
+    done: asyncio.Future[bool]  # True: written; False: applied before
 
 
 class Batcher:
@@ -32,7 +32,9 @@ class Batcher:
     redeliveries are applied once, as ``apply`` skips recorded ids.
     """
 
-    def __init__(self, apply: Callable[[Batch], Awaitable[None]], size: int, wait: float) -> None:
+    def __init__(
+        self, apply: Callable[[Batch], Awaitable[set[str]]], size: int, wait: float
+    ) -> None:
         self._apply = apply
         self._size = size
         self._wait = wait
@@ -40,17 +42,20 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._commits: set[asyncio.Task[None]] = set()
 
-    async def write(self, event_id: str, rows: Rows) -> None:
-        """Returns once the event is committed (or was before); a duplicate id waits with it."""
+    async def write(self, event_id: str, rows: Rows) -> bool:
+        """Returns once the event is committed: True when this write applied it, False when
+        it was applied before (a duplicate id in the same batch waits with the first)."""
         pending = self._batch.get(event_id)
-        if pending is None:
-            loop = asyncio.get_running_loop()
-            pending = self._batch[event_id] = _Pending(rows, loop.create_future())
-            if len(self._batch) >= self._size:
-                self._flush()
-            elif self._timer is None:
-                self._timer = loop.call_later(self._wait, self._flush)
-        await asyncio.shield(pending.done)
+        if pending is not None:
+            await asyncio.shield(pending.done)
+            return False
+        loop = asyncio.get_running_loop()
+        pending = self._batch[event_id] = _Pending(rows, loop.create_future())
+        if len(self._batch) >= self._size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._wait, self._flush)
+        return await asyncio.shield(pending.done)
 
     async def close(self) -> None:
         """Commit what is waiting and wait for the commits under way."""
@@ -69,7 +74,9 @@ class Batcher:
 
     async def _commit(self, batch: dict[str, _Pending]) -> None:
         try:
-            await self._apply([(event_id, pending.rows) for event_id, pending in batch.items()])
+            skipped = await self._apply(
+                [(event_id, pending.rows) for event_id, pending in batch.items()]
+            )
         except TransientError as exc:
             for pending in batch.values():
                 pending.done.set_exception(exc)
@@ -77,13 +84,13 @@ class Batcher:
             for event_id, pending in batch.items():
                 await self._alone(event_id, pending)
         else:
-            for pending in batch.values():
-                pending.done.set_result(None)
+            for event_id, pending in batch.items():
+                pending.done.set_result(event_id not in skipped)
 
     async def _alone(self, event_id: str, pending: _Pending) -> None:
         try:
-            await self._apply([(event_id, pending.rows)])
+            skipped = await self._apply([(event_id, pending.rows)])
         except Exception as exc:  # handed to the write, which the runtime retries or parks
             pending.done.set_exception(exc)
         else:
-            pending.done.set_result(None)
+            pending.done.set_result(event_id not in skipped)

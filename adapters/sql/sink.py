@@ -48,9 +48,9 @@ class SqlSink(Sink[SqlSinkSettings]):
             await self.batcher.close()
         await self.backend.close()
 
-    async def write(self, event: CloudEvent) -> None:
+    async def write(self, event: CloudEvent) -> bool:
+        """True once written; False when ``esb_applied`` already held its id."""
         rows = event_rows(self.settings, event)
         if self.batcher is None:
-            await self.backend.apply([(event.id, rows)])
-        else:
-            await self.batcher.write(event.id, rows)
+            return event.id not in await self.backend.apply([(event.id, rows)])
+        return await self.batcher.write(event.id, rows)

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import Names
 from tests.support.postgres import PG_DSN, pg, require_postgres
 from tests.support.processes import EsbProcess, wait_for, write_orders
+from tests.support.prometheus import metric
 
 N = 3_000
 
@@ -34,16 +35,13 @@ def test_a_queue_of_orders_is_written_once_each_in_batches_of_prefetch_size(
         ["topology", "declare", "--queue", names.queue], esb_env, tmp_path / "declare.log"
     )
     assert declare.wait(timeout=30) == 0, declare.tail()
-    source = EsbProcess(
-        ["run", "source", "jsonl"],
-        {
-            **esb_env,
-            "ESB_ADAPTER__PATH": str(tmp_path / "orders.jsonl"),
-            "ESB_ADAPTER__EVENT_TYPE": "shop.order.created",
-            "ESB_ADAPTER__ID_FIELD": "order_id",
-        },
-        tmp_path / "source.log",
-    )
+    source_env = {
+        **esb_env,
+        "ESB_ADAPTER__PATH": str(tmp_path / "orders.jsonl"),
+        "ESB_ADAPTER__EVENT_TYPE": "shop.order.created",
+        "ESB_ADAPTER__ID_FIELD": "order_id",
+    }
+    source = EsbProcess(["run", "source", "jsonl"], source_env, tmp_path / "source.log")
     assert source.wait(timeout=120) == 0, source.tail()
     sink = EsbProcess(
         ["run", "sink", "sql"],
@@ -65,6 +63,14 @@ def test_a_queue_of_orders_is_written_once_each_in_batches_of_prefetch_size(
             lambda: pg(f'SELECT COUNT(*) FROM "{orders}"')[0][0] >= N,
             60,
             lambda: f"rows missing; sink log:\n{sink.tail()}",
+        )
+        # the same orders again (a replay): none written twice, each counted as a duplicate
+        again = EsbProcess(["run", "source", "jsonl"], source_env, tmp_path / "again.log")
+        assert again.wait(timeout=120) == 0, again.tail()
+        wait_for(
+            lambda: metric(sink.metrics(), "esb_duplicates_total", service="sql-sink") == N,
+            60,
+            lambda: f"duplicates not counted; sink log:\n{sink.tail()}",
         )
         sink.signal(signal.SIGTERM)
         assert sink.wait(timeout=10) == 0, sink.tail()
