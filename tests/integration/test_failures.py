@@ -401,34 +401,39 @@ class FailsOddly(RecordingSink):
         await super().write(event)
 
 
-async def test_a_fault_in_esb_itself_dead_letters_the_message_and_the_next_one_flows(
-    broker: Broker,
-) -> None:
-    """Should esb fail on a delivery (here: failing to describe a failure), the delivery is
-    rejected and the queue dead-letters it, whole; it never holds a prefetch slot."""
+async def first_bad_then_good(
+    broker: Broker, target: RecordingSink, bad: str, good: str
+) -> aio_pika.abc.AbstractIncomingMessage:
+    """Publish ``bad`` then ``good`` to a sink consumer writing to ``target``; ``good`` must be
+    written and ``bad`` parked: the parking lot's message."""
     spec = QueueSpec(f"{broker.settings.prefix}.sink", ["#"])
-    target = FailsOddly()
     consumer = Consumer(
         broker, write_to(target), spec, adapter="test", metrics=broker.metrics, retry=SHORT_RETRY
     )
     await consumer.start()
     try:
-        for event_id in ("odd", "even"):
+        for event_id in (bad, good):
             await broker.publish(CloudEvent.new("t.x", "urn:t", {"n": 1}, id=event_id))
         for _ in range(200):
-            if target.ids == ["even"] and await parked(broker) == 1:
+            if target.ids == [good] and await parked(broker) == 1:
                 break
             await asyncio.sleep(0.05)
     finally:
         await consumer.stop(grace=5)
-    assert target.ids == ["even"]
+    assert target.ids == [good]
     channel = await broker.connection.channel()
     lot = await channel.declare_queue(dlq_name(spec.name), passive=True)
-    message = await lot.get(timeout=5)
-    assert (message.headers["ce-id"], message.headers["x-first-death-reason"]) == (
-        "odd",
-        "rejected",
-    )
+    return await lot.get(timeout=5)
+
+
+async def test_a_fault_in_esb_itself_dead_letters_the_message_and_the_next_one_flows(
+    broker: Broker,
+) -> None:
+    """Should esb fail on a delivery (here: failing to describe a failure), the delivery is
+    rejected and the queue dead-letters it, whole; it never holds a prefetch slot."""
+    message = await first_bad_then_good(broker, FailsOddly(), "odd", "even")
+    headers = message.headers
+    assert (headers["ce-id"], headers["x-first-death-reason"]) == ("odd", "rejected")
     assert sample(broker, "esb_consumed_total", adapter="test", outcome="rejected") == 1
 
 
@@ -445,22 +450,6 @@ async def test_a_decoder_fault_parks_a_copy_as_undecodable(
         return decode(message, limit)
 
     monkeypatch.setattr(esb.consumer, "from_message", faulty)
-    spec = QueueSpec(f"{broker.settings.prefix}.sink", ["#"])
-    target = RecordingSink()
-    consumer = Consumer(broker, write_to(target), spec, adapter="test", metrics=broker.metrics)
-    await consumer.start()
-    try:
-        for event_id in ("deep", "fine"):
-            await broker.publish(CloudEvent.new("t.x", "urn:t", {"n": 1}, id=event_id))
-        for _ in range(200):
-            if target.ids == ["fine"] and await parked(broker) == 1:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await consumer.stop(grace=5)
-    assert target.ids == ["fine"]
-    channel = await broker.connection.channel()
-    lot = await channel.declare_queue(dlq_name(spec.name), passive=True)
-    message = await lot.get(timeout=5)
+    message = await first_bad_then_good(broker, RecordingSink(), "deep", "fine")
     assert (message.headers["ce-id"], message.headers[REASON]) == ("deep", "undecodable")
     assert message.body == b'{"n":1}'
