@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.metrics import MetricWrapperBase
 
 M = TypeVar("M", bound=MetricWrapperBase)
@@ -30,9 +36,14 @@ class Bound(Generic[M]):
 
 
 class Metrics:
-    """The ``esb_`` metrics; labels carry service, adapter, outcome and reason, never payload."""
+    """The ``esb_`` metrics; labels carry service, adapter, outcome and reason, never payload.
+
+    No ``_created`` series: prometheus-client adds one per counter and histogram child, a
+    timestamp no rule or panel reads, doubling what each scrape carries.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide; unannotated
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.published = Counter(

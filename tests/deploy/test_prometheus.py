@@ -3,12 +3,14 @@ scraping a real esb process and RabbitMQ's own metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
 import subprocess
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ import yaml
 
 from esb import CloudEvent, to_message
 from esb.metrics import Metrics
+from esb.routing.loader import load_routes
+from esb.teardown import delete_deployment
 from esb.testing import free_port
 from tests.conftest import Names
 from tests.support.processes import EsbProcess, read_ids, wait_for
@@ -207,3 +211,79 @@ async def test_a_real_scrape_fills_the_dashboard_and_fires_the_parked_alert(
         assert len(rules) == 12
     finally:
         sink.stop()
+
+
+def test_every_kind_of_process_exposes_metrics_promtool_accepts_without_created_series(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    """A router, a transformer, a source and a sink, each after handling events: their
+    /metrics pass `promtool check metrics` (names, HELP, types, units) and carry no
+    `_created` series, which would double the series count for a timestamp nobody reads."""
+    routes = Path(__file__).parents[1] / "routes"
+    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
+    env = {
+        "ESB_BROKER__URL": amqp_url,
+        "ESB_BROKER__EXCHANGE": f"{prefix}.events",
+        "ESB_BROKER__PREFIX": prefix,
+    }
+    webhook_port = free_port()
+    processes = {
+        "router": EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "r.log"),
+        "transformer": EsbProcess(
+            ["run", "transformer", "--routes", str(routes)], env, tmp_path / "t.log"
+        ),
+        "sink": EsbProcess(
+            ["run", "sink", "jsonl"],
+            {
+                **env,
+                "ESB_CONSUME__QUEUE": f"{prefix}.sink.all",
+                "ESB_CONSUME__BINDINGS": '["#"]',
+                "ESB_ADAPTER__PATH": str(tmp_path / "out.jsonl"),
+            },
+            tmp_path / "s.log",
+        ),
+    }
+    try:
+        for process in processes.values():
+            process.wait_ready()
+        source = EsbProcess(
+            ["run", "source", "http-webhook"],
+            {**env, "ESB_ADAPTER__PORT": str(webhook_port), "ESB_ADAPTER__EVENT_TYPE": "t.x"},
+            tmp_path / "src.log",
+        )
+        processes["source"] = source
+        source.wait_ready()
+        for n in range(2):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{webhook_port}/webhook",
+                data=json.dumps({"n": n}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - http
+                assert answer.status == 202
+        wait_for(lambda: len(read_ids(tmp_path / "out.jsonl")) == 2, 30, source.tail)
+        for kind, process in processes.items():
+            text = process.metrics()
+            assert "esb_" in text, kind
+            assert "_created" not in text, f"{kind}: {text[text.index('_created') - 80 :][:200]}"
+            done = subprocess.run(
+                [tool("promtool"), "check", "metrics"],
+                input=text,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            assert done.returncode == 0, f"{kind}: {done.stdout}{done.stderr}"
+    finally:
+        for process in processes.values():
+            process.stop()
+        asyncio.run(
+            delete_deployment(
+                amqp_url,
+                prefix,
+                env["ESB_BROKER__EXCHANGE"],
+                {*load_routes(routes).sinks, "all"},
+                ("router", "transformer"),
+            )
+        )
