@@ -109,9 +109,18 @@ async def test_publishes_started_together_are_all_queued_for_the_socket_in_one_t
             assert channel.delivery_tag - before == 200, attempt
             await asyncio.gather(*publishes)
             if attempt == "first connection":
-                await broker.connection.transport.connection.close(ConnectionError("dropped"))
-                await reopened(broker, channel)
+                await reconnected(broker)
         assert await queue_depth(amqp_url, names.queue) == 400
+
+
+async def reconnected(broker: Broker, *channels: aio_pika.abc.AbstractChannel) -> None:
+    """Drop the broker's connection and wait until it, its publishing channel and
+    ``channels`` are back."""
+    old = await broker.channel.get_underlay_channel()
+    await broker.connection.transport.connection.close(ConnectionError("dropped"))
+    await reopened(broker, old)
+    for channel in channels:
+        await channel.ready()
 
 
 async def reopened(broker: Broker, old: aiormq.abc.AbstractChannel, seconds: float = 20) -> None:
@@ -149,10 +158,7 @@ async def test_consumers_get_lean_deliveries_and_get_them_again_after_a_reconnec
             assert isinstance(message, Delivery)
             assert message.headers["ce-id"] == event.id
             if n == 0:
-                old = await broker.channel.get_underlay_channel()
-                await broker.connection.transport.connection.close(ConnectionError("dropped"))
-                await reopened(broker, old)
-                await channel.ready()
+                await reconnected(broker, channel)
     finally:
         await broker.close()
 
@@ -221,8 +227,4 @@ async def test_a_bounded_channel_reads_bodies_over_its_limit_without_keeping_the
             await large.ack()
             await small.ack()
             if attempt == "first connection":
-                old = await broker.channel.get_underlay_channel()
-                await broker.connection.transport.connection.close(ConnectionError("dropped"))
-                await reopened(broker, old)
-                await channel.ready()
-                await publisher.ready()
+                await reconnected(broker, channel, publisher)
