@@ -124,14 +124,10 @@ class Consumer:
         self._outcomes = {o: metrics.consumed.labels(self.service, adapter, o) for o in OUTCOMES}
         self._acks = Acks(self._outcomes["unsettled"])
 
-    @property
-    def consuming(self) -> bool:
-        """Ready: consuming, or paused on purpose by an open circuit whose probe is armed."""
-        return self.readiness()[0]
-
     def readiness(self) -> tuple[bool, str]:
-        """Whether this consumer is ready, and its line in ``/readyz``: an open circuit is
-        ready (the process is fine, its target is not) and says so, with its next probe."""
+        """Whether this consumer is ready (consuming, or paused on purpose by an open circuit
+        whose probe is armed) and its line in ``/readyz``, which says which, with the next
+        probe: the process is fine while its target is not."""
         queue = self.spec.name
         if self._stopping:
             return False, f"{queue}: stopping"
