@@ -6,21 +6,27 @@ import asyncio
 import itertools
 import logging
 import ssl
-from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from pamqp.commands import Basic
 from yarl import URL
 
 from esb.amqp_binding import encode_data, to_properties
 from esb.amqp_client import RobustConnection
+from esb.amqp_publish import Outgoing, Window, encode_frames, settled, write_batch
 from esb.amqp_tables import install_table_codecs
 from esb.envelope import CloudEvent
-from esb.errors import BrokerUnavailable, ConfigError, EnvelopeError, UnroutableError
+from esb.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    EnvelopeError,
+    EsbError,
+    UnroutableError,
+)
 from esb.metrics import Metrics
 from esb.settings import BrokerSettings, redact_url
 from esb.tls import verified_context
@@ -68,6 +74,15 @@ async def _callbacks_run(turns: int = 5) -> None:
         await asyncio.sleep(0)
 
 
+class Addressed(NamedTuple):
+    """An event and where to publish it: routing key, exchange, extra AMQP headers."""
+
+    event: CloudEvent
+    routing_key: str
+    exchange: str
+    headers: Mapping[str, Any] | None = None
+
+
 class Broker:
     """The process's connection: publisher confirms always on, every publish mandatory.
 
@@ -86,7 +101,7 @@ class Broker:
         self._urls: Iterator[str] = iter(())
         self._publish_seconds = metrics.publish_seconds.labels(service)
         self._published_ok = metrics.published.labels(service, "ok")
-        self._window = asyncio.Semaphore(PUBLISH_WINDOW)
+        self._window = Window(PUBLISH_WINDOW)
 
     async def connect(self) -> None:
         """Open the connection (the first node that answers) and the publishing channel.
@@ -200,86 +215,124 @@ class Broker:
     ) -> None:
         """Publish ``event`` and return once the broker confirmed it.
 
-        Raises :class:`UnroutableError` when no queue takes it and
-        :class:`BrokerUnavailable` when the broker nacks it, the connection is
-        lost or no confirm comes within ``publish_timeout``.
+        Raises :class:`UnroutableError` when no queue takes it, :class:`EnvelopeError` when
+        AMQP cannot carry it and :class:`BrokerUnavailable` when the broker nacks it, the
+        connection is lost or no confirm comes within ``publish_timeout``.
         """
-        body = encode_data(event)
-        properties = to_properties(event, headers)
         key = event.type if routing_key is None else routing_key
         target = exchange if exchange is not None else self.settings.exchange
+        failure = (await self.publish_each([Addressed(event, key, target, headers)]))[0]
+        if failure is not None:
+            raise failure
+
+    async def publish_each(self, events: Sequence[Addressed]) -> list[EsbError | None]:
+        """Publish every event together: one write, the
+        confirms awaited at once. Each one's outcome, None when confirmed, else the error
+        :meth:`publish` raises for it; an event that cannot be encoded fails alone."""
+        outcomes: list[EsbError | None] = [None] * len(events)
+        outgoing: list[Outgoing] = []
+        positions: list[int] = []
+        for position, (event, key, exchange, headers) in enumerate(events):
+            try:
+                body = encode_data(event)
+            except EnvelopeError as exc:
+                outcomes[position] = exc
+                continue
+            outgoing.append(Outgoing(body, to_properties(event, headers), key, exchange))
+            positions.append(position)
         with self._publish_seconds.time():
-            await self._publish(body, properties, key, target)
-        self._published_ok.inc()
+            for position, failure in zip(positions, await self._publish(outgoing), strict=True):
+                outcomes[position] = failure
+        self._published_ok.inc(outcomes.count(None))
+        return outcomes
 
     async def publish_message(
         self, message: aio_pika.Message, routing_key: str, exchange: str
     ) -> None:
         """Publish an already encoded message (a retried or parked copy) as :meth:`publish`."""
-        await self._publish(message.body, message.properties, routing_key, exchange)
+        outgoing = Outgoing(message.body, message.properties, routing_key, exchange)
+        failure = (await self._publish([outgoing]))[0]
+        if failure is not None:
+            raise failure
 
-    async def _publish(
-        self,
-        body: bytes,
-        properties: Basic.Properties,
-        routing_key: str,
-        exchange: str,
-    ) -> None:
-        """Publish with confirm and mandatory routing.
+    async def _publish(self, messages: Sequence[Outgoing]) -> list[EsbError | None]:
+        """Publish with confirm and mandatory routing (:mod:`esb.amqp_publish`); each
+        message's outcome.
 
-        Raises :class:`EnvelopeError` when AMQP cannot carry the message (a
-        property over 255 bytes, a header of a type it has no encoding for).
-        The frames are queued without waiting for the socket (``wait=False``;
-        the confirm is what counts), so the publishes of one turn of the event
-        loop leave in one write (:mod:`esb.socket_writes`). At most :data:`PUBLISH_WINDOW`
-        await their confirms at once.
+        The frames go to the connection's writer without waiting for the socket (the
+        confirm is what counts), so the publishes of one turn of the event loop leave in
+        one write (:mod:`esb.socket_writes`). At most :data:`PUBLISH_WINDOW` await their
+        confirms at once.
         """
-        try:
-            await self._slot()
+        channel = cast(aiormq.Channel, await self.channel.get_underlay_channel())
+        outcomes: list[EsbError | None] = [None] * len(messages)
+        frames: list[bytes] = []
+        sent: list[int] = []
+        for position, message in enumerate(messages):
             try:
-                # aiormq's own channel: the abstract one does not declare ``wait``.
-                channel = cast(aiormq.Channel, await self.channel.get_underlay_channel())
-                await channel.basic_publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=True,
-                    timeout=self.settings.publish_timeout,
-                    wait=False,
+                frames.append(encode_frames(message, channel.number, channel.max_content_size))
+            except (TypeError, ValueError) as exc:  # refused before anything is sent
+                outcomes[position] = EnvelopeError(
+                    "message", f"AMQP cannot carry it: {exc}", "unencodable"
                 )
-            finally:
-                self._window.release()
-        except TypeError as exc:  # pamqp refuses what AMQP cannot encode before anything is sent
-            raise EnvelopeError("message", f"AMQP cannot carry it: {exc}", "unencodable") from None
-        except aiormq.exceptions.PublishError:
-            self.metrics.published.labels(self.service, "unroutable").inc()
-            raise UnroutableError(
-                f"no queue is bound for routing key {routing_key!r} on exchange {exchange!r}"
-            ) from None
-        except aiormq.exceptions.ChannelAccessRefused as exc:
-            raise access_refused(
-                exc, "write", f"publishing to exchange {exchange or 'amq.default'!r}"
-            ) from None
-        except aiormq.exceptions.DeliveryError:
-            self.metrics.published.labels(self.service, "nacked").inc()
-            raise BrokerUnavailable(
-                f"broker refused the message for {routing_key!r} (nack)"
-            ) from None
+                continue
+            sent.append(position)
+        if not sent:
+            return outcomes
+        held = 0
+        try:
+            await self._places(len(sent))
+            held = len(sent)
+            ids = [str(messages[position].properties.message_id) for position in sent]
+            confirms = await write_batch(channel, ids, b"".join(frames))
+            deadline = asyncio.get_running_loop().time() + self.settings.publish_timeout
+            results = await settled(confirms, deadline)
         except CONNECTION_ERRORS as exc:
-            self.metrics.published.labels(self.service, "unconfirmed").inc()
-            raise BrokerUnavailable(
-                f"publish to {exchange!r} not confirmed: {exc or type(exc).__name__}"
-            ) from None
+            results = [exc] * len(sent)
+        finally:
+            if held:
+                self._window.give(held)
+        for position, result in zip(sent, results, strict=True):
+            if result is not None:
+                outcomes[position] = self._failure(messages[position], result)
+        return outcomes
 
-    async def _slot(self) -> None:
-        """A place in the window of publishes; waiting for one counts as waiting for a confirm
-        (a blocked broker confirms nothing): past ``publish_timeout``, TimeoutError."""
-        if not self._window.locked():
-            await self._window.acquire()
+    def _failure(self, message: Outgoing, error: BaseException) -> EsbError:
+        """The esb error for aiormq's outcome of one publish."""
+        if isinstance(error, aiormq.exceptions.PublishError):
+            self.metrics.published.labels(self.service, "unroutable").inc()
+            return UnroutableError(
+                f"no queue is bound for routing key {message.routing_key!r} "
+                f"on exchange {message.exchange!r}"
+            )
+        if isinstance(error, aiormq.exceptions.ChannelAccessRefused):
+            return access_refused(
+                error, "write", f"publishing to exchange {message.exchange or 'amq.default'!r}"
+            )
+        if isinstance(error, aiormq.exceptions.DeliveryError):
+            self.metrics.published.labels(self.service, "nacked").inc()
+            return BrokerUnavailable(
+                f"broker refused the message for {message.routing_key!r} (nack)"
+            )
+        if isinstance(error, TimeoutError):
+            error = TimeoutError(f"no confirm within {self.settings.publish_timeout:g} s")
+        return self._unconfirmed(message.exchange, error)
+
+    def _unconfirmed(self, exchange: str, error: BaseException) -> BrokerUnavailable:
+        """A publish whose fate is unknown (connection lost, channel closed, no confirm in
+        time): the caller retries with the same message id."""
+        self.metrics.published.labels(self.service, "unconfirmed").inc()
+        return BrokerUnavailable(
+            f"publish to {exchange!r} not confirmed: {error or type(error).__name__}"
+        )
+
+    async def _places(self, count: int) -> None:
+        """Places in the window of publishes; waiting for them counts as waiting for a
+        confirm (a blocked broker confirms nothing): past ``publish_timeout``, TimeoutError."""
+        if self._window.try_take(count):
             return
         async with asyncio.timeout(self.settings.publish_timeout):
-            await self._window.acquire()
+            await self._window.take(count)
 
     async def close(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""

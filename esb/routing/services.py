@@ -6,19 +6,19 @@ so the input is acked only after every output is safely in its next queue.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from esb.broker import Broker
+from esb.broker import Addressed, Broker
 from esb.consumer import off_loop
 from esb.envelope import CloudEvent
-from esb.errors import ConfigError, PermanentError, TransientError
+from esb.errors import ConfigError, EsbError, PermanentError, TransientError
 from esb.metrics import Bound, Metrics
 from esb.routing.engine import StepFailed, match, route_copy, run_hop
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
@@ -40,20 +40,22 @@ def next_queues(route: CompiledRoute, position: int, names: QueueNames) -> list[
     return [names.sink(sink) for sink in route.to]
 
 
-async def _all(publishes: Iterable[Awaitable[None]]) -> None:
-    """Await every publish; raise the first failure only after all have settled.
+def _raise_first(failures: Sequence[EsbError | None]) -> None:
+    """Raise the first failure of publishes that have all settled: the delivery is retried
+    or parked for it, and the copies confirmed meanwhile are de-duplicated downstream."""
+    first = next((failure for failure in failures if failure is not None), None)
+    if first is not None:
+        raise first
 
-    One publish (the usual case: one route, one next hop) is awaited as it is:
-    gathering it would make it a task of its own, a cost on every message.
-    """
-    pending = list(publishes)
-    if len(pending) == 1:
-        await pending[0]
-        return
-    results = await asyncio.gather(*pending, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+
+@dataclass(frozen=True, slots=True)
+class _RouteSend:
+    """What the router publishes for one matched route; ``counts`` is False for a copy
+    handed to the router's steps queue after a step failed there."""
+
+    route: str
+    copies: list[Addressed]
+    counts: bool
 
 
 def routing_queues(table: RouteTable, names: QueueNames) -> list[QueueSpec]:
@@ -158,12 +160,20 @@ class RouterService:
             )
             self._unrouted.inc()
             return
-        await _all(self._send(route, event, message) for route in matches.routes)
+        sends = [await self._send(route, event, message) for route in matches.routes]
+        failures = await self.broker.publish_each([c for send in sends for c in send.copies])
+        start = 0
+        for send in sends:
+            settled = failures[start : start + len(send.copies)]
+            start += len(send.copies)
+            if send.counts and not any(settled):
+                self._routed(send.route).inc()
+        _raise_first(failures)
 
     async def _send(
         self, route: CompiledRoute, event: CloudEvent, message: AbstractIncomingMessage
-    ) -> None:
-        """Run the route's router steps, if any, and publish the copy to its next hop.
+    ) -> _RouteSend:
+        """Run the route's router steps, if any; the copies for its next hop.
 
         A router step that fails hands its copy, at that step, to the router's own
         steps queue: there it is retried or parked on its own, like a transformer's
@@ -176,16 +186,12 @@ class RouterService:
             try:
                 copy = await off_loop(message, run_hop, route, event, 1, position, routed=True)
             except StepFailed as failed:
-                await self._hand_off(route, failed)
-                return
-        slip = Slip(route.name, route.version, position, retry=route.retry)
-        await _all(
-            self.broker.publish(copy, routing_key=queue, exchange="", headers=_slip(slip))
-            for queue in next_queues(route, position, self.names)
-        )
-        self._routed(route.name).inc()
+                return _RouteSend(route.name, [self._hand_off(route, failed)], counts=False)
+        headers = _slip(Slip(route.name, route.version, position, retry=route.retry))
+        queues = next_queues(route, position, self.names)
+        return _RouteSend(route.name, [Addressed(copy, q, "", headers) for q in queues], True)
 
-    async def _hand_off(self, route: CompiledRoute, failed: StepFailed) -> None:
+    def _hand_off(self, route: CompiledRoute, failed: StepFailed) -> Addressed:
         log.warning(
             "route %s: step %d failed in the router, handed to %s: %s",
             route.name,
@@ -195,10 +201,7 @@ class RouterService:
             extra={"message_id": failed.reached.id},
         )
         slip = Slip(route.name, route.version, failed.position, retry=route.retry)
-        await self.broker.publish(
-            failed.reached, routing_key=self.names.steps(ROUTER), exchange="", headers=_slip(slip)
-        )
-        self._routed(route.name).inc()
+        return Addressed(failed.reached, self.names.steps(ROUTER), "", _slip(slip))
 
 
 def _slip(slip: Slip) -> dict[str, str]:
@@ -322,10 +325,10 @@ class TransformerService:
             self._step_seconds(spec.kind).observe(elapsed / (end - position))
             self._steps(spec.kind, "ok").inc()
         following = Slip(route.name, route.version, end, slip.retry)
-        await _all(
-            self.broker.publish(output, routing_key=queue, exchange="", headers=_slip(following))
-            for queue in next_queues(route, end, self.names)
-        )
+        headers = _slip(following)
+        queues = next_queues(route, end, self.names)
+        copies = [Addressed(output, queue, "", headers) for queue in queues]
+        _raise_first(await self.broker.publish_each(copies))
 
     async def _hand_off(self, route: CompiledRoute, slip: Slip, failed: StepFailed) -> None:
         queue = self.names.steps(route.steps[failed.position - 1].runs_in)

@@ -18,11 +18,12 @@ from esb import (
     BrokerUnavailable,
     CloudEvent,
     ConfigError,
+    EnvelopeError,
     Metrics,
     UnroutableError,
 )
 from esb.amqp_client import Delivery, RobustChannel
-from esb.broker import PUBLISH_WINDOW
+from esb.broker import PUBLISH_WINDOW, Addressed
 from esb.topology import QueueSpec, declare_queue
 from tests.conftest import Names
 from tests.support.rabbit import queue_depth
@@ -184,14 +185,65 @@ async def test_a_publish_waits_for_a_place_in_the_window_no_longer_than_for_a_co
     """While the broker confirms nothing (blocked), the window stays full: a publish past it
     fails as unconfirmed after ``publish_timeout`` instead of waiting for good."""
     async with connected(amqp_url, names, publish_timeout=0.5) as broker:
-        for _ in range(PUBLISH_WINDOW):  # the window taken, as by publishes never confirmed
-            await broker._window.acquire()
+        # The window taken, as by publishes never confirmed.
+        assert broker._window.try_take(PUBLISH_WINDOW)
         event = CloudEvent.new("shop.order.created", "urn:shop", {"n": 1})
         with pytest.raises(BrokerUnavailable, match="not confirmed"):
             await asyncio.wait_for(broker.publish(event), timeout=10)
-        broker._window.release()
+        broker._window.give(1)
         await broker.publish(event)
         assert await queue_depth(amqp_url, names.queue) == 1
+
+
+async def test_batches_larger_together_than_the_window_are_all_confirmed(
+    amqp_url: str, names: Names
+) -> None:
+    """A hundred batches of ten against a window of 256: taken a place at a time, each batch
+    held some while queueing for the rest and all waited out ``publish_timeout``."""
+    async with connected(amqp_url, names, publish_timeout=5) as broker:
+
+        def batch(n: int) -> list[Addressed]:
+            return [
+                Addressed(
+                    CloudEvent.new("shop.order.created", "urn:shop", {"n": n}), names.queue, ""
+                )
+                for _ in range(10)
+            ]
+
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(broker.publish_each(batch(n)) for n in range(100))), timeout=4
+        )
+        assert [failure for batch_outcomes in outcomes for failure in batch_outcomes] == [
+            None
+        ] * 1000
+        assert await queue_depth(amqp_url, names.queue) == 1000
+        assert broker._window.used == 0
+
+
+async def test_in_a_batch_what_cannot_be_published_fails_alone(amqp_url: str, names: Names) -> None:
+    """One write carries the batch; a copy no queue takes and one AMQP cannot encode each get
+    their own error, and the others are confirmed and queued."""
+    async with connected(amqp_url, names) as broker:
+        event = CloudEvent.new("shop.order.created", "urn:shop", {"n": 1})
+        outcomes = await broker.publish_each(
+            [
+                Addressed(event, names.queue, ""),
+                Addressed(event, f"{names.queue}.missing", ""),
+                Addressed(event, names.queue, "", {"x-bad": object()}),
+                Addressed(event, "k" * 256, ""),
+                Addressed(event.model_copy(update={"id": "second"}), names.queue, ""),
+            ]
+        )
+        assert [type(outcome) for outcome in outcomes] == [
+            type(None),
+            UnroutableError,
+            EnvelopeError,
+            EnvelopeError,
+            type(None),
+        ]
+        assert "x-bad" in str(outcomes[2])
+        assert "255" in str(outcomes[3])
+        assert await queue_depth(amqp_url, names.queue) == 2
 
 
 async def test_a_bounded_channel_reads_bodies_over_its_limit_without_keeping_them(
