@@ -890,6 +890,22 @@ def table(summary: dict[str, Any], pipelines: list[Pipeline], notes: list[str]) 
     return "\n".join(lines)
 
 
+def round_ratios(runs: list[dict[str, Any]]) -> str:
+    """The maximum-rate ratios of each round, from runs a minute or two apart: this machine's
+    speed drifts between rounds, so a ratio of medians can pair a fast round with a slow one."""
+    rates: dict[int, dict[str, float]] = {}
+    for run in runs:
+        if run.get("counted"):
+            rates.setdefault(run["round"], {})[run["pipeline"]] = run["max"]["msg_per_s"]
+    parts = []
+    for a, b in (("esb", "plain"), ("esb", "faststream"), ("esb-router", "plain")):
+        each = [r[a] / r[b] for _, r in sorted(rates.items()) if a in r and b in r and r[b]]
+        if each:
+            listed = ", ".join(f"{value:.2f}" for value in each)
+            parts.append(f"{a}/{b} {listed} (median {statistics.median(each):.2f})")
+    return "max-rate ratios round by round: " + "; ".join(parts) if parts else ""
+
+
 def plot(summary: dict[str, Any], pipelines: list[Pipeline], path: Path) -> None:
     """Latency percentiles against offered rate, one colour per pipeline."""
     import matplotlib
@@ -1002,6 +1018,8 @@ async def main(args: argparse.Namespace) -> int:
         "ratios are esb's figure over the other's: above 1 is faster for msg/s, costlier for "
         "CPU, RSS and latency (p99 for the latency rows); (sat.) = the pipeline did not keep up"
     )
+    if by_round := round_ratios(bench.runs):
+        print(by_round)
     print(SEMANTICS.format(validator=args.validator))
     for key, reason in bench.failed.items():
         print(f"{key}: not measured in every round: {reason.splitlines()[0]}")

@@ -44,3 +44,9 @@ def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
         assert set(summary["cpu_us_per_msg"]) == {"router", "transformer", "sink", "source"}
     paced_cpu = r"^Python \+ broker CPU us/msg at [\d,]+/s\s+[\d,]+ \+ [\d,]+"
     assert re.search(paced_cpu, run.stdout, re.M), run.stdout[-3000:]
+    by_round = re.search(
+        r"^max-rate ratios round by round: esb/plain ([\d.]+) \(median", run.stdout, re.M
+    )
+    assert by_round is not None, run.stdout[-3000:]
+    esb, plain = results["summary"]["esb"]["msg_per_s"], results["summary"]["plain"]["msg_per_s"]
+    assert by_round[1] == f"{esb / plain:.2f}"  # one round: its ratio is the medians' ratio
