@@ -72,8 +72,10 @@ def mutations() -> st.SearchStrategy[bytes]:
 @example(b"\x00\x00\x00\x03\x05abcdeS\x00\x00\x00\x00")  # a key past the table's end
 @example(b"\x00\x00\x00\x07\x01aS\x00\x00\x00\x01X")  # a value past the table's end
 @example(b"\x00\x00\x00\x04\x01at\x02")  # a boolean byte neither 0 nor 1
+@example(b"\x00\x00\x00\x0b\x01xd\x7f\xf8\x00\x00\x00\x00\x00\x00")  # a NaN double
 def test_any_bytes_decode_as_the_guarded_pamqp_decoder_decodes_them(data: bytes) -> None:
-    assert outcome(decode_table, data) == outcome(guarded_table, data)
+    # Compared as text: a float field can decode to NaN on both sides, and NaN != NaN.
+    assert repr(outcome(decode_table, data)) == repr(outcome(guarded_table, data))
 
 
 def test_a_nested_table_still_passes_the_nesting_guard() -> None:
