@@ -11,6 +11,7 @@ from pathlib import Path
 
 from demo.deployment import Deployment, Snapshot
 from demo.shop import order
+from esb.histograms import summarize
 
 ORDERS = 200
 ABANDONED = 20
@@ -74,6 +75,9 @@ async def run(
         step("7. metrics: every process serves /metrics, e.g. the shipping-api sink:")
         for line in consumed:
             step(f"     {line}")
+        step("   end-to-end age, occurrence to applied (esb_event_age_seconds), p50 / p99:")
+        for line in await flow_ages(deployment):
+            step(f"     {line}")
         step(f"   Prometheus targets for all of them: {out}/prometheus-targets.json;")
         step("   alerts and the Grafana dashboard: docs/monitoring.md")
         if not keep:
@@ -89,6 +93,23 @@ async def run(
     finally:
         await deployment.stop()
     step(f"demo done in {time.monotonic() - started:.1f} s; everything it wrote is in {out}/")
+
+
+async def flow_ages(deployment: Deployment) -> list[str]:
+    """A line per flow (sink and route) from each sink's /metrics: how late events arrived."""
+    lines = []
+    for name, service in deployment.services.items():
+        if service.process is None:  # not started (the nightly job before step 6)
+            continue
+        text = await deployment.metrics(name)
+        ages = summarize(text, "esb_event_age_seconds", ["route"], [0.5, 0.99])
+        for (route,), summary in ages.items():
+            p50, p99 = summary.quantiles
+            lines.append(
+                f"{name:<16} route {route:<20} {p50 * 1000:7,.0f} ms / {p99 * 1000:7,.0f} ms "
+                f"({summary.count:,.0f} events)"
+            )
+    return lines
 
 
 def show_flows(deployment: Deployment, flows: Snapshot) -> None:

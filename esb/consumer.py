@@ -15,6 +15,7 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import ParamSpec, TypeVar
 
 import aio_pika
@@ -22,16 +23,16 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from esb.acks import SETTLE_ERRORS, Acks
-from esb.amqp_binding import from_message
+from esb.amqp_binding import HEADER_PREFIX, from_message
 from esb.amqp_client import RobustChannel
-from esb.broker import CONNECTION_ERRORS, Broker
+from esb.broker import CONNECTION_ERRORS, SENT_HEADER, Broker, sent_now
 from esb.circuit import CircuitBreaker, State
 from esb.envelope import CloudEvent
 from esb.errors import EnvelopeError, ProcessingError
 from esb.failures import Verdict, classify, retry_after
 from esb.limits import INLINE_BODY_BYTES
 from esb.masking import Masker
-from esb.metrics import Metrics
+from esb.metrics import CONSUME_OUTCOMES, Metrics
 from esb.parking import copy_message, encodable, parked_copy
 from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
 from esb.routing.slip import retry_override
@@ -59,13 +60,14 @@ async def off_loop(
 
 Handler = Callable[[CloudEvent, AbstractIncomingMessage], Awaitable[None]]
 
+#: When the delivery the current task handles arrived (set only while DEBUG logs are on).
+_STARTED: ContextVar[float | None] = ContextVar("esb_delivery_started", default=None)
+
 MIN_RETRY_LEVELS = 5
 
 #: Large bodies handled at once: the others wait as bytes, so a consumer's memory stays
 #: near prefetch x max_body_bytes plus this many parsed bodies.
 LARGE_AT_ONCE = 2
-
-OUTCOMES = ("ok", "parked", "retried", "returned", "requeued", "rejected", "unsettled")
 
 
 class Consumer:
@@ -121,7 +123,9 @@ class Consumer:
         self._idle.set()
         self._in_flight_gauge = metrics.in_flight.labels(self.service)
         self._handle_seconds = metrics.handle_seconds.labels(self.service, adapter)
-        self._outcomes = {o: metrics.consumed.labels(self.service, adapter, o) for o in OUTCOMES}
+        self._queue_wait = metrics.queue_wait_seconds.labels(self.service, spec.name)
+        consumed = metrics.consumed
+        self._outcomes = {o: consumed.labels(self.service, adapter, o) for o in CONSUME_OUTCOMES}
         self._acks = Acks(self._outcomes["unsettled"])
 
     def readiness(self) -> tuple[bool, str]:
@@ -201,7 +205,12 @@ class Consumer:
         self._in_flight += 1
         self._idle.clear()
         self._in_flight_gauge.inc()
+        sent = message.headers.get(SENT_HEADER)
+        if type(sent) is int:  # a forged stamp moves a bucket of this histogram, nothing else
+            self._queue_wait.observe(max(0.0, time.time() - sent / 1000))
         started = time.perf_counter()
+        if log.isEnabledFor(logging.DEBUG):
+            _STARTED.set(started)
         try:
             if self._in_order is None:
                 await self._handle(message)
@@ -421,6 +430,8 @@ class Consumer:
         reject: bool = False,
     ) -> None:
         """Ack (coalesced with the deliveries around it, :mod:`esb.acks`), or nack now."""
+        if log.isEnabledFor(logging.DEBUG):
+            self._trace(message, outcome)
         try:
             if requeue or reject:
                 await message.nack(requeue=requeue)
@@ -436,3 +447,24 @@ class Consumer:
                 extra={"message_id": message.message_id},
             )
         self._outcomes[outcome].inc()
+
+    def _trace(self, message: AbstractIncomingMessage, outcome: str) -> None:
+        """The debug line of one delivery: its ids, outcome and timings, never its data."""
+        sent = message.headers.get(SENT_HEADER)
+        started = _STARTED.get()
+        causation = message.headers.get(HEADER_PREFIX + "causationid")
+        log.debug(
+            "delivery %s",
+            outcome,
+            extra={
+                "message_id": message.message_id,
+                "correlation_id": message.correlation_id,
+                "causation_id": causation if isinstance(causation, str) else None,
+                "queue": self.spec.name,
+                "outcome": outcome,
+                "waited_ms": max(0, sent_now() - sent) if type(sent) is int else None,
+                "handled_ms": None
+                if started is None
+                else round((time.perf_counter() - started) * 1000, 1),
+            },
+        )

@@ -12,7 +12,17 @@ import orjson
 from esb.masking import MAX_TEXT_CHARS, Masker
 
 #: ``extra=`` keys copied into the JSON record when present.
-CONTEXT_KEYS = ("service", "message_id", "correlation_id", "queue", "reason")
+CONTEXT_KEYS = (
+    "service",
+    "message_id",
+    "correlation_id",
+    "causation_id",
+    "queue",
+    "outcome",
+    "reason",
+    "waited_ms",
+    "handled_ms",
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -35,6 +35,36 @@ class Bound(Generic[M]):
         return child
 
 
+#: Ages from occurrence to applied: sub-second flows to a day-old backlog.
+AGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, 21600)
+#: Waits in a queue, a retry delay included when the copy was published to one.
+WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+#: How a consumer's deliveries end (esb_consumed_total's outcome label).
+CONSUME_OUTCOMES = ("ok", "parked", "retried", "returned", "requeued", "rejected", "unsettled")
+#: Where label values no longer get a series of their own.
+OTHER = "other"
+
+
+class FewValues:
+    """Label values read from messages (the route a slip names, an event type), which anyone
+    who can publish can forge: the first ``limit`` distinct combinations, each value at
+    most ``longest`` characters, get a series each; the rest share :data:`OTHER`, so
+    forged values cannot grow a scrape without bound."""
+
+    def __init__(self, limit: int = 100, longest: int = 120) -> None:
+        self.limit = limit
+        self.longest = longest
+        self._seen: set[tuple[str, ...]] = set()
+
+    def __call__(self, *values: str) -> tuple[str, ...]:
+        if values in self._seen:
+            return values
+        if len(self._seen) >= self.limit or any(len(value) > self.longest for value in values):
+            return (OTHER,) * len(values)
+        self._seen.add(values)
+        return values
+
+
 class Metrics:
     """The ``esb_`` metrics; labels carry service, adapter, outcome and reason, never payload.
 
@@ -48,7 +78,8 @@ class Metrics:
         r = self.registry
         self.published = Counter(
             "esb_published",
-            "Events published to the broker, by outcome.",
+            "Events published to the broker, by outcome: ok, unroutable (no queue bound for it), "
+            "nacked (the broker refused it), unconfirmed (connection lost or no confirm in time).",
             ["service", "outcome"],
             registry=r,
         )
@@ -61,7 +92,7 @@ class Metrics:
         )
         self.consumed = Counter(
             "esb_consumed",
-            "Deliveries handled by a consumer, by outcome (ok, parked, requeued).",
+            f"Deliveries handled by a consumer, by outcome: {', '.join(CONSUME_OUTCOMES)}.",
             ["service", "adapter", "outcome"],
             registry=r,
         )
@@ -72,15 +103,44 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.queue_wait_seconds = Histogram(
+            "esb_queue_wait_seconds",
+            "Time a delivery waited in its queue, from the publish that put it there "
+            "(a retry's delay included) to its arrival at this consumer.",
+            ["service", "queue"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.event_age_seconds = Histogram(
+            "esb_event_age_seconds",
+            "Time from an event's occurrence (its CloudEvents time, kept by every hop) to its "
+            "being applied by this sink: the flow's end-to-end latency. route: the route that "
+            "carried it (- without one); route and type: at most 100 values each, then other.",
+            ["service", "route", "type"],
+            buckets=AGE_BUCKETS,
+            registry=r,
+        )
+        self.age_objective_seconds = Gauge(
+            "esb_age_objective_seconds",
+            "The age (occurrence to applied) this sink's flow should stay under at p99, from "
+            "its consume.age_objective setting; the EsbFlowLate alert compares against it.",
+            ["service"],
+            registry=r,
+        )
         self.rejected = Counter(
             "esb_envelope_rejected",
-            "Messages refused as invalid CloudEvents, by reason.",
+            "Messages refused as invalid CloudEvents, by reason: missing_attribute, "
+            "wrong_specversion, invalid_attribute, invalid_json, invalid_encoding, duplicate_key, "
+            "too_deep, number_out_of_range, headers_too_large, too_large, unencodable, "
+            "undecodable.",
             ["service", "reason"],
             registry=r,
         )
         self.source_refused = Counter(
             "esb_source_refused",
-            "Inputs a source could not turn into events (bad signature, malformed row), by reason.",
+            "Inputs a source could not turn into events, by reason: an envelope code "
+            "(invalid_json, too_large, invalid_attribute, ...), bad_signature, bad_file, "
+            "undecodable.",
             ["service", "adapter", "reason"],
             registry=r,
         )
@@ -135,13 +195,14 @@ class Metrics:
         )
         self.reloads = Counter(
             "esb_routes_reloads",
-            "Route reloads (SIGHUP or a watched file change), by outcome.",
+            "Route reloads (SIGHUP or a watched file change), by outcome: ok, refused.",
             ["service", "outcome"],
             registry=r,
         )
         self.steps = Counter(
             "esb_steps",
-            "Transformer steps run, by kind and outcome.",
+            "Transformer steps run, by kind (a step kind of the loaded routes: map, convert, "
+            "validate, filter, a custom step's name) and outcome: ok, failed.",
             ["service", "kind", "outcome"],
             registry=r,
         )

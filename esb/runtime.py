@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
-from prometheus_client import Counter
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -30,10 +29,11 @@ from esb.errors import BrokerUnavailable, ConfigError
 from esb.health import HealthServer, Readiness
 from esb.idempotency import IdempotencyStore, build_store
 from esb.masking import Masker
-from esb.metrics import Metrics
+from esb.metrics import Bound, FewValues, Metrics
 from esb.reloading import reloading
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService, TransformerService
+from esb.routing.slip import route_named
 from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.settings import ProcessSettings
 from esb.topology import QueueNames, QueueSpec
@@ -150,28 +150,52 @@ class Process:
             await server.stop()
 
 
+class SinkRecords:
+    """What a sink's handler records: the duplicates it skipped, and the age of each event it
+    applied (occurrence to now) by route and type, the flow's end-to-end latency."""
+
+    def __init__(self, metrics: Metrics, service: str, objective: float) -> None:
+        self._duplicates = metrics.duplicates.labels(service)
+        self._ages = Bound(metrics.event_age_seconds, service)
+        self._labels = FewValues()
+        metrics.age_objective_seconds.labels(service).set(objective)
+
+    def skipped(self) -> None:
+        self._duplicates.inc()
+
+    def applied(self, event: CloudEvent, message: AbstractIncomingMessage) -> None:
+        if event.time is None:  # no occurrence time, no age: the CloudEvent made it optional
+            return
+        route = route_named(message.headers) or "-"
+        age = max(0.0, time.time() - event.time.timestamp())
+        self._ages(*self._labels(route, event.type)).observe(age)
+
+
 def write_to(
     sink: Sink[Any],
     store: IdempotencyStore | None = None,
-    duplicates: Counter | None = None,
+    records: SinkRecords | None = None,
 ) -> Handler:
     """The consumer handler of a sink: write each event once, as far as ``store`` remembers."""
 
     def skipped(event: CloudEvent) -> None:
-        if duplicates is not None:
-            duplicates.inc()
+        if records is not None:
+            records.skipped()
         log.info("already applied, skipping", extra={"message_id": event.id})
 
-    async def handle(event: CloudEvent, _: AbstractIncomingMessage) -> None:
+    async def handle(event: CloudEvent, message: AbstractIncomingMessage) -> None:
         if store is None:
             if await sink.write(event) is False:  # the target knew it: a naturally idempotent sink
                 skipped(event)
-            return
-        if await store.seen(event.id):
+                return
+        elif await store.seen(event.id):
             skipped(event)
             return
-        await sink.write(event)
-        await store.remember(event.id)
+        else:
+            await sink.write(event)
+            await store.remember(event.id)
+        if records is not None:
+            records.applied(event, message)
 
     return handle
 
@@ -242,7 +266,11 @@ async def run_sink(
     )
     consumer = Consumer(
         process.broker,
-        write_to(sink, store, process.metrics.duplicates.labels(process.service)),
+        write_to(
+            sink,
+            store,
+            SinkRecords(process.metrics, process.service, settings.consume.age_objective),
+        ),
         spec,
         adapter=adapter.name,
         metrics=process.metrics,

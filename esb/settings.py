@@ -254,6 +254,12 @@ class ConsumeSettings(BaseModel):
         description="Per-key ordering: one active consumer among the replicas (RabbitMQ's "
         "single active consumer) handling one delivery at a time, in queue order.",
     )
+    age_objective: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds from an event's occurrence to its being applied that this sink's "
+        "flow should stay under at p99 (esb_age_objective_seconds; the EsbFlowLate alert).",
+    )
 
 
 class ProcessSettings(BaseSettings):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from esb.envelope import CloudEvent
@@ -26,13 +25,16 @@ def derived_id(name: str) -> str:
 
 def derive(event: CloudEvent, hop: str, data: Any) -> CloudEvent:
     """The event ``hop`` makes from ``event``: a new id, ``causationid`` = the input id,
-    the same ``correlationid`` (the input id when it had none)."""
+    the same ``correlationid`` (the input id when it had none).
+
+    ``time`` stays the time of the occurrence, so the sink at the end of a flow measures
+    how late the occurrence reached its target (``esb_event_age_seconds``).
+    """
     return event.model_copy(
         update={
             "id": derived_id(f"{event.id}/{hop}"),
             "causationid": event.id,
             "correlationid": event.correlationid or event.id,
-            "time": datetime.now(UTC),
             "data": data,
         }
     )

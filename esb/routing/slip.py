@@ -79,3 +79,16 @@ def retry_override(headers: Mapping[str, Any] | None) -> RetrySettings | None:
         return Slip.decode(headers).retry
     except PermanentError:
         return None
+
+
+def route_named(headers: Mapping[str, Any] | None) -> str | None:
+    """The route a message's slip names, unchecked (for a metric label, never to act on);
+    None when it has no readable slip."""
+    raw = (headers or {}).get(HEADER)
+    if not isinstance(raw, str | bytes):
+        return None
+    try:
+        route = orjson.loads(raw).get("route")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return route if isinstance(route, str) else None

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -18,8 +19,10 @@ from typing import Any
 import aio_pika
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from esb import CloudEvent, to_message
+from esb.broker import SENT_HEADER, sent_now
 from esb.metrics import Metrics
 from esb.routing.loader import load_routes
 from esb.teardown import delete_deployment
@@ -65,7 +68,7 @@ def dashboard_queries(prefix: str = "esb", service: str = ".*") -> dict[str, lis
 
 
 def test_the_rules_are_valid_and_their_unit_tests_pass() -> None:
-    assert "SUCCESS: 12 rules found" in promtool("check", "rules", str(ALERTS))
+    assert "SUCCESS: 13 rules found" in promtool("check", "rules", str(ALERTS))
     assert "SUCCESS" in promtool("test", "rules", str(ALERTS.with_name("alerts.test.yml")))
     promtool("check", "config", str(ALERTS.with_name("prometheus.yml")))
 
@@ -173,7 +176,8 @@ async def test_a_real_scrape_fills_the_dashboard_and_fires_the_parked_alert(
             channel = await connection.channel(publisher_confirms=True)
             exchange = await channel.get_exchange(names.exchange)
             for event in events:
-                await exchange.publish(to_message(event), routing_key=event.type)
+                stamped = to_message(event, {SENT_HEADER: sent_now()})  # as a hop stamps it
+                await exchange.publish(stamped, routing_key=event.type)
             await exchange.publish(aio_pika.Message(b'{"broken": '), routing_key="t.watched")
         wait_for(lambda: len(read_ids(out)) == len(events), 30, sink.tail)
 
@@ -199,6 +203,8 @@ async def test_a_real_scrape_fills_the_dashboard_and_fires_the_parked_alert(
             "Parked messages (parking lots)",
             "Circuit state",
             "Broker connection and messages in flight",
+            "End-to-end age p50 / p95 / p99 (occurrence to applied)",
+            "Queue wait p50 / p95 / p99",
         }
         panels = dashboard_queries(prefix=names.queue.split(".")[0], service="watched-sink")
         assert fed <= set(panels)
@@ -208,9 +214,17 @@ async def test_a_real_scrape_fills_the_dashboard_and_fires_the_parked_alert(
                 assert any(results), f"panel {title!r} shows nothing: {queries}"
         rules = prometheus.api("rules")["groups"][0]["rules"]
         assert [r["name"] for r in rules if r["health"] != "ok"] == []
-        assert len(rules) == 12
+        assert len(rules) == 13
     finally:
         sink.stop()
+
+
+async def publish_raw(url: str, exchange: str, body: bytes) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange)
+        await target.publish(aio_pika.Message(body), routing_key="t.broken")
 
 
 def test_every_kind_of_process_exposes_metrics_promtool_accepts_without_created_series(
@@ -218,7 +232,8 @@ def test_every_kind_of_process_exposes_metrics_promtool_accepts_without_created_
 ) -> None:
     """A router, a transformer, a source and a sink, each after handling events: their
     /metrics pass `promtool check metrics` (names, HELP, types, units) and carry no
-    `_created` series, which would double the series count for a timestamp nobody reads."""
+    `_created` series, which would double the series count for a timestamp nobody reads.
+    Every outcome and reason a process exports is named in its metric's HELP."""
     routes = Path(__file__).parents[1] / "routes"
     prefix = f"esbt-{uuid.uuid4().hex[:10]}"
     env = {
@@ -262,8 +277,24 @@ def test_every_kind_of_process_exposes_metrics_promtool_accepts_without_created_
             with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - http
                 assert answer.status == 202
         wait_for(lambda: len(read_ids(tmp_path / "out.jsonl")) == 2, 30, source.tail)
+        # Refusals too, so reasons and outcomes other than ok appear in the text.
+        broken = urllib.request.Request(
+            f"http://127.0.0.1:{webhook_port}/webhook",
+            data=b'{"broken": ',
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            urllib.request.urlopen(broken, timeout=10)  # noqa: S310 - http
+        asyncio.run(publish_raw(amqp_url, env["ESB_BROKER__EXCHANGE"], b'{"broken": '))
+        parked = 'esb_consumed_total{adapter="jsonl",outcome="parked"'
+        wait_for(lambda: parked in processes["sink"].metrics(), 30, processes["sink"].tail)
         for kind, process in processes.items():
             text = process.metrics()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    for label in ("outcome", "reason"):
+                        value = sample.labels.get(label)
+                        assert value is None or value in family.documentation, (kind, sample)
             assert "esb_" in text, kind
             assert "_created" not in text, f"{kind}: {text[text.index('_created') - 80 :][:200]}"
             done = subprocess.run(

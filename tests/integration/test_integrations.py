@@ -18,14 +18,17 @@ from pathlib import Path
 import orjson
 import pytest
 
+from demo.__main__ import flow_ages
 from demo.databases import STOCK_START
 from demo.deployment import SINKS, Deployment
 from demo.shop import order
+from esb.histograms import summarize
 from esb.teardown import delete_deployment
 from tests.support.postgres import require_postgres
 
 pytestmark = pytest.mark.integration
 
+AGE = "esb_event_age_seconds"
 ORDERS = 120
 ABANDONED = 15
 DEALS = 24
@@ -57,6 +60,14 @@ async def test_each_integration_applies_every_event_once_and_nothing_else(
     await deployment.wait_until(deployment.flows_done, 150, "the flows did not complete")
     await deployment.shipping.settled()
     after = await deployment.snapshot()
+
+    # Each paid order's shipment is one age observation: occurrence to the carrier's 201.
+    shipping = [line for line in await flow_ages(deployment) if line.startswith("shipping-api")]
+    assert len(shipping) == 1
+    assert shipping[0].endswith(f"({ORDERS} events)")
+    ages = summarize(await deployment.metrics("shipping-api"), AGE, ["route"], [0.5, 0.99])
+    ((p50, p99),) = [summary.quantiles for summary in ages.values()]
+    assert 0 < p50 <= p99 < 150
 
     paid = [order(n) for n in range(1, ORDERS + 1)]
     assert after.shop_answers == {202: 2 * ORDERS + ABANDONED}
