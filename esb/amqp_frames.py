@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import struct
+from dataclasses import dataclass
 
 from pamqp import frame as wire
 from pamqp.body import ContentBody
@@ -86,22 +87,26 @@ def _frame(kind: int, channel: int, payload: bytes) -> bytes:
     return _FRAME.pack(kind, channel, len(payload)) + payload + _END
 
 
-def publish_frames(
-    exchange: str,
-    routing_key: str,
-    properties: Basic.Properties,
-    body: bytes,
-    channel: int,
-    frame_max: int,
-) -> bytes:
-    """The Basic.Publish (mandatory), content header and body frames of one message, bodies
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to publish, mandatory, on ``exchange`` with ``routing_key``."""
+
+    body: bytes
+    properties: Basic.Properties
+    routing_key: str
+    exchange: str
+
+
+def publish_frames(message: Outgoing, channel: int, frame_max: int) -> bytes:
+    """The Basic.Publish (mandatory), content header and body frames of ``message``, bodies
     split at ``frame_max`` bytes. Raises pamqp's TypeError or ValueError for what AMQP
     cannot carry."""
+    exchange, body = message.exchange, message.body
     exchange_name = _short(exchange) if _PLAIN_EXCHANGE.fullmatch(exchange) else None
-    key = _short(routing_key)
-    listed = _properties(properties)
+    key = _short(message.routing_key)
+    listed = _properties(message.properties)
     if exchange_name is None or key is None or listed is None:
-        return _by_pamqp(exchange, routing_key, properties, body, channel, frame_max)
+        return _by_pamqp(message, channel, frame_max)
     size = len(body)
     frames = [
         _frame(_METHOD, channel, _PUBLISH + exchange_name + key + _MANDATORY),
@@ -114,19 +119,13 @@ def publish_frames(
     return b"".join(frames)
 
 
-def _by_pamqp(
-    exchange: str,
-    routing_key: str,
-    properties: Basic.Properties,
-    body: bytes,
-    channel: int,
-    frame_max: int,
-) -> bytes:
-    publish = Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
-    frames = [
-        wire.marshal(publish, channel),
-        wire.marshal(ContentHeader(properties=properties, body_size=len(body)), channel),
-    ]
+def _by_pamqp(message: Outgoing, channel: int, frame_max: int) -> bytes:
+    body = message.body
+    publish = Basic.Publish(
+        exchange=message.exchange, routing_key=message.routing_key, mandatory=True
+    )
+    header = ContentHeader(properties=message.properties, body_size=len(body))
+    frames = [wire.marshal(publish, channel), wire.marshal(header, channel)]
     frames.extend(
         wire.marshal(ContentBody(body[start : start + frame_max]), channel)
         for start in range(0, len(body), frame_max)

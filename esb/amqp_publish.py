@@ -18,13 +18,11 @@ import asyncio
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import aiormq
 from aiormq.abc import ChannelFrame
-from pamqp.commands import Basic
 
-from esb.amqp_frames import publish_frames
+from esb.amqp_frames import Outgoing, publish_frames
 
 
 class Window:
@@ -77,16 +75,6 @@ class Window:
                 turn.set_result(None)
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One message to publish: ``properties.message_id`` must be set (returns find it by it)."""
-
-    body: bytes
-    properties: Basic.Properties
-    routing_key: str
-    exchange: str
-
-
 def encode_frames(message: Outgoing, channel_number: int, frame_max: int) -> bytes:
     """The frames of ``message`` (given a random message id if it has none, as aiormq gives
     one). Raises TypeError or ValueError when AMQP cannot carry it, before anything is sent,
@@ -94,9 +82,7 @@ def encode_frames(message: Outgoing, channel_number: int, frame_max: int) -> byt
     properties = message.properties
     if not properties.message_id:  # a return finds its confirm by message id
         properties.message_id = uuid.uuid4().hex
-    return publish_frames(
-        message.exchange, message.routing_key, properties, message.body, channel_number, frame_max
-    )
+    return publish_frames(message, channel_number, frame_max)
 
 
 async def write_batch(

@@ -18,7 +18,8 @@ from yarl import URL
 
 from esb.amqp_binding import encode_data, to_properties
 from esb.amqp_client import RobustConnection
-from esb.amqp_publish import Outgoing, Window, encode_frames, settled, write_batch
+from esb.amqp_frames import Outgoing
+from esb.amqp_publish import Window, encode_frames, settled, write_batch
 from esb.amqp_tables import install_table_codecs
 from esb.envelope import CloudEvent
 from esb.errors import (

@@ -13,7 +13,7 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from esb.amqp_frames import publish_frames
+from esb.amqp_frames import Outgoing, publish_frames
 from esb.amqp_tables import install_table_codecs
 from tests.support.hostile_cases import field_values, wide_chars
 
@@ -114,5 +114,6 @@ def test_publish_frames_are_pamqps_byte_for_byte(
     frame_max: int,
 ) -> None:
     install_table_codecs()
-    ours = outcome(publish_frames, exchange, key, props, body, channel, frame_max)
+    message = Outgoing(body, props, key, exchange)
+    ours = outcome(publish_frames, message, channel, frame_max)
     assert ours == outcome(pamqp_frames, exchange, key, props, body, channel, frame_max)
