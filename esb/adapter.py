@@ -30,7 +30,27 @@ class Emitter(Protocol):
     async def emit(self, event: CloudEvent) -> None: ...
 
 
-class Source(ABC, Generic[S]):
+class Counting:
+    """What an adapter counts of its own work (a webhook's requests by the status it answered,
+    a target's responses by status class): the runtime exports each count as
+    ``esb_adapter_operations_total{operation, result}``; ``counted`` keeps them for tests.
+    Results are the adapter's own short codes, never text from the input."""
+
+    def __init__(self) -> None:
+        self.counted: Counter[tuple[str, str]] = Counter()
+        self._on_counted: Callable[[str, str], None] | None = None
+
+    def count(self, operation: str, result: str) -> None:
+        self.counted[operation, result] += 1
+        if self._on_counted is not None:
+            self._on_counted(operation, result)
+
+    def report_counts(self, callback: Callable[[str, str], None]) -> None:
+        """Have ``callback(operation, result)`` called for each count (the runtime's metric)."""
+        self._on_counted = callback
+
+
+class Source(Counting, ABC, Generic[S]):
     """Turns what a system emits into events.
 
     Subclasses set ``settings_model`` and implement :meth:`run`, calling
@@ -42,6 +62,7 @@ class Source(ABC, Generic[S]):
     settings_model: ClassVar[type[AdapterSettings]]
 
     def __init__(self, settings: S, emitter: Emitter) -> None:
+        super().__init__()
         self.settings = settings
         self.stopping = asyncio.Event()
         #: Inputs refused so far, by reason (see :meth:`refuse_input`).
@@ -134,7 +155,7 @@ async def _aiter(
             yield event
 
 
-class Sink(ABC, Generic[S]):
+class Sink(Counting, ABC, Generic[S]):
     """Writes events into a target system.
 
     :meth:`write` returns once the effect is committed; it raises
@@ -151,6 +172,7 @@ class Sink(ABC, Generic[S]):
     naturally_idempotent: ClassVar[bool] = False
 
     def __init__(self, settings: S) -> None:
+        super().__init__()
         self.settings = settings
 
     async def open(self) -> None:

@@ -144,6 +144,14 @@ class Metrics:
             ["service", "adapter", "reason"],
             registry=r,
         )
+        self.adapter_operations = Counter(
+            "esb_adapter_operations",
+            "What an adapter did, by operation and result: request (a webhook source's "
+            "requests, by the HTTP status it answered), response (an http sink's target "
+            "answers, by status class 2xx to 5xx, timeout, or error without an answer).",
+            ["service", "adapter", "operation", "result"],
+            registry=r,
+        )
         self.duplicates = Counter(
             "esb_duplicates",
             "Deliveries a sink had already applied, acked without a write.",

@@ -21,7 +21,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from esb.adapter import Adapter, Sink, Source
+from esb.adapter import Adapter, Counting, Sink, Source
 from esb.broker import Broker
 from esb.consumer import Consumer, Handler
 from esb.envelope import CloudEvent
@@ -200,6 +200,12 @@ def write_to(
     return handle
 
 
+def report_counts(adapter: Counting, process: Process, name: str) -> None:
+    """Export what ``adapter`` counts as ``esb_adapter_operations_total``."""
+    operations = Bound(process.metrics.adapter_operations, process.service)
+    adapter.report_counts(lambda operation, result: operations(name, operation, result).inc())
+
+
 def masker(settings: ProcessSettings) -> Masker:
     return Masker(settings.service.mask_fields, settings.service.mask_patterns)
 
@@ -222,6 +228,7 @@ async def run_source(
     )
     refused = process.metrics.source_refused
     source.count_refusals(lambda why: refused.labels(process.service, adapter.name, why).inc())
+    report_counts(source, process, adapter.name)
 
     def readiness() -> Readiness:
         parts = [process.broker.readiness(), f"source: {'' if source.ready else 'not '}ready"]
@@ -256,6 +263,7 @@ async def run_sink(
         settings, service_name(settings, adapter, "sink"), stop=stop or asyncio.Event()
     )
     sink: Sink[Any] = adapter.sink(settings.adapter)
+    report_counts(sink, process, adapter.name)
     spec = QueueSpec(
         settings.consume.queue or QueueNames(settings.broker.prefix).sink(process.service),
         settings.consume.bindings,

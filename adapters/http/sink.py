@@ -160,6 +160,7 @@ class HttpSink(Sink[HttpSinkSettings]):
             async with session.request(
                 self.settings.method, URL(url, encoded=True), allow_redirects=False, **kwargs
             ) as response:
+                self.count("response", f"{min(max(response.status // 100, 1), 5)}xx")
                 if response.status < 300 or response.status == _DONE_ELSEWHERE:
                     return
                 if response.status < 400:
@@ -179,8 +180,10 @@ class HttpSink(Sink[HttpSinkSettings]):
                 text = (await response.text())[:_MAX_ERROR_BODY]
                 raise http_error(response.status, f"{where}: {text}", _retry_after(response))
         except TimeoutError:
+            self.count("response", "timeout")
             raise TransientError(f"{where}: no answer within {self.settings.timeout} s") from None
         except aiohttp.ClientConnectionError as exc:
+            self.count("response", "error")
             raise TransientError(f"{where}: {exc}") from None
 
     async def _auth_headers(

@@ -95,6 +95,12 @@ class WebhookSource(Source[WebhookSourceSettings]):
             await runner.cleanup()
 
     async def receive(self, request: web.Request) -> web.Response:
+        """Answer one request, counted by the status answered."""
+        response = await self._receive(request)
+        self.count("request", str(response.status))
+        return response
+
+    async def _receive(self, request: web.Request) -> web.Response:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

@@ -288,6 +288,13 @@ def test_every_kind_of_process_exposes_metrics_promtool_accepts_without_created_
         asyncio.run(publish_raw(amqp_url, env["ESB_BROKER__EXCHANGE"], b'{"broken": '))
         parked = 'esb_consumed_total{adapter="jsonl",outcome="parked"'
         wait_for(lambda: parked in processes["sink"].metrics(), 30, processes["sink"].tail)
+        operations = {
+            (sample.labels["operation"], sample.labels["result"]): sample.value
+            for family in text_string_to_metric_families(source.metrics())
+            for sample in family.samples
+            if sample.name == "esb_adapter_operations_total"
+        }
+        assert operations == {("request", "202"): 2, ("request", "400"): 1}
         for kind, process in processes.items():
             text = process.metrics()
             for family in text_string_to_metric_families(text):

@@ -180,6 +180,7 @@ async def test_answers_are_classified(
     await http.close()
     assert str(caught.value) == f"HTTP {status}: POST {target.url}/d: the target's reason"
     assert getattr(caught.value, "retry_after", None) == retry_after
+    assert http.counted == {("response", f"{status // 100}xx"): 1}
 
 
 async def test_timeouts_and_refused_connections_are_transient(target: Target) -> None:
@@ -188,10 +189,12 @@ async def test_timeouts_and_refused_connections_are_transient(target: Target) ->
     with pytest.raises(TransientError, match=r"no answer within 0\.2 s"):
         await http.write(ORDER)
     await http.close()
+    assert http.counted == {("response", "timeout"): 1}
     http = await sink(url=f"http://127.0.0.1:{free_port()}/nobody")
     with pytest.raises(TransientError, match=r"POST http://127\.0\.0\.1"):
         await http.write(ORDER)
     await http.close()
+    assert http.counted == {("response", "error"): 1}
 
 
 async def test_a_missing_url_field_parks_the_event(target: Target) -> None:
