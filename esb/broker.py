@@ -237,9 +237,9 @@ class Broker:
             raise failure
 
     async def publish_each(self, events: Sequence[Addressed]) -> list[EsbError | None]:
-        """Publish every event together: one write, the
-        confirms awaited at once. Each one's outcome, None when confirmed, else the error
-        :meth:`publish` raises for it; an event that cannot be encoded fails alone."""
+        """Publish every event together (one write, the confirms awaited at once); each one's
+        outcome: None when confirmed, else the error :meth:`publish` raises for it. An event
+        that cannot be encoded or routed fails alone."""
         outcomes: list[EsbError | None] = [None] * len(events)
         outgoing: list[Outgoing] = []
         positions: list[int] = []
