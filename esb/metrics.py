@@ -115,7 +115,7 @@ class Metrics:
             "esb_event_age_seconds",
             "Time from an event's occurrence (its CloudEvents time, kept by every hop) to its "
             "being applied by this sink: the flow's end-to-end latency. route: the route that "
-            "carried it (- without one); route and type: at most 100 values each, then other.",
+            "carried it (- without one); the first 100 route and type pairs, then other.",
             ["service", "route", "type"],
             buckets=AGE_BUCKETS,
             registry=r,
