@@ -38,15 +38,16 @@ class Counting:
 
     def __init__(self) -> None:
         self.counted: Counter[tuple[str, str]] = Counter()
-        self._on_counted: Callable[[str, str], None] | None = None
+        self._on_counted: Callable[[str, str, int], None] | None = None
 
-    def count(self, operation: str, result: str) -> None:
-        self.counted[operation, result] += 1
+    def count(self, operation: str, result: str, amount: int = 1) -> None:
+        self.counted[operation, result] += amount
         if self._on_counted is not None:
-            self._on_counted(operation, result)
+            self._on_counted(operation, result, amount)
 
-    def report_counts(self, callback: Callable[[str, str], None]) -> None:
-        """Have ``callback(operation, result)`` called for each count (the runtime's metric)."""
+    def report_counts(self, callback: Callable[[str, str, int], None]) -> None:
+        """Have ``callback(operation, result, amount)`` called for each count (the runtime's
+        metric)."""
         self._on_counted = callback
 
 

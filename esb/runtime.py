@@ -203,7 +203,9 @@ def write_to(
 def report_counts(adapter: Counting, process: Process, name: str) -> None:
     """Export what ``adapter`` counts as ``esb_adapter_operations_total``."""
     operations = Bound(process.metrics.adapter_operations, process.service)
-    adapter.report_counts(lambda operation, result: operations(name, operation, result).inc())
+    adapter.report_counts(
+        lambda operation, result, amount: operations(name, operation, result).inc(amount)
+    )
 
 
 def masker(settings: ProcessSettings) -> Masker:

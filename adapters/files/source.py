@@ -271,6 +271,8 @@ class FileSource(Source[FileSourceSettings]):
             self.refuse(path, BadFile(f"{shown(path.name)}: {exc}", exc.code))
             return 0
         self.finish(path)
+        self.count("file", "read")
+        self.count("row", "read", len(events))
         return len(events)
 
     def events_of(self, path: Path) -> list[CloudEvent]:
@@ -286,6 +288,7 @@ class FileSource(Source[FileSourceSettings]):
     def refuse(self, path: Path, reason: BadFile) -> None:
         """Move the entry itself (a link, not its target) to error/, its reason beside it."""
         self.refuse_input(reason.code, f"{shown(path.name)} moved to {self.error}: {reason}")
+        self.count("file", "refused")
         try:
             self._move(path.name, "error")
         except FileNotFoundError:

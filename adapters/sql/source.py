@@ -278,8 +278,10 @@ class SqlSource(Source[SqlSourceSettings]):
         after = self.cursor.load() if s.mode == "cursor" else None
         sql, params = self._select(after)
         rows = self._settled(await self._query(sql, params))
+        self.count("poll", "rows" if rows else "empty")
         if not rows:
             return 0
+        self.count("row", "read", len(rows))
         await self.emit_all(self.events(rows))
         if s.mode == "cursor":
             last = rows[-1]

@@ -34,7 +34,9 @@ async def test_a_good_csv_becomes_events_and_moves_to_done(tmp_path: Path) -> No
     bus = MemoryBus()
     bus.bind("erp")
     (tmp_path / "orders-1.csv").write_text("order,qty\nSO-1,2\nSO-2,5\n")
-    await scan(source(tmp_path, bus, id_field="order"))
+    files = source(tmp_path, bus, id_field="order")
+    await scan(files)
+    assert files.counted == {("file", "read"): 1, ("row", "read"): 2}
     assert [(e.id, e.data, e.subject) for e in bus.published] == [
         ("SO-1", {"order": "SO-1", "qty": "2"}, "orders-1.csv"),
         ("SO-2", {"order": "SO-2", "qty": "5"}, "orders-1.csv"),
@@ -53,6 +55,7 @@ async def test_a_bad_row_sends_the_whole_file_to_error_with_the_reason(tmp_path:
     await scan(source(tmp_path, bus, pattern="*.jsonl", format="jsonl"))
     assert bus.published == []
     assert csv_source.refused == {"bad_file": 1}
+    assert csv_source.counted == {("file", "refused"): 1}
     assert (tmp_path / "error" / "orders-2.csv.reason.txt").read_text() == (
         "orders-2.csv:3: 3 fields, the header has 2\n"
     )

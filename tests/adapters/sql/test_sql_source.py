@@ -87,7 +87,10 @@ async def test_restarts_neither_skip_nor_repeat_rows(deals: Table, tmp_path: Pat
     bus = MemoryBus()
     bus.bind("crm", "crm.#")
     insert(deals, 1, 20)
-    await run_until_idle(new_source(deals, bus, tmp_path))
+    first = new_source(deals, bus, tmp_path)
+    await run_until_idle(first)
+    # 20 rows in batches of 7: three polls with rows, then one that found none.
+    assert first.counted == {("poll", "rows"): 3, ("poll", "empty"): 1, ("row", "read"): 20}
     insert(deals, 21, 30)  # same updated_at as the others: the id breaks the tie
     deals.run(
         f"UPDATE \"{deals.name}\" SET amount = 99, updated_at = '2026-11-25T09:00:00' WHERE id = 3"
