@@ -139,6 +139,7 @@ class Deployment:
             self._source(
                 "shop-webhook",
                 "http-webhook",
+                correlate="order_id",
                 host="127.0.0.1",
                 port=self.ports["shop"],
                 path="/webhooks/shop",
@@ -152,6 +153,7 @@ class Deployment:
             self._source(
                 "carrier-webhook",
                 "http-webhook",
+                correlate="reference",
                 host="127.0.0.1",
                 port=self.ports["carrier"],
                 path="/webhooks/carrier",
@@ -164,6 +166,7 @@ class Deployment:
             self._source(
                 "crm-deals",
                 "sql",
+                correlate="deal_id",
                 dsn=self.crm.dsn,
                 table="deals",
                 id_column="id",
@@ -234,6 +237,7 @@ class Deployment:
             self._source(
                 "daily-sales",
                 "sql",
+                correlate="day",
                 dsn=self.accounting.dsn,
                 table="daily_sales",
                 id_column="day",
@@ -253,8 +257,11 @@ class Deployment:
         ]
 
     @staticmethod
-    def _source(name: str, adapter: str, /, **settings: Any) -> Service:
-        return Service(name, ["source", adapter], {"adapter": settings}, free_port())
+    def _source(name: str, adapter: str, /, correlate: str, **settings: Any) -> Service:
+        """A source whose events share ``correlationid`` with the others of one business
+        object: the value of the data field ``correlate`` (an order's or a deal's number)."""
+        config = {"source": {"correlation_field": correlate}, "adapter": settings}
+        return Service(name, ["source", adapter], config, free_port())
 
     @staticmethod
     def _sink(name: str, adapter: str, /, **settings: Any) -> Service:

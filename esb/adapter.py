@@ -14,6 +14,7 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from esb.correlation import DataField
 from esb.envelope import CloudEvent
 from esb.settings import AdapterSettings
 
@@ -70,6 +71,8 @@ class Source(Counting, ABC, Generic[S]):
         self.refused: Counter[str] = Counter()
         self._emitter = emitter
         self._on_refused: Callable[[str], None] | None = None
+        #: Set by the runtime from ``source.correlation_field`` (see :mod:`esb.correlation`).
+        self.correlate_by: DataField | None = None
 
     async def open(self) -> None:
         """Acquire resources (files, connections); the default holds none."""
@@ -88,6 +91,12 @@ class Source(Counting, ABC, Generic[S]):
 
     async def emit(self, event: CloudEvent) -> None:
         """Publish one event; returns only after the broker confirmed it."""
+        if self.correlate_by is not None:
+            correlated = self.correlate_by.correlate(event)
+            if correlated is None:
+                self.count("correlate", "missing")
+            else:
+                event = correlated
         await self._emitter.emit(event)
 
     def refuse_input(self, reason: str, detail: str) -> None:

@@ -24,6 +24,7 @@ from tenacity import (
 from esb.adapter import Adapter, Counting, Sink, Source
 from esb.broker import Broker
 from esb.consumer import Consumer, Handler
+from esb.correlation import DataField
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError
 from esb.health import HealthServer, Readiness
@@ -228,6 +229,8 @@ async def run_source(
     source: Source[Any] = adapter.source(
         settings.adapter, BrokerEmitter(process.broker, process.stop)
     )
+    if settings.source.correlation_field is not None:
+        source.correlate_by = DataField(settings.source.correlation_field)
     refused = process.metrics.source_refused
     source.count_refusals(lambda why: refused.labels(process.service, adapter.name, why).inc())
     report_counts(source, process, adapter.name)

@@ -3,7 +3,7 @@
 Values come, strongest first, from keyword arguments, environment variables
 (``ESB_`` prefix, ``__`` between levels: ``ESB_BROKER__URL``,
 ``ESB_ADAPTER__PATH``) and a YAML file (``--config``) with the sections
-``broker``, ``service``, ``consume`` and ``adapter``.
+``broker``, ``service``, ``consume``, ``source`` and ``adapter`` (and the others below).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -28,6 +29,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from esb.correlation import DataField
 from esb.errors import ConfigError
 
 MaskPattern = Literal["card", "email"]
@@ -262,6 +264,27 @@ class ConsumeSettings(BaseModel):
     )
 
 
+class SourceSettings(BaseModel):
+    """What a source does to every event it emits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    correlation_field: str | None = Field(
+        default=None,
+        description="Dotted path into data (order_id, order.number) whose value becomes each "
+        "event's correlationid, so every event of one order shares it across sources; an "
+        "event without it keeps its own (counted as operation=correlate, result=missing).",
+        examples=["order_id"],
+    )
+
+    @field_validator("correlation_field")
+    @classmethod
+    def _field_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            DataField(value)
+        return value
+
+
 class ProcessSettings(BaseSettings):
     """Everything one esb process needs; ``adapter`` is typed per adapter."""
 
@@ -272,6 +295,7 @@ class ProcessSettings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     consume: ConsumeSettings = Field(default_factory=ConsumeSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     failures: FailureSettings = Field(default_factory=FailureSettings)
     circuit: CircuitSettings = Field(default_factory=CircuitSettings)

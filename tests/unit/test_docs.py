@@ -24,6 +24,7 @@ from esb.settings import (
     IdempotencySettings,
     RetrySettings,
     ServiceSettings,
+    SourceSettings,
 )
 
 DOCS = Path(__file__).parents[2] / "docs"
@@ -41,6 +42,7 @@ def section(text: str, heading: str) -> str:
         ("settings.md", "## broker", BrokerSettings),
         ("settings.md", "## service", ServiceSettings),
         ("settings.md", "## consume", ConsumeSettings),
+        ("settings.md", "## source", SourceSettings),
         ("settings.md", "## retry", RetrySettings),
         ("settings.md", "## failures", FailureSettings),
         ("settings.md", "## circuit", CircuitSettings),
