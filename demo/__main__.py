@@ -80,6 +80,9 @@ async def run(
             step(f"     {line}")
         step(f"   Prometheus targets for all of them: {out}/prometheus-targets.json;")
         step("   alerts and the Grafana dashboard: docs/monitoring.md")
+        step("8. where did order SO-00001 go? esb trace --key order_id=SO-00001 (the journal):")
+        for line in (await one_order(deployment, "SO-00001")).splitlines():
+            step(f"     {line}")
         if not keep:
             step("   `make demo KEEP=1` keeps every process and its /metrics up after the run")
         if keep:
@@ -93,6 +96,21 @@ async def run(
     finally:
         await deployment.stop()
     step(f"demo done in {time.monotonic() - started:.1f} s; everything it wrote is in {out}/")
+
+
+async def one_order(deployment: Deployment, order_id: str) -> str:
+    """The order's trace once the journal holds its shipment mail: created, paid, shipped."""
+
+    async def traced() -> str:
+        return await deployment.trace("--key", f"order_id={order_id}")
+
+    text = await traced()
+    for _ in range(100):
+        if "applied by customer-email" in text:
+            break
+        await asyncio.sleep(0.1)
+        text = await traced()
+    return text
 
 
 async def flow_ages(deployment: Deployment) -> list[str]:

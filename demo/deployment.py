@@ -123,11 +123,30 @@ class Deployment:
 
     @property
     def env(self) -> dict[str, str]:
+        """What every process shares: the broker, and the journal each hop writes to."""
         return {
             "ESB_BROKER__URL": self.amqp_url,
             "ESB_BROKER__EXCHANGE": self.exchange,
             "ESB_BROKER__PREFIX": self.prefix,
+            "ESB_JOURNAL__ENABLED": "true",
+            "ESB_JOURNAL__KEYS": '["order_id", "deal_id"]',
+            "ESB_JOURNAL__PATH": str(self.out / "state" / "journal.sqlite3"),
         }
+
+    async def trace(self, *args: str) -> str:
+        """What ``esb trace ARGS`` prints for this deployment's journal."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "esb.cli",
+            "trace",
+            *args,
+            env={**os.environ, **self.env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        return out.decode() if process.returncode == 0 else err.decode()
 
     # -- the esb processes -------------------------------------------------------------
 
@@ -136,6 +155,7 @@ class Deployment:
         return [
             Service("router", ["router", "--routes", str(ROUTES)], {}, free_port()),
             Service("transformer", ["transformer", "--routes", str(ROUTES)], {}, free_port()),
+            Service("journal", ["journal"], {}, free_port()),
             self._source(
                 "shop-webhook",
                 "http-webhook",

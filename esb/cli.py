@@ -23,6 +23,8 @@ from esb.consumer import MIN_RETRY_LEVELS
 from esb.dlq import browse, compile_filter, depth, parking_lot, printable, replay
 from esb.envelope import CloudEvent, parse_structured
 from esb.errors import EsbError
+from esb.journal_service import run_journal
+from esb.journal_store import JournalStore
 from esb.metrics import Metrics
 from esb.permissions import definitions, load_users, vhost_of, write_definitions
 from esb.registry import load_adapter, load_all
@@ -36,6 +38,7 @@ from esb.runtime import run_router, run_sink, run_source, run_transformers
 from esb.scaffold import new_adapter
 from esb.settings import AdapterSettings, ProcessSettings, load_settings
 from esb.topology import QueueNames, QueueSpec, declare_exchange, declare_queue, dlq_name
+from esb.trace import render
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -182,6 +185,72 @@ def run_transformer_command(
     settings = load_settings(None, config_file)
     logs.configure(settings.service.log_level, settings.service.mask_patterns)
     _run(run_transformers(settings, list(pools), routes_dir, watch=watch))
+
+
+@run.command("journal")
+@CONFIG_OPTION
+def run_journal_command(config_file: Path | None) -> None:
+    """Store the hop records every process sends (journal.enabled) for esb trace, until
+    SIGTERM: SQLite by default (journal.path), PostgreSQL with journal.backend postgres."""
+    settings = load_settings(None, config_file)
+    logs.configure(settings.service.log_level, settings.service.mask_patterns)
+    _run(run_journal(settings))
+
+
+@main.command()
+@click.argument("event_id", required=False)
+@click.option("--correlation", help="Every event of this correlation id.")
+@click.option("--key", help="Every event whose business key FIELD has VALUE (journal.keys).")
+@CONFIG_OPTION
+def trace(
+    event_id: str | None, correlation: str | None, key: str | None, config_file: Path | None
+) -> None:
+    """Print the path of an event through the bus from the journal: every hop with its time,
+    and where it is now (applied, waiting in a queue, in a retry delay, or parked).
+
+    Give an EVENT_ID, --correlation ID, or --key FIELD=VALUE (esb trace --key
+    order_id=SO-00221).
+    """
+    chosen = [o for o in (event_id, correlation, key) if o is not None]
+    if len(chosen) != 1:
+        raise click.UsageError("give one of EVENT_ID, --correlation or --key")
+    if key is not None and "=" not in key:
+        raise click.UsageError(f"--key {key!r}: write it FIELD=VALUE (order_id=SO-00221)")
+    settings = load_settings(None, config_file)
+    lines = _run(_trace(settings, event_id, correlation, key))
+    for line in lines:
+        click.echo(line)
+
+
+async def _trace(
+    settings: ProcessSettings, event_id: str | None, correlation: str | None, key: str | None
+) -> list[str]:
+    store = JournalStore(settings.journal)
+    await store.open()
+    try:
+        if event_id is not None:
+            correlations = await store.correlations_of_event(event_id)
+            what = f"event {event_id}"
+        elif key is not None:
+            name, _, value = key.partition("=")
+            correlations = await store.correlations_of_key(name, value)
+            what = f"{name} {value}"
+        else:
+            correlations = [correlation] if correlation is not None else []
+            what = f"correlation {correlation}"
+        records = await store.records(correlations)
+    finally:
+        await store.close()
+    if not records:
+        raise click.ClickException(
+            f"the journal ({settings.journal.backend}) holds nothing of {what}: is "
+            "journal.enabled set on the processes and esb run journal running? "
+            f"Records are kept {settings.journal.retention_hours:g} hours."
+        )
+    header = f"{what}: {len(records)} hop records"
+    if len(correlations) == 1 and correlation is None:
+        header += f", correlation {correlations[0]}"
+    return [header, *render(records, focus=event_id)]
 
 
 @main.group(cls=EsbGroup)

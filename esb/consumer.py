@@ -28,18 +28,29 @@ from esb.amqp_client import RobustChannel
 from esb.broker import CONNECTION_ERRORS, SENT_HEADER, Broker, sent_now
 from esb.circuit import CircuitBreaker, State
 from esb.envelope import CloudEvent
-from esb.errors import EnvelopeError, ProcessingError
+from esb.errors import EnvelopeError, PermanentError, ProcessingError
 from esb.failures import Verdict, classify, retry_after
+from esb.journal import HopNote, Journal, Outcome, note, start_note
 from esb.limits import INLINE_BODY_BYTES
 from esb.masking import Masker
 from esb.metrics import CONSUME_OUTCOMES, Metrics
 from esb.parking import copy_message, encodable, parked_copy
 from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
-from esb.routing.slip import retry_override
+from esb.routing.slip import Slip, retry_override
 from esb.settings import CircuitSettings, FailureSettings, RetrySettings
 from esb.topology import QueueSpec, access_refused, declare_queue, dlq_name
 
 log = logging.getLogger(__name__)
+
+#: The consumer's outcomes a hop record tells (``ok``: what the handler noted).
+_JOURNAL_OUTCOMES: dict[str, Outcome] = {
+    "ok": "applied",
+    "retried": "retrying",
+    "parked": "parked",
+    "rejected": "parked",
+    "returned": "returned",
+    "requeued": "requeued",
+}
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -93,8 +104,10 @@ class Consumer:
         circuit: CircuitSettings | None = None,
         masker: Masker | None = None,
         ordered: bool = False,
+        journal: Journal | None = None,
     ) -> None:
         self.broker = broker
+        self.journal = journal
         self.handler = handler
         self.spec = spec
         self.adapter = adapter
@@ -209,8 +222,10 @@ class Consumer:
         if type(sent) is int:  # a forged stamp moves a bucket of this histogram, nothing else
             self._queue_wait.observe(max(0.0, time.time() - sent / 1000))
         started = time.perf_counter()
-        if log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(logging.DEBUG) or self.journal is not None:
             _STARTED.set(started)
+            if self.journal is not None:
+                start_note()
         try:
             if self._in_order is None:
                 await self._handle(message)
@@ -254,6 +269,8 @@ class Consumer:
         except Exception as exc:  # a decoder fault on hostile input: park, never hold the slot
             await self._refuse(message, exc, "undecodable", attempts)
             return
+        if self.journal is not None and (hop := note()) is not None:
+            hop.keys = self.journal.keys(event)
         was_open = self.circuit.state == State.OPEN
         try:
             await self.handler(event, message)
@@ -374,6 +391,8 @@ class Consumer:
             return
         delay = min(max(backoff(policy, attempt), retry_after(exc) or 0.0), self.retry.max_delay)
         level = max(1, min(attempt, self._retry_levels))
+        if (hop := note()) is not None:
+            hop.attempt, hop.retry_at, hop.reason = attempt, time.time() + delay, text
         copy = retry_copy(
             message, attempt=attempt, delay=delay, error=exc, service=self.service, error_text=text
         )
@@ -393,6 +412,8 @@ class Consumer:
         *,
         keep_headers: bool = True,
     ) -> None:
+        if (hop := note()) is not None:
+            hop.attempt, hop.reason = attempts, f"{reason}: {text}"
         copy = parked_copy(
             message,
             reason=reason,
@@ -432,6 +453,8 @@ class Consumer:
         """Ack (coalesced with the deliveries around it, :mod:`esb.acks`), or nack now."""
         if log.isEnabledFor(logging.DEBUG):
             self._trace(message, outcome)
+        if self.journal is not None and (hop := note()) is not None:
+            self._record(message, outcome, hop)
         try:
             if requeue or reject:
                 await message.nack(requeue=requeue)
@@ -447,6 +470,47 @@ class Consumer:
                 extra={"message_id": message.message_id},
             )
         self._outcomes[outcome].inc()
+
+    def _record(self, message: AbstractIncomingMessage, outcome: str, hop: HopNote) -> None:
+        """This delivery's hop record for the journal (:mod:`esb.journal`)."""
+        if self.journal is None or outcome not in _JOURNAL_OUTCOMES or not message.message_id:
+            return
+        headers = message.headers
+        sent = headers.get(SENT_HEADER)
+        started = _STARTED.get()
+        causation = headers.get(HEADER_PREFIX + "causationid")
+        try:
+            slip: Slip | None = Slip.decode(headers)
+        except PermanentError:
+            slip = None
+        recorded: Outcome = _JOURNAL_OUTCOMES[outcome]
+        if outcome == "ok":
+            recorded = hop.outcome or "applied"
+        if outcome == "rejected" and hop.reason is None:
+            hop.reason = "rejected: esb could not handle it, or its body is over the limit"
+        self.journal.record(
+            {
+                "event": message.message_id or "",
+                "outcome": recorded,
+                "service": self.service,
+                "role": self.adapter,
+                "type": message.type,
+                "causation": causation if isinstance(causation, str) else None,
+                "correlation": message.correlation_id,
+                "queue": self.spec.name,
+                "route": slip.route if slip else None,
+                "step": slip.position if slip else None,
+                "waited_ms": max(0, sent_now() - sent) if type(sent) is int else None,
+                "took_ms": None
+                if started is None
+                else round((time.perf_counter() - started) * 1000, 1),
+                "attempt": hop.attempt,
+                "retry_at": hop.retry_at,
+                "reason": hop.reason[:1000] if hop.reason else None,
+                "outputs": [o.model_dump(exclude_none=True) for o in hop.outputs],
+                "keys": hop.keys,
+            }
+        )
 
     def _trace(self, message: AbstractIncomingMessage, outcome: str) -> None:
         """The debug line of one delivery: its ids, outcome and timings, never its data."""

@@ -148,8 +148,25 @@ class Metrics:
             "esb_adapter_operations",
             "What an adapter did, by operation and result: request (a webhook source's "
             "requests, by the HTTP status it answered), response (an http sink's target "
-            "answers, by status class 2xx to 5xx, timeout, or error without an answer).",
+            "answers, by status class 2xx to 5xx, timeout, or error without an answer), poll "
+            "(an sql source's polls: rows, empty), row (rows read), file (a files source's "
+            "files: read, refused), correlate (missing: an event without its "
+            "source.correlation_field).",
             ["service", "adapter", "operation", "result"],
+            registry=r,
+        )
+        self.journal_records = Counter(
+            "esb_journal_records",
+            "Hop records this process wrote for the journal (journal.enabled), by result: "
+            "sent, or dropped (the broker did not take them; the flow is never held for one).",
+            ["service", "result"],
+            registry=r,
+        )
+        self.journal_stored = Counter(
+            "esb_journal_stored_records",
+            "Hop records the journal process stored, or refused (not a valid record; "
+            "result=refused).",
+            ["service", "result"],
             registry=r,
         )
         self.duplicates = Counter(

@@ -29,6 +29,7 @@ from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError
 from esb.health import HealthServer, Readiness
 from esb.idempotency import IdempotencyStore, build_store
+from esb.journal import Journal, note_outcome
 from esb.masking import Masker
 from esb.metrics import Bound, FewValues, Metrics
 from esb.reloading import reloading
@@ -69,9 +70,10 @@ class BrokerEmitter:
     #: seconds says so, the rest go to the debug log.
     WARN_EVERY = 5.0
 
-    def __init__(self, broker: Broker, stop: asyncio.Event) -> None:
+    def __init__(self, broker: Broker, stop: asyncio.Event, journal: Journal | None = None) -> None:
         self._broker = broker
         self._stop = stop
+        self._journal = journal
         self._warned_at = -self.WARN_EVERY
         #: The largest body consumers accept: a source refuses larger input at its edge.
         self.max_body_bytes = broker.settings.max_body_bytes
@@ -81,6 +83,20 @@ class BrokerEmitter:
             await self._broker.publish(event)
         except BrokerUnavailable:
             await self._retry(event)
+        if self._journal is not None:
+            self._journal.record(
+                {
+                    "event": event.id,
+                    "outcome": "published",
+                    "service": self._broker.service,
+                    "role": "source",
+                    "type": event.type,
+                    "causation": event.causationid,
+                    "correlation": event.correlationid,
+                    "outputs": [{"event": event.id, "to": self._broker.settings.exchange}],
+                    "keys": self._journal.keys(event),
+                }
+            )
 
     async def _retry(self, event: CloudEvent) -> None:
         async for attempt in AsyncRetrying(
@@ -114,6 +130,14 @@ class Process:
 
     def __post_init__(self) -> None:
         self.broker = Broker(self.settings.broker, self.service, self.metrics)
+        journal = self.settings.journal
+        self.journal = (
+            Journal(
+                journal, self.broker, self.metrics, QueueNames(self.broker.settings.prefix).journal
+            )
+            if journal.enabled
+            else None
+        )
 
     async def connect(self) -> None:
         """Connect to the broker, retrying with backoff until it answers or we are told to stop."""
@@ -126,6 +150,9 @@ class Process:
         ):
             with attempt:
                 await self.broker.connect()
+        if self.journal is not None:
+            await self.journal.declare()
+            self.journal.start()
         freeze_startup_heap()
 
     @contextlib.asynccontextmanager
@@ -147,6 +174,8 @@ class Process:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if self.journal is not None:
+                await self.journal.stop()
             await self.broker.close()
             await server.stop()
 
@@ -180,6 +209,7 @@ def write_to(
     """The consumer handler of a sink: write each event once, as far as ``store`` remembers."""
 
     def skipped(event: CloudEvent) -> None:
+        note_outcome("duplicate")
         if records is not None:
             records.skipped()
         log.info("already applied, skipping", extra={"message_id": event.id})
@@ -227,7 +257,7 @@ async def run_source(
         settings, service_name(settings, adapter, "source"), stop=stop or asyncio.Event()
     )
     source: Source[Any] = adapter.source(
-        settings.adapter, BrokerEmitter(process.broker, process.stop)
+        settings.adapter, BrokerEmitter(process.broker, process.stop, process.journal)
     )
     if settings.source.correlation_field is not None:
         source.correlate_by = DataField(settings.source.correlation_field)
@@ -292,6 +322,7 @@ async def run_sink(
         circuit=settings.circuit,
         masker=masker(settings),
         ordered=settings.consume.ordered,
+        journal=process.journal,
     )
     if store is not None:
         await store.open()
@@ -366,6 +397,7 @@ async def run_router(
         metrics=process.metrics,
         retry=settings.retry,
         masker=masker(settings),
+        journal=process.journal,
     )
     # Its own steps that failed wait in the router pool's queue, to retry or park one by one.
     steps = TransformerService(process.broker, table, [ROUTER], routes_dir)
@@ -394,6 +426,7 @@ def _transformer_consumer(
         retry=settings.retry,
         failures=settings.failures,
         masker=masker(settings),
+        journal=process.journal,
     )
 
 

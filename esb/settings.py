@@ -240,6 +240,62 @@ class IdempotencySettings(BaseModel):
         return self
 
 
+class JournalSettings(BaseModel):
+    """Message tracking: every hop's record of each event, stored for ``esb trace``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        default=False,
+        description="Write a hop record of every event this process handles to the journal "
+        "queue (<prefix>.journal); esb run journal stores them.",
+    )
+    keys: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Data fields (dotted paths) whose values each record keeps as business "
+        "keys, for esb trace --key FIELD=VALUE; nothing else of the data is recorded.",
+        examples=[["order_id", "deal_id"]],
+    )
+    flush_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="How often a process sends its records."
+    )
+    max_messages: int = Field(
+        default=100_000,
+        ge=1,
+        description="Messages (of up to 1,000 records) the journal queue holds; past it the "
+        "oldest are dropped, so a stopped journal process costs bounded broker space.",
+    )
+    backend: Literal["sqlite", "postgres"] = Field(
+        default="sqlite", description="Where esb run journal stores records (esb trace reads)."
+    )
+    path: Path = Field(default=Path("esb-journal.sqlite3"), description="SQLite file.")
+    dsn: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL connection string (backend postgres).",
+        examples=["postgresql://esb@db/esb"],
+    )
+    dsn_file: Path | None = Field(
+        default=None, description="File holding the DSN (a container secret); overrides dsn."
+    )
+    retention_hours: float = Field(default=168.0, gt=0, description="How long records are kept.")
+
+    @field_validator("keys")
+    @classmethod
+    def _key_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            DataField(path)
+        return value
+
+    @model_validator(mode="after")
+    def _dsn_from_file(self) -> JournalSettings:
+        if self.dsn_file is not None:
+            self.dsn = SecretStr(read_secret(self.dsn_file, "journal.dsn_file"))
+        if self.backend == "postgres" and self.dsn is None:
+            raise ValueError("backend postgres needs dsn or dsn_file")
+        return self
+
+
 class ConsumeSettings(BaseModel):
     """Where a sink takes its messages from."""
 
@@ -300,6 +356,7 @@ class ProcessSettings(BaseSettings):
     failures: FailureSettings = Field(default_factory=FailureSettings)
     circuit: CircuitSettings = Field(default_factory=CircuitSettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
     adapter: Any = None
 
     @classmethod

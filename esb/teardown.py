@@ -22,10 +22,11 @@ async def delete_deployment(
     pools: Iterable[str] = (ROUTER, TRANSFORMER),
 ) -> None:
     """The router, unrouted, transformer pool and sink queues, their parking lots and delay
-    queues."""
+    queues, and the journal queue."""
     names = QueueNames(prefix)
     queues = [names.router, names.unrouted, *(names.steps(pool) for pool in pools)]
     queues += [names.sink(s) for s in sinks]
+    queues.append(names.journal)
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()

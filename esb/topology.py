@@ -51,6 +51,11 @@ class QueueNames:
     def sink(self, name: str) -> str:
         return f"{self.prefix}.sink.{name}"
 
+    @property
+    def journal(self) -> str:
+        """Where every process sends its hop records (:mod:`esb.journal`)."""
+        return f"{self.prefix}.journal"
+
 
 def dlq_name(queue: str) -> str:
     """The parking lot of a work queue."""

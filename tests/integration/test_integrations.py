@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from demo.__main__ import flow_ages
+from demo.__main__ import flow_ages, one_order
 from demo.databases import STOCK_START
 from demo.deployment import SINKS, Deployment
 from demo.shop import order
@@ -68,6 +68,17 @@ async def test_each_integration_applies_every_event_once_and_nothing_else(
     ages = summarize(await deployment.metrics("shipping-api"), AGE, ["route"], [0.5, 0.99])
     ((p50, p99),) = [summary.quantiles for summary in ages.values()]
     assert 0 < p50 <= p99 < 150
+
+    # One order's path from the journal: the shop's created and paid webhooks and the
+    # carrier's shipment share its number as correlationid, so one trace holds all three.
+    trace = await one_order(deployment, "SO-00001")
+    assert trace.startswith("order_id SO-00001: "), trace
+    assert "correlation SO-00001" in trace.splitlines()[0]
+    assert trace.count("shop-webhook (source)  published") == 2
+    assert trace.count("carrier-webhook (source)  published") == 1
+    for sink in ("shipping-api", "inventory-db", "customer-email", "audit-log"):
+        assert f"now: applied by {sink} at " in trace, trace
+    assert "customer1@example.com" not in trace  # keys and ids, never the data
 
     paid = [order(n) for n in range(1, ORDERS + 1)]
     assert after.shop_answers == {202: 2 * ORDERS + ABANDONED}

@@ -1,0 +1,202 @@
+"""Message tracking on a real RabbitMQ: every hop's record reaches the journal process, and
+``esb trace`` prints where each order is: applied, in a retry delay, or parked."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import aio_pika
+import orjson
+from hypothesis import strategies as st
+
+from esb.journal import RECORDS
+from esb.topology import QueueNames
+from tests.support.hostile_cases import collect
+from tests.support.processes import EsbProcess, esb_cli, read_ids, wait_for
+
+INTEGERS = st.integers(-(2**63), 2**63 - 1)
+
+ROUTES = """\
+sinks: {ledger: {}, carrier: {}}
+schemas:
+  shipment.v1:
+    type: object
+    required: [email]
+routes:
+  - name: books
+    from: shop.order.paid
+    to: ledger
+  - name: shipping
+    from: shop.order.paid
+    steps:
+      - map: {keep: true, fields: {reference: data.order_id}}
+      - validate: shipment.v1
+    to: carrier
+"""
+
+
+def stored(journal: Path) -> int:
+    with sqlite3.connect(journal) as db:
+        return int(db.execute("SELECT count(*) FROM esb_hops").fetchone()[0])
+
+
+async def test_trace_shows_each_order_applied_retrying_or_parked(
+    routed_env: dict[str, str], tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "r.yaml").write_text(ROUTES)
+    journal = tmp_path / "journal.sqlite3"
+    env = {
+        **routed_env,
+        "ESB_JOURNAL__ENABLED": "true",
+        "ESB_JOURNAL__KEYS": '["order_id"]',
+        "ESB_JOURNAL__PATH": str(journal),
+        "ESB_JOURNAL__FLUSH_SECONDS": "0.1",
+        "ESB_RETRY__INITIAL_DELAY": "600",
+        "ESB_RETRY__MAX_DELAY": "600",
+    }
+    orders = tmp_path / "orders.jsonl"
+    orders.write_text('{"order_id": "SO-1", "email": "ada@example.com"}\n{"order_id": "SO-2"}\n')
+    ledger = tmp_path / "ledger.jsonl"
+    processes = [
+        EsbProcess(["run", "journal"], env, tmp_path / "journal.log"),
+        EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "router.log"),
+        EsbProcess(["run", "transformer", "--routes", str(routes)], env, tmp_path / "tf.log"),
+        EsbProcess(
+            ["run", "sink", "jsonl"],
+            {**env, "ESB_SERVICE__NAME": "ledger", "ESB_ADAPTER__PATH": str(ledger)},
+            tmp_path / "ledger.log",
+        ),
+        EsbProcess(  # its target never answers: a connection refused is retried
+            ["run", "sink", "http"],
+            {
+                **env,
+                "ESB_SERVICE__NAME": "carrier",
+                "ESB_ADAPTER__URL": "http://127.0.0.1:9/",
+                "ESB_IDEMPOTENCY__PATH": str(tmp_path / "carrier.sqlite3"),
+            },
+            tmp_path / "carrier.log",
+        ),
+    ]
+    journal_process = processes[0]
+    try:
+        for process in processes:
+            process.wait_ready()
+        source = esb_cli(
+            {
+                **env,
+                "ESB_SERVICE__HEALTH_PORT": "0",
+                "ESB_SOURCE__CORRELATION_FIELD": "order_id",
+                "ESB_ADAPTER__PATH": str(orders),
+                "ESB_ADAPTER__EVENT_TYPE": "shop.order.paid",
+                "ESB_ADAPTER__EVENT_SOURCE": "urn:shop",
+            },
+            "run",
+            "source",
+            "jsonl",
+        )
+        assert source.returncode == 0, source.stderr
+        wait_for(lambda: len(read_ids(ledger)) == 2, 30, processes[3].tail)
+
+        def traced(*args: str) -> str:
+            return esb_cli(env, "trace", *args).stdout
+
+        # SO-1: published, routed twice, applied by the ledger, waiting in the carrier's
+        # retry delay; SO-2: applied by the ledger, parked by the shipping route's validate.
+        wait_for(
+            lambda: "in a retry delay" in traced("--key", "order_id=SO-1"), 30, journal_process.tail
+        )
+        wait_for(lambda: "parked in" in traced("--key", "order_id=SO-2"), 30, journal_process.tail)
+        first = traced("--key", "order_id=SO-1")
+        names = QueueNames(env["ESB_BROKER__PREFIX"])
+        assert first.startswith("order_id SO-1: ")
+        assert "correlation SO-1" in first
+        assert "jsonl-source (source)  published" in first
+        assert "router (router)  routed" in first
+        assert f"-> {names.sink('ledger')}, {names.steps('transformer')}" in first
+        assert "route books" in first
+        assert "route shipping" in first
+        assert "now: applied by ledger at " in first
+        assert f"now: in a retry delay of {names.sink('carrier')}: attempt 2 at " in first
+        assert "ada@example.com" not in first  # ids, keys and timings: never the data
+
+        second = traced("--correlation", "SO-2")
+        by_key = traced("--key", "order_id=SO-2").splitlines()
+        assert by_key[0] == "order_id SO-2: 5 hop records, correlation SO-2"
+        assert second.splitlines() == ["correlation SO-2: 5 hop records", *by_key[1:]]
+        parked = [line for line in second.splitlines() if "now: parked in" in line]
+        assert len(parked) == 1
+        assert f"parked in {names.steps('transformer')}.dlq since " in parked[0]
+        assert "permanent: route shipping: step 2: validate shipment.v1" in parked[0]
+        assert "'email' is a required property" in parked[0]
+
+        # One event by its id: the copy the router sent down "books" for SO-1.
+        copy_id = next(
+            line.split()[1]
+            for line in first.splitlines()
+            if line.strip().startswith("event ") and "route books" in line
+        )
+        alone = traced(copy_id)
+        assert "now: applied by ledger" in alone
+        assert "route shipping" not in alone  # only the tree that holds it, down its branch
+        missing = esb_cli(env, "trace", "no-such-event")
+        assert missing.returncode == 1
+        assert "the journal (sqlite) holds nothing of event no-such-event" in missing.stderr
+    finally:
+        for process in processes:
+            process.stop()
+
+
+async def test_the_journal_refuses_what_is_not_hop_records_and_stores_the_rest(
+    routed_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Anyone who can publish can write to the journal queue: generated garbage is refused
+    and counted, the process stays up, and a valid batch after it is stored."""
+    journal = tmp_path / "journal.sqlite3"
+    env = {**routed_env, "ESB_JOURNAL__PATH": str(journal)}
+    process = EsbProcess(["run", "journal"], env, tmp_path / "journal.log")
+    valid = [{"event": "e-1", "outcome": "applied", "service": "s", "role": "sink", "at": 1e9}]
+    junk = collect(
+        st.one_of(
+            st.binary(max_size=200),
+            st.builds(lambda n: b"[" * n + b"]" * n, st.integers(1, 5000)),
+            st.lists(st.dictionaries(st.text(max_size=10), INTEGERS | st.text()), max_size=3).map(
+                orjson.dumps
+            ),
+            st.builds(
+                lambda key, value: orjson.dumps([{**valid[0], key: value}]),
+                st.sampled_from(["outcome", "at", "event", "outputs", "keys", "extra"]),
+                st.text(max_size=300) | INTEGERS | st.lists(INTEGERS, max_size=2),
+            ),
+        ).filter(lambda body: not _valid(body)),
+        40,
+        0,
+    )
+    junk.append(orjson.dumps([{**valid[0], "event": "x" * 300}]))  # over AMQP's 255 bytes
+    try:
+        process.wait_ready()
+        connection = await aio_pika.connect(env["ESB_BROKER__URL"])
+        async with connection:
+            channel = await connection.channel()
+            queue = QueueNames(env["ESB_BROKER__PREFIX"]).journal
+            for body in [*junk, orjson.dumps(valid)]:
+                await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+        wait_for(lambda: stored(journal) == 1, 30, process.tail)
+        metrics = process.metrics()
+        assert (
+            f'esb_journal_stored_records_total{{result="refused",service="journal"}} {len(junk)}.0'
+            in metrics
+        )
+        assert process.ready()
+    finally:
+        process.stop()
+
+
+def _valid(body: bytes) -> bool:
+    try:
+        RECORDS.validate_json(body)
+    except ValueError:
+        return False
+    return True
