@@ -31,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -56,8 +57,11 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 PYTHON = sys.executable
 ESB = shutil.which("esb", path=str(Path(sys.executable).parent)) or "esb"
-HOPS = ("router", "transformer", "sink", "source")
+HOPS = ("router", "transformer", "sink", "source", "journal")
 FIXED_RATE = 250.0
+#: The ratios the table and the round-by-round line print: esb against its peers, esb with
+#: its steps in the router against plain's three hops, and what the journal costs esb.
+RATIOS = (("esb", "plain"), ("esb", "faststream"), ("esb-router", "plain"), ("esb-journal", "esb"))
 #: More tries for the run whose maximum sets the paced rates: a disturbed one would set
 #: them all too low for every pipeline and round.
 RATE_TRIES = 3
@@ -73,6 +77,9 @@ class Pipeline:
 PIPELINES = (
     Pipeline("esb", "esb", ("router", "transformer", "sink")),
     Pipeline("esb-router", "esb (steps in router)", ("router", "sink")),
+    # esb with message tracking: every hop (the source too) writes its records, and the
+    # journal process that stores them counts in the CPU.
+    Pipeline("esb-journal", "esb + journal", ("router", "transformer", "sink", "journal")),
     Pipeline("plain", "plain aio-pika", ("router", "transformer", "sink")),
     Pipeline("faststream", "FastStream", ("router", "transformer", "sink")),
 )
@@ -276,6 +283,9 @@ class Run:
         }
         if service is not None:
             env["ESB_SERVICE__NAME"] = service
+        if self.pipeline.key == "esb-journal":
+            env["ESB_JOURNAL__ENABLED"] = "true"
+            env["ESB_JOURNAL__PATH"] = str(self.workdir / "journal.sqlite3")
         return env
 
     def routes_dir(self) -> Path:
@@ -337,8 +347,9 @@ class Run:
                 "sink": [PYTHON, str(BENCH / "esb_sink.py")],
                 "transformer": [ESB, "run", "transformer", "--routes", routes],
                 "router": [ESB, "run", "router", "--routes", routes],
+                "journal": [ESB, "run", "journal"],
             }
-            for name in ("sink", "transformer", "router"):
+            for name in ("journal", "sink", "transformer", "router"):
                 if name in self.pipeline.hops:
                     env = self.esb_env("fulfilment" if name == "sink" else None)
                     await self.ready(
@@ -583,7 +594,23 @@ async def measure(
     wall = sum(u.wall for u in usages)
     result["others_cores"] = sum(u.others for u in usages) / wall
     result["broker_cores"] = sum(u.broker for u in usages) / wall
+    if run.pipeline.key == "esb-journal":
+        result["journal"] = await journal_records(run.workdir / "journal.sqlite3", seq.next - 1)
     return result
+
+
+async def journal_records(path: Path, orders: int) -> dict[str, float]:
+    """What the journal stored of the run: proof that its cost was paid (a record from the
+    source and from each hop per order). Records flush every 0.5 s: the last are awaited."""
+    stored = 0
+    for _ in range(20):
+        await asyncio.sleep(0.25)
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            now = int(db.execute("SELECT count(*) FROM esb_hops").fetchone()[0])
+        if now == stored and now >= 4 * orders:
+            break
+        stored = now
+    return {"records": stored, "per_order": stored / max(1, orders)}
 
 
 async def where_they_wait(prefix: str) -> str:
@@ -702,6 +729,12 @@ class Bench:
                     for lat in figures["latency"]
                 )
                 + f"; others used {figures['others_cores']:.2f} cores"
+                + (
+                    f"; journal stored {figures['journal']['records']:,} hop records "
+                    f"({figures['journal']['per_order']:.1f} an order)"
+                    if "journal" in figures
+                    else ""
+                )
                 + (" -> DISTURBED" if figures["disturbed"] else ""),
                 flush=True,
             )
@@ -721,7 +754,7 @@ def guesses(prefix: str) -> list[str]:
     """Every queue a run under ``prefix`` may declare, for a broker whose list cannot be read:
     each hop's work queue (esb's, plain's, FastStream's), its parking lot and delay queues."""
     sinks = yaml.safe_load((ROUTES_DIR / "orders.yaml").read_text())["sinks"]
-    hops = ["router", "unrouted", "transform", "transform.router", "sink"]
+    hops = ["router", "unrouted", "transform", "transform.router", "sink", "journal"]
     work = [f"{prefix}.{hop}" for hop in hops] + [f"{prefix}.sink.{sink}" for sink in sinks]
     suffixes = ["", ".dlq", *(f".retry.{n}" for n in range(1, 31))]
     return [queue + suffix for queue in work for suffix in suffixes]
@@ -809,11 +842,15 @@ def table(summary: dict[str, Any], pipelines: list[Pipeline], notes: list[str]) 
     ``notes`` say what each paced rate is (``25% of esb max``).
     """
     present = [p for p in pipelines if p.key in summary]
-    ratios = [("esb", "plain"), ("esb", "faststream"), ("esb-router", "plain")]
+    ratios = RATIOS
     header = [
         "",
         *(p.label for p in present),
-        *(f"{a.replace('-router', '-rtr')}/{b.replace('faststream', 'FS')}" for a, b in ratios),
+        *(
+            f"{a.replace('-router', '-rtr').replace('-journal', '-jrn')}/"
+            f"{b.replace('faststream', 'FS')}"
+            for a, b in ratios
+        ),
     ]
     rows: list[list[str]] = []
 
@@ -898,7 +935,7 @@ def round_ratios(runs: list[dict[str, Any]]) -> str:
         if run.get("counted"):
             rates.setdefault(run["round"], {})[run["pipeline"]] = run["max"]["msg_per_s"]
     parts = []
-    for a, b in (("esb", "plain"), ("esb", "faststream"), ("esb-router", "plain")):
+    for a, b in RATIOS:
         each = [r[a] / r[b] for _, r in sorted(rates.items()) if a in r and b in r and r[b]]
         if each:
             listed = ", ".join(f"{value:.2f}" for value in each)

@@ -39,11 +39,20 @@ Publish = Callable[[int], Awaitable[None]]
 async def esb_publisher() -> tuple[Publish, Callable[[int, int], Awaitable[int]]]:
     """The esb source: a ``Source`` whose emitter is the runtime's confirmed BrokerEmitter."""
     from esb import AdapterSettings, Broker, CloudEvent, Metrics, Source, load_settings
+    from esb.journal import Journal
     from esb.runtime import BrokerEmitter
+    from esb.topology import QueueNames
 
     settings = load_settings()
-    broker = Broker(settings.broker, "bench-source", Metrics())
+    metrics = Metrics()
+    broker = Broker(settings.broker, "bench-source", metrics)
     await broker.connect()
+    journal = None
+    if settings.journal.enabled:  # as `esb run source` does (runtime.Process)
+        name = QueueNames(settings.broker.prefix).journal
+        journal = Journal(settings.journal, broker, metrics, name)
+        await journal.declare()
+        journal.start()
 
     class Orders(Source[AdapterSettings]):
         settings_model: ClassVar[type[AdapterSettings]] = AdapterSettings
@@ -51,7 +60,7 @@ async def esb_publisher() -> tuple[Publish, Callable[[int, int], Awaitable[int]]
         async def run(self) -> None:
             """Unused: the driver decides when orders happen."""
 
-    source = Orders(AdapterSettings(), BrokerEmitter(broker, asyncio.Event()))
+    source = Orders(AdapterSettings(), BrokerEmitter(broker, asyncio.Event(), journal))
 
     async def one(seq: int) -> None:
         await source.emit(CloudEvent.new(ORDER_TYPE, SOURCE, order(seq)))

@@ -28,7 +28,7 @@ from esb.amqp_client import RobustChannel
 from esb.broker import CONNECTION_ERRORS, SENT_HEADER, Broker, sent_now
 from esb.circuit import CircuitBreaker, State
 from esb.envelope import CloudEvent
-from esb.errors import EnvelopeError, PermanentError, ProcessingError
+from esb.errors import EnvelopeError, ProcessingError
 from esb.failures import Verdict, classify, retry_after
 from esb.journal import HopNote, Journal, Outcome, note, start_note
 from esb.limits import INLINE_BODY_BYTES
@@ -36,7 +36,7 @@ from esb.masking import Masker
 from esb.metrics import CONSUME_OUTCOMES, Metrics
 from esb.parking import copy_message, encodable, parked_copy
 from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
-from esb.routing.slip import Slip, retry_override
+from esb.routing.slip import retry_override, slip_position
 from esb.settings import CircuitSettings, FailureSettings, RetrySettings
 from esb.topology import QueueSpec, access_refused, declare_queue, dlq_name
 
@@ -472,42 +472,44 @@ class Consumer:
         self._outcomes[outcome].inc()
 
     def _record(self, message: AbstractIncomingMessage, outcome: str, hop: HopNote) -> None:
-        """This delivery's hop record for the journal (:mod:`esb.journal`)."""
+        """This delivery's hop record for the journal (:mod:`esb.journal`). What the message
+        says of itself (its slip, its causation) is kept only where it fits a record: one
+        forged header must not cost the journal a whole batch."""
         if self.journal is None or outcome not in _JOURNAL_OUTCOMES or not message.message_id:
             return
         headers = message.headers
         sent = headers.get(SENT_HEADER)
         started = _STARTED.get()
         causation = headers.get(HEADER_PREFIX + "causationid")
-        try:
-            slip: Slip | None = Slip.decode(headers)
-        except PermanentError:
-            slip = None
+        route, step = slip_position(headers)
         recorded: Outcome = _JOURNAL_OUTCOMES[outcome]
         if outcome == "ok":
             recorded = hop.outcome or "applied"
-        if outcome == "rejected" and hop.reason is None:
-            hop.reason = "rejected: esb could not handle it, or its body is over the limit"
+        reason = hop.reason
+        if outcome == "rejected" and reason is None:
+            reason = "rejected: esb could not handle it, or its body is over the limit"
         self.journal.record(
             {
-                "event": message.message_id or "",
+                "event": message.message_id,
                 "outcome": recorded,
                 "service": self.service,
                 "role": self.adapter,
                 "type": message.type,
-                "causation": causation if isinstance(causation, str) else None,
+                "causation": causation
+                if isinstance(causation, str) and len(causation) <= 255
+                else None,
                 "correlation": message.correlation_id,
                 "queue": self.spec.name,
-                "route": slip.route if slip else None,
-                "step": slip.position if slip else None,
+                "route": route,
+                "step": step,
                 "waited_ms": max(0, sent_now() - sent) if type(sent) is int else None,
                 "took_ms": None
                 if started is None
                 else round((time.perf_counter() - started) * 1000, 1),
                 "attempt": hop.attempt,
                 "retry_at": hop.retry_at,
-                "reason": hop.reason[:1000] if hop.reason else None,
-                "outputs": [o.model_dump(exclude_none=True) for o in hop.outputs],
+                "reason": reason[:1000] if reason else None,
+                "outputs": hop.outputs,
                 "keys": hop.keys,
             }
         )

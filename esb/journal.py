@@ -98,7 +98,8 @@ class HopNote:
     """What a handler tells the journal about the delivery it handles (see :func:`note`)."""
 
     outcome: Outcome | None = None
-    outputs: list[Output] = field(default_factory=list)
+    #: ``{"event": id, "to": queue, "route": name}`` per event sent on, as a record holds it.
+    outputs: list[dict[str, str]] = field(default_factory=list)
     attempt: int | None = None
     retry_at: float | None = None
     reason: str | None = None
@@ -124,7 +125,14 @@ def start_note() -> HopNote:
     return hop
 
 
-def note_outputs(outcome: Outcome, outputs: list[Output]) -> None:
+def sent(event: str, to: str, route: str | None) -> dict[str, str]:
+    """One event a hop sent on, as its record lists it."""
+    return (
+        {"event": event, "to": to} if route is None else {"event": event, "to": to, "route": route}
+    )
+
+
+def note_outputs(outcome: Outcome, outputs: list[dict[str, str]]) -> None:
     """Record, when the journal is on, that this delivery's hop sent ``outputs`` on."""
     hop = _NOTE.get()
     if hop is not None:

@@ -19,12 +19,12 @@ from esb.broker import Addressed, Broker
 from esb.consumer import off_loop
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError, EsbError, PermanentError, TransientError
-from esb.journal import Output, note, note_outputs
+from esb.journal import note, note_outputs, sent
 from esb.metrics import Bound, Metrics
 from esb.routing.engine import StepFailed, match, route_copy, run_hop
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
 from esb.routing.model import is_pool_name
-from esb.routing.slip import HEADER, Slip, route_named
+from esb.routing.slip import HEADER, Slip
 from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.topology import QueueNames, QueueSpec, declare_queue
 
@@ -160,7 +160,7 @@ class RouterService:
                 },
             )
             self._unrouted.inc()
-            note_outputs("unrouted", [Output(event=event.id, to=self.names.unrouted)])
+            note_outputs("unrouted", [sent(event.id, self.names.unrouted, None)])
             return
         sends = [await self._send(route, event, message) for route in matches.routes]
         failures = await self.broker.publish_each([c for send in sends for c in send.copies])
@@ -172,7 +172,10 @@ class RouterService:
                 self._routed(send.route).inc()
         _raise_first(failures)
         if note() is not None:
-            note_outputs("routed", _outputs([c for send in sends for c in send.copies]))
+            outputs = [
+                sent(c.event.id, c.routing_key, send.route) for send in sends for c in send.copies
+            ]
+            note_outputs("routed", outputs)
 
     async def _send(
         self, route: CompiledRoute, event: CloudEvent, message: AbstractIncomingMessage
@@ -210,13 +213,6 @@ class RouterService:
 
 def _slip(slip: Slip) -> dict[str, str]:
     return {HEADER: slip.encode()}
-
-
-def _outputs(copies: Iterable[Addressed]) -> list[Output]:
-    """The journal's view of what a hop sent: each copy's id, queue and route."""
-    return [
-        Output(event=c.event.id, to=c.routing_key, route=route_named(c.headers)) for c in copies
-    ]
 
 
 class TransformerService:
@@ -341,7 +337,7 @@ class TransformerService:
         copies = [Addressed(output, queue, "", headers) for queue in queues]
         _raise_first(await self.broker.publish_each(copies))
         if note() is not None:
-            note_outputs("transformed", _outputs(copies))
+            note_outputs("transformed", [sent(output.id, q, route.name) for q in queues])
 
     async def _hand_off(self, route: CompiledRoute, slip: Slip, failed: StepFailed) -> None:
         queue = self.names.steps(route.steps[failed.position - 1].runs_in)
@@ -356,4 +352,4 @@ class TransformerService:
         at = Slip(route.name, route.version, failed.position, slip.retry)
         await self.broker.publish(failed.reached, routing_key=queue, exchange="", headers=_slip(at))
         if note() is not None:
-            note_outputs("transformed", _outputs([Addressed(failed.reached, queue, "", _slip(at))]))
+            note_outputs("transformed", [sent(failed.reached.id, queue, route.name)])

@@ -92,3 +92,22 @@ def route_named(headers: Mapping[str, Any] | None) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return route if isinstance(route, str) else None
+
+
+def slip_position(headers: Mapping[str, Any] | None) -> tuple[str | None, int | None]:
+    """The route and step a message's slip names, unchecked (for a journal record, never to
+    act on): each None when absent, of the wrong type, or longer than a record keeps."""
+    raw = (headers or {}).get(HEADER)
+    if not isinstance(raw, str | bytes):
+        return None, None
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    route, position = doc.get("route"), doc.get("position")
+    return (
+        route if isinstance(route, str) and len(route) <= SHORT_STRING_BYTES else None,
+        position if type(position) is int and 0 < position < 2**31 else None,
+    )

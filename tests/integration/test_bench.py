@@ -1,4 +1,4 @@
-"""The quick run docs/performance.md gives works end to end: both pipelines are measured at
+"""The quick run docs/performance.md gives works end to end: each pipeline is measured at
 every rate, the figures are written, and nothing the bench declared is left on the broker.
 (The figures themselves are the bench's to print, not a test's to judge.)"""
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-COMMAND = ".venv/bin/python bench/pipeline.py --quick --pipelines esb,plain"
+COMMAND = ".venv/bin/python bench/pipeline.py --quick --pipelines esb,plain,esb-journal"
 
 
 def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
@@ -35,13 +35,18 @@ def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
     results = json.loads((ROOT / found[1]).read_text())
     assert (ROOT / found[2]).stat().st_size > 0
     assert results["failed"] == {}
-    for pipeline in ("esb", "plain"):
+    hops = {"router", "transformer", "sink", "source"}
+    for pipeline, its_hops in (("esb", hops), ("plain", hops), ("esb-journal", {*hops, "journal"})):
         summary = results["summary"][pipeline]
         assert summary["msg_per_s"] > 0
         assert [rate["offered"] for rate in summary["latency"]] == results["rates"]
         assert all(rate["p50_ms"] > 0 for rate in summary["latency"]), summary["latency"]
         assert all(rate["python_cpu_us_per_msg"] > 0 for rate in summary["latency"])
-        assert set(summary["cpu_us_per_msg"]) == {"router", "transformer", "sink", "source"}
+        assert set(summary["cpu_us_per_msg"]) == its_hops
+    # The journal was paid for: a record from the source and each of the three hops an order.
+    (journaled,) = [r for r in results["runs"] if r["pipeline"] == "esb-journal" and r["counted"]]
+    assert journaled["journal"]["per_order"] == 4.0, journaled["journal"]
+    assert re.search(r"journal stored [\d,]+ hop records \(4\.0 an order\)", run.stdout)
     paced_cpu = r"^Python \+ broker CPU us/msg at [\d,]+/s\s+[\d,]+ \+ [\d,]+"
     assert re.search(paced_cpu, run.stdout, re.M), run.stdout[-3000:]
     by_round = re.search(
@@ -50,3 +55,4 @@ def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
     assert by_round is not None, run.stdout[-3000:]
     esb, plain = results["summary"]["esb"]["msg_per_s"], results["summary"]["plain"]["msg_per_s"]
     assert by_round[1] == f"{esb / plain:.2f}"  # one round: its ratio is the medians' ratio
+    assert re.search(r"esb-journal/esb [\d.]+ \(median", run.stdout), run.stdout[-3000:]

@@ -10,7 +10,7 @@ import aio_pika
 import orjson
 from hypothesis import strategies as st
 
-from esb.journal import RECORDS
+from esb.journal import RECORDS, HopRecord
 from esb.topology import QueueNames
 from tests.support.hostile_cases import collect
 from tests.support.processes import EsbProcess, esb_cli, read_ids, wait_for
@@ -175,23 +175,45 @@ async def test_the_journal_refuses_what_is_not_hop_records_and_stores_the_rest(
         0,
     )
     junk.append(orjson.dumps([{**valid[0], "event": "x" * 300}]))  # over AMQP's 255 bytes
+    # One forged record beside a good one: the good one is stored, the forged one refused.
+    mixed = orjson.dumps([{**valid[0], "route": "r" * 10_000}, {**valid[0], "event": "e-2"}])
     try:
         process.wait_ready()
         connection = await aio_pika.connect(env["ESB_BROKER__URL"])
         async with connection:
             channel = await connection.channel()
             queue = QueueNames(env["ESB_BROKER__PREFIX"]).journal
-            for body in [*junk, orjson.dumps(valid)]:
+            for body in [*junk, mixed, orjson.dumps(valid)]:
                 await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
-        wait_for(lambda: stored(journal) == 1, 30, process.tail)
+        wait_for(lambda: stored(journal) == 2, 30, process.tail)
+        with sqlite3.connect(journal) as db:
+            assert sorted(e for (e,) in db.execute("SELECT event FROM esb_hops")) == ["e-1", "e-2"]
+        refused = sum(_invalid_records(body) for body in junk) + 1
         metrics = process.metrics()
-        assert (
-            f'esb_journal_stored_records_total{{result="refused",service="journal"}} {len(junk)}.0'
-            in metrics
-        )
+        line = 'esb_journal_stored_records_total{result="refused",service="journal"}'
+        assert f"{line} {refused}.0" in metrics
         assert process.ready()
     finally:
         process.stop()
+
+
+def _invalid_records(body: bytes) -> int:
+    """Records of a message the journal must refuse: a message that is no list counts one."""
+    try:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return 1
+    if not isinstance(items, list):
+        return 1
+    return sum(1 for item in items if not _valid_record(item))
+
+
+def _valid_record(item: object) -> bool:
+    try:
+        HopRecord.model_validate(item)
+    except ValueError:
+        return False
+    return True
 
 
 def _valid(body: bytes) -> bool:
