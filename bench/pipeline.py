@@ -285,8 +285,13 @@ class Run:
             env["ESB_SERVICE__NAME"] = service
         if self.pipeline.key == "esb-journal":
             env["ESB_JOURNAL__ENABLED"] = "true"
-            env["ESB_JOURNAL__PATH"] = str(self.workdir / "journal.sqlite3")
+            env["ESB_JOURNAL__PATH"] = str(self.journal_path)
         return env
+
+    @property
+    def journal_path(self) -> Path:
+        """This run's own journal file: rounds share the work directory."""
+        return self.workdir / f"{self.prefix}.journal.sqlite3"
 
     def routes_dir(self) -> Path:
         """The bench's route file, with the paid-orders route's steps in the router if asked."""
@@ -595,7 +600,7 @@ async def measure(
     result["others_cores"] = sum(u.others for u in usages) / wall
     result["broker_cores"] = sum(u.broker for u in usages) / wall
     if run.pipeline.key == "esb-journal":
-        result["journal"] = await journal_records(run.workdir / "journal.sqlite3", seq.next - 1)
+        result["journal"] = await journal_records(run.journal_path, seq.next - 1)
     return result
 
 
