@@ -230,7 +230,8 @@ async def publish_raw(url: str, exchange: str, body: bytes) -> None:
 def test_every_kind_of_process_exposes_metrics_promtool_accepts_without_created_series(
     amqp_url: str, tmp_path: Path
 ) -> None:
-    """A router, a transformer, a source and a sink, each after handling events: their
+    """A router, a transformer, a source, a sink and the journal, each after handling events
+    (every hop writing its records to the journal): their
     /metrics pass `promtool check metrics` (names, HELP, types, units) and carry no
     `_created` series, which would double the series count for a timestamp nobody reads.
     Every outcome and reason a process exports is named in its metric's HELP."""
@@ -240,9 +241,13 @@ def test_every_kind_of_process_exposes_metrics_promtool_accepts_without_created_
         "ESB_BROKER__URL": amqp_url,
         "ESB_BROKER__EXCHANGE": f"{prefix}.events",
         "ESB_BROKER__PREFIX": prefix,
+        "ESB_JOURNAL__ENABLED": "true",
+        "ESB_JOURNAL__PATH": str(tmp_path / "journal.sqlite3"),
+        "ESB_JOURNAL__FLUSH_SECONDS": "0.1",
     }
     webhook_port = free_port()
     processes = {
+        "journal": EsbProcess(["run", "journal"], env, tmp_path / "j.log"),
         "router": EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "r.log"),
         "transformer": EsbProcess(
             ["run", "transformer", "--routes", str(routes)], env, tmp_path / "t.log"
@@ -295,6 +300,8 @@ def test_every_kind_of_process_exposes_metrics_promtool_accepts_without_created_
             if sample.name == "esb_adapter_operations_total"
         }
         assert operations == {("request", "202"): 2, ("request", "400"): 1}
+        stored = 'esb_journal_stored_records_total{result="stored",service="journal"}'
+        wait_for(lambda: stored in processes["journal"].metrics(), 30, processes["journal"].tail)
         for kind, process in processes.items():
             text = process.metrics()
             for family in text_string_to_metric_families(text):
