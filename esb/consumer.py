@@ -22,6 +22,7 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
+from esb import tracing
 from esb.acks import SETTLE_ERRORS, Acks
 from esb.amqp_binding import HEADER_PREFIX, from_message
 from esb.amqp_client import RobustChannel
@@ -36,11 +37,14 @@ from esb.masking import Masker
 from esb.metrics import CONSUME_OUTCOMES, Metrics
 from esb.parking import copy_message, encodable, parked_copy
 from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
-from esb.routing.slip import retry_override, slip_position
+from esb.routing.slip import retry_override, route_named, slip_position
 from esb.settings import CircuitSettings, FailureSettings, RetrySettings
 from esb.topology import QueueSpec, access_refused, declare_queue, dlq_name
 
 log = logging.getLogger(__name__)
+
+#: Outcomes a span marks as errors: the hop did not apply the event.
+_FAILED = frozenset({"retried", "parked", "rejected", "returned", "requeued"})
 
 #: The consumer's outcomes a hop record tells (``ok``: what the handler noted).
 _JOURNAL_OUTCOMES: dict[str, Outcome] = {
@@ -105,9 +109,11 @@ class Consumer:
         masker: Masker | None = None,
         ordered: bool = False,
         journal: Journal | None = None,
+        tracer: tracing.Tracer | None = None,
     ) -> None:
         self.broker = broker
         self.journal = journal
+        self.tracer = tracer
         self.handler = handler
         self.spec = spec
         self.adapter = adapter
@@ -271,6 +277,21 @@ class Consumer:
             return
         if self.journal is not None and (hop := note()) is not None:
             hop.keys = self.journal.keys(event)
+        if self.tracer is None:
+            await self._apply(message, event, attempts)
+            return
+        attributes = {
+            "messaging.rabbitmq.destination.routing_key": message.routing_key,
+            "esb.route": route_named(message.headers),
+            "esb.attempt": attempts + 1,
+        }
+        with self.tracer.span("process", self.spec.name, event, **attributes) as traced:
+            await self._apply(message, traced, attempts)
+
+    async def _apply(
+        self, message: AbstractIncomingMessage, event: CloudEvent, attempts: int
+    ) -> None:
+        """Hand ``event`` to the handler, then settle the delivery by what happened."""
         was_open = self.circuit.state == State.OPEN
         try:
             await self.handler(event, message)
@@ -455,6 +476,8 @@ class Consumer:
             self._trace(message, outcome)
         if self.journal is not None and (hop := note()) is not None:
             self._record(message, outcome, hop)
+        if self.tracer is not None:
+            tracing.outcome(outcome, failed=outcome in _FAILED)
         try:
             if requeue or reject:
                 await message.nack(requeue=requeue)

@@ -39,6 +39,7 @@ from esb.routing.slip import route_named
 from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.settings import ProcessSettings
 from esb.topology import QueueNames, QueueSpec
+from esb.tracing import Tracer, tracer_for
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +71,34 @@ class BrokerEmitter:
     #: seconds says so, the rest go to the debug log.
     WARN_EVERY = 5.0
 
-    def __init__(self, broker: Broker, stop: asyncio.Event, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        stop: asyncio.Event,
+        journal: Journal | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._broker = broker
         self._stop = stop
         self._journal = journal
+        self._tracer = tracer
         self._warned_at = -self.WARN_EVERY
         #: The largest body consumers accept: a source refuses larger input at its edge.
         self.max_body_bytes = broker.settings.max_body_bytes
 
     async def emit(self, event: CloudEvent) -> None:
-        try:
-            await self._broker.publish(event)
-        except BrokerUnavailable:
-            await self._retry(event)
+        if self._tracer is None:
+            await self._publish(event)
+        else:
+            exchange = self._broker.settings.exchange
+            with self._tracer.span(
+                "send",
+                exchange,
+                event,
+                **{"messaging.rabbitmq.destination.routing_key": event.type},
+            ) as traced:
+                await self._publish(traced)
+                event = traced
         if self._journal is not None:
             self._journal.record(
                 {
@@ -97,6 +113,12 @@ class BrokerEmitter:
                     "keys": self._journal.keys(event),
                 }
             )
+
+    async def _publish(self, event: CloudEvent) -> None:
+        try:
+            await self._broker.publish(event)
+        except BrokerUnavailable:
+            await self._retry(event)
 
     async def _retry(self, event: CloudEvent) -> None:
         async for attempt in AsyncRetrying(
@@ -138,6 +160,7 @@ class Process:
             if journal.enabled
             else None
         )
+        self.tracer = tracer_for(self.service)
 
     async def connect(self) -> None:
         """Connect to the broker, retrying with backoff until it answers or we are told to stop."""
@@ -177,6 +200,8 @@ class Process:
             if self.journal is not None:
                 await self.journal.stop()
             await self.broker.close()
+            if self.tracer is not None:
+                await asyncio.to_thread(self.tracer.shutdown)
             await server.stop()
 
 
@@ -257,7 +282,8 @@ async def run_source(
         settings, service_name(settings, adapter, "source"), stop=stop or asyncio.Event()
     )
     source: Source[Any] = adapter.source(
-        settings.adapter, BrokerEmitter(process.broker, process.stop, process.journal)
+        settings.adapter,
+        BrokerEmitter(process.broker, process.stop, process.journal, process.tracer),
     )
     if settings.source.correlation_field is not None:
         source.correlate_by = DataField(settings.source.correlation_field)
@@ -323,6 +349,7 @@ async def run_sink(
         masker=masker(settings),
         ordered=settings.consume.ordered,
         journal=process.journal,
+        tracer=process.tracer,
     )
     if store is not None:
         await store.open()
@@ -398,6 +425,7 @@ async def run_router(
         retry=settings.retry,
         masker=masker(settings),
         journal=process.journal,
+        tracer=process.tracer,
     )
     # Its own steps that failed wait in the router pool's queue, to retry or park one by one.
     steps = TransformerService(process.broker, table, [ROUTER], routes_dir)
@@ -427,6 +455,7 @@ def _transformer_consumer(
         failures=settings.failures,
         masker=masker(settings),
         journal=process.journal,
+        tracer=process.tracer,
     )
 
 

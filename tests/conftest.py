@@ -107,7 +107,7 @@ def private_rabbit(tmp_path: Path) -> Iterator[PrivateRabbit]:
 
 
 #: Sinks the routed tests declare; their queues are deleted after each test.
-ROUTED_TEST_SINKS = ("crm", "ledger", "carrier")
+ROUTED_TEST_SINKS = ("crm", "ledger", "carrier", "orders-db")
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from adapters.http.settings import (
 from esb import AdapterSettings, CloudEvent, PermanentError, Sink, TransientError
 from esb.failures import http_error
 from esb.settings import redact_url
+from esb.tracing import outgoing_headers
 
 _PLACEHOLDER = re.compile(r"\{([a-z]+(?:\.[A-Za-z0-9_]+)*)\}")
 _MAX_ERROR_BODY = 300
@@ -144,7 +145,7 @@ class HttpSink(Sink[HttpSinkSettings]):
     async def _send(
         self, session: aiohttp.ClientSession, url: str, event: CloudEvent, *, refresh_token: bool
     ) -> None:
-        headers = dict(self.settings.headers)
+        headers = {**self.settings.headers, **outgoing_headers(event)}
         if self.settings.idempotency_header:
             name = self.settings.idempotency_header
             headers[name] = check_header(name, event.id)

@@ -41,6 +41,7 @@ from esb import (
 from esb.amqp_binding import STRUCTURED_CONTENT_TYPE, decode, is_structured
 from esb.envelope import loads_json, parse_structured
 from esb.limits import DEFAULT_MAX_BODY_BYTES, MAX_ATTRIBUTE_BYTES, SHORT_STRING_BYTES
+from esb.tracing import continued
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class WebhookSource(Source[WebhookSourceSettings]):
             self.refuse_input("bad_signature", reason)
             return web.json_response({"error": reason}, status=401)
         try:
-            event = self.to_event(body, request.headers)
+            event = continued(self.to_event(body, request.headers), request.headers)
             check_publishable(event, self.bus_max_body_bytes)
         except EnvelopeError as exc:
             if exc.code == "too_large":  # JSON re-encoded larger than it came (1e15, 1E2)
