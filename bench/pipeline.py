@@ -51,6 +51,7 @@ import cleanup
 import orjson
 import psutil
 import yaml
+from aiohttp import web
 from pipeline_common import ARRIVAL, ROUTE, ROUTES_DIR, VALIDATORS, WINDOW
 
 BENCH = Path(__file__).resolve().parent
@@ -61,7 +62,13 @@ HOPS = ("router", "transformer", "sink", "source", "journal")
 FIXED_RATE = 250.0
 #: The ratios the table and the round-by-round line print: esb against its peers, esb with
 #: its steps in the router against plain's three hops, and what the journal costs esb.
-RATIOS = (("esb", "plain"), ("esb", "faststream"), ("esb-router", "plain"), ("esb-journal", "esb"))
+RATIOS = (
+    ("esb", "plain"),
+    ("esb", "faststream"),
+    ("esb-router", "plain"),
+    ("esb-journal", "esb"),
+    ("esb-otel", "esb"),
+)
 #: More tries for the run whose maximum sets the paced rates: a disturbed one would set
 #: them all too low for every pipeline and round.
 RATE_TRIES = 3
@@ -80,6 +87,8 @@ PIPELINES = (
     # esb with message tracking: every hop (the source too) writes its records, and the
     # journal process that stores them counts in the CPU.
     Pipeline("esb-journal", "esb + journal", ("router", "transformer", "sink", "journal")),
+    # esb with a span per hop exported over OTLP/HTTP (esb[otel]) to a receiver in the bench.
+    Pipeline("esb-otel", "esb + OpenTelemetry", ("router", "transformer", "sink")),
     Pipeline("plain", "plain aio-pika", ("router", "transformer", "sink")),
     Pipeline("faststream", "FastStream", ("router", "transformer", "sink")),
 )
@@ -268,6 +277,7 @@ class Run:
     source: asyncio.subprocess.Process | None = None
     arrivals: Arrivals = field(default_factory=Arrivals)
     read_fd: int = -1
+    otlp: OtlpReceiver | None = None
 
     @property
     def exchange(self) -> str:
@@ -286,6 +296,8 @@ class Run:
         if self.pipeline.key == "esb-journal":
             env["ESB_JOURNAL__ENABLED"] = "true"
             env["ESB_JOURNAL__PATH"] = str(self.journal_path)
+        if self.otlp is not None:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{self.otlp.port}"
         return env
 
     @property
@@ -346,6 +358,9 @@ class Run:
         connection declared the same moment (``noproc``), which a hop's start would hit.
         """
         key = self.pipeline.key
+        if key == "esb-otel":
+            self.otlp = OtlpReceiver()
+            await self.otlp.start()
         if key.startswith("esb"):
             routes = str(self.routes_dir())
             commands = {
@@ -465,6 +480,36 @@ class Run:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+        if self.otlp is not None:
+            await self.otlp.stop()
+
+
+class OtlpReceiver:
+    """Where esb-otel's processes export spans: answers OTLP/HTTP as a collector would, and
+    counts what it got without decoding it (its CPU is the bench's, not the pipeline's)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.requests = 0
+        self.bytes = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        async def traces(request: web.Request) -> web.Response:
+            self.bytes += len(await request.read())
+            self.requests += 1
+            return web.Response(status=200, content_type="application/x-protobuf")
+
+        app = web.Application()
+        app.router.add_post("/v1/traces", traces)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -601,6 +646,9 @@ async def measure(
     result["broker_cores"] = sum(u.broker for u in usages) / wall
     if run.pipeline.key == "esb-journal":
         result["journal"] = await journal_records(run.journal_path, seq.next - 1)
+    if run.otlp is not None:
+        await asyncio.sleep(1.0)  # the last batch of spans (OTEL_BSP_SCHEDULE_DELAY)
+        result["otel"] = {"requests": run.otlp.requests, "bytes": run.otlp.bytes}
     return result
 
 
@@ -738,6 +786,12 @@ class Bench:
                     f"; journal stored {figures['journal']['records']:,} hop records "
                     f"({figures['journal']['per_order']:.1f} an order)"
                     if "journal" in figures
+                    else ""
+                )
+                + (
+                    f"; spans exported: {figures['otel']['bytes'] / 1e6:,.1f} MB in "
+                    f"{figures['otel']['requests']:,} OTLP requests"
+                    if "otel" in figures
                     else ""
                 )
                 + (" -> DISTURBED" if figures["disturbed"] else ""),

@@ -42,6 +42,7 @@ async def esb_publisher() -> tuple[Publish, Callable[[int, int], Awaitable[int]]
     from esb.journal import Journal
     from esb.runtime import BrokerEmitter
     from esb.topology import QueueNames
+    from esb.tracing import tracer_for
 
     settings = load_settings()
     metrics = Metrics()
@@ -60,7 +61,8 @@ async def esb_publisher() -> tuple[Publish, Callable[[int, int], Awaitable[int]]
         async def run(self) -> None:
             """Unused: the driver decides when orders happen."""
 
-    source = Orders(AdapterSettings(), BrokerEmitter(broker, asyncio.Event(), journal))
+    tracer = tracer_for("bench-source")  # as `esb run source` does, with OTEL_* set
+    source = Orders(AdapterSettings(), BrokerEmitter(broker, asyncio.Event(), journal, tracer))
 
     async def one(seq: int) -> None:
         await source.emit(CloudEvent.new(ORDER_TYPE, SOURCE, order(seq)))

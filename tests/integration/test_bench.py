@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-COMMAND = ".venv/bin/python bench/pipeline.py --quick --pipelines esb,plain,esb-journal"
+COMMAND = ".venv/bin/python bench/pipeline.py --quick --pipelines esb,plain,esb-journal,esb-otel"
 
 
 def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
@@ -36,7 +36,13 @@ def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
     assert (ROOT / found[2]).stat().st_size > 0
     assert results["failed"] == {}
     hops = {"router", "transformer", "sink", "source"}
-    for pipeline, its_hops in (("esb", hops), ("plain", hops), ("esb-journal", {*hops, "journal"})):
+    measured = (
+        ("esb", hops),
+        ("plain", hops),
+        ("esb-journal", {*hops, "journal"}),
+        ("esb-otel", hops),
+    )
+    for pipeline, its_hops in measured:
         summary = results["summary"][pipeline]
         assert summary["msg_per_s"] > 0
         assert [rate["offered"] for rate in summary["latency"]] == results["rates"]
@@ -47,6 +53,10 @@ def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
     (journaled,) = [r for r in results["runs"] if r["pipeline"] == "esb-journal" and r["counted"]]
     assert journaled["journal"]["per_order"] == 4.0, journaled["journal"]
     assert re.search(r"journal stored [\d,]+ hop records \(4\.0 an order\)", run.stdout)
+    # And the spans were made and exported: the receiver in the bench got them.
+    (traced,) = [r for r in results["runs"] if r["pipeline"] == "esb-otel" and r["counted"]]
+    assert traced["otel"]["requests"] > 0, traced["otel"]
+    assert traced["otel"]["bytes"] > 0, traced["otel"]
     paced_cpu = r"^Python \+ broker CPU us/msg at [\d,]+/s\s+[\d,]+ \+ [\d,]+"
     assert re.search(paced_cpu, run.stdout, re.M), run.stdout[-3000:]
     by_round = re.search(
