@@ -532,8 +532,8 @@ class Consumer:
                 "attempt": hop.attempt,
                 "retry_at": hop.retry_at,
                 "reason": reason[:1000] if reason else None,
-                "outputs": hop.outputs,
-                "keys": hop.keys,
+                "outputs": hop.outputs or None,
+                "keys": hop.keys or None,
             }
         )
 

@@ -52,6 +52,9 @@ Text = Annotated[str, StringConstraints(max_length=1000)]
 MAX_PENDING = 10_000
 #: Records in one journal message.
 MAX_BATCH = 1_000
+#: Seconds between two warnings that records were dropped (a missing journal queue would
+#: otherwise log one every flush).
+WARN_EVERY = 60.0
 
 
 class Output(BaseModel):
@@ -160,6 +163,7 @@ class Journal:
         self._sent = metrics.journal_records.labels(broker.service, "sent")
         self._dropped = metrics.journal_records.labels(broker.service, "dropped")
         self._task: asyncio.Task[None] | None = None
+        self._warned_at = -WARN_EVERY
 
     def keys(self, event: CloudEvent) -> dict[str, str]:
         """The business keys of ``event`` (``journal.keys`` it holds)."""
@@ -171,12 +175,14 @@ class Journal:
         return found
 
     def record(self, record: dict[str, Any]) -> None:
-        """Queue one record; never blocks. Past :data:`MAX_PENDING` it is dropped."""
+        """Queue one record; never blocks. Past :data:`MAX_PENDING` it is dropped. Fields
+        without a value are left out: the journal's messages are half the size."""
         if len(self._pending) >= MAX_PENDING:
             self._dropped.inc()
             return
-        record.setdefault("at", time.time())
-        self._pending.append(record)
+        kept = {name: value for name, value in record.items() if value is not None}
+        kept.setdefault("at", time.time())
+        self._pending.append(kept)
 
     async def declare(self) -> None:
         """The journal queue, bounded: when no journal process takes records, the oldest go."""
@@ -203,17 +209,27 @@ class Journal:
         """Publish pending records, :data:`MAX_BATCH` a message; a failed batch is dropped."""
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            # Transient: the broker keeps records in memory, not on disk. A broker restart
+            # loses those not yet stored; the flow's own messages are what must survive.
             message = aio_pika.Message(
                 orjson.dumps(batch),
                 content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
                 type="esb.journal.records",
             )
             try:
                 await self._broker.publish_message(message, self.queue, exchange="")
             except Exception as exc:  # the flow goes on; the journal has a gap
                 self._dropped.inc(len(batch))
-                log.warning("journal: %d hop records dropped: %s", len(batch), exc)
+                now = time.monotonic()
+                if now - self._warned_at >= WARN_EVERY:
+                    self._warned_at = now
+                    log.warning(
+                        "journal: hop records dropped (%d now; esb_journal_records_total "
+                        "counts them all): %s",
+                        len(batch),
+                        exc,
+                    )
             else:
                 self._sent.inc(len(batch))
 
@@ -221,10 +237,12 @@ class Journal:
 async def declare_journal_queue(
     channel: aio_pika.abc.AbstractChannel, name: str, settings: JournalSettings
 ) -> aio_pika.abc.AbstractQueue:
-    """A classic durable queue holding at most ``journal.max_messages`` messages: past that
-    the oldest are dropped, so a stopped journal process costs the broker bounded space."""
+    """A classic durable queue holding at most ``journal.max_bytes`` of records: past that
+    the oldest are dropped, so a stopped journal process costs the broker bounded memory
+    (the records are transient) and never raises its memory alarm, which would block every
+    publisher of the flow."""
     return await channel.declare_queue(
         name,
         durable=True,
-        arguments={"x-max-length": settings.max_messages, "x-overflow": "drop-head"},
+        arguments={"x-max-length-bytes": settings.max_bytes, "x-overflow": "drop-head"},
     )

@@ -25,20 +25,19 @@ from esb.settings import JournalSettings
 #: Records read for one trace at most: a correlation holding more is shown in part.
 MAX_RECORDS = 5_000
 
+#: Indexes serve lookups only: every record pays for each one, while the retention pass
+#: (every few minutes, off the event loop) can afford to scan.
 _TABLES = [
     "CREATE TABLE IF NOT EXISTS esb_hops (event TEXT NOT NULL, correlation TEXT NOT NULL, "
     "at DOUBLE PRECISION NOT NULL, record TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS esb_hops_event ON esb_hops (event)",
     "CREATE INDEX IF NOT EXISTS esb_hops_correlation ON esb_hops (correlation)",
-    "CREATE INDEX IF NOT EXISTS esb_hops_at ON esb_hops (at)",
     "CREATE TABLE IF NOT EXISTS esb_hop_outputs (event TEXT NOT NULL, correlation TEXT NOT NULL, "
     "at DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS esb_hop_outputs_event ON esb_hop_outputs (event)",
-    "CREATE INDEX IF NOT EXISTS esb_hop_outputs_at ON esb_hop_outputs (at)",
     "CREATE TABLE IF NOT EXISTS esb_hop_keys (name TEXT NOT NULL, value TEXT NOT NULL, "
     "correlation TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS esb_hop_keys_value ON esb_hop_keys (name, value)",
-    "CREATE INDEX IF NOT EXISTS esb_hop_keys_at ON esb_hop_keys (at)",
 ]
 
 

@@ -110,7 +110,7 @@ class BrokerEmitter:
                     "causation": event.causationid,
                     "correlation": event.correlationid,
                     "outputs": [{"event": event.id, "to": self._broker.settings.exchange}],
-                    "keys": self._journal.keys(event),
+                    "keys": self._journal.keys(event) or None,
                 }
             )
 

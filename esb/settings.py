@@ -9,7 +9,7 @@ Values come, strongest first, from keyword arguments, environment variables
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, ClassVar, Literal, Self, cast, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
@@ -210,10 +210,34 @@ class CircuitSettings(BaseModel):
     max_open_seconds: float = Field(default=30.0, gt=0, description="Longest wait between probes.")
 
 
-class IdempotencySettings(BaseModel):
-    """Where a sink remembers the message ids it applied, so a redelivery is not applied twice."""
+class PostgresStoreSettings(BaseModel):
+    """A store's PostgreSQL connection: given, or read from a secret file."""
 
     model_config = ConfigDict(extra="forbid")
+
+    #: The settings section, for the error naming a DSN file that cannot be read.
+    SECTION: ClassVar[str]
+
+    dsn: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL connection string (backend postgres).",
+        examples=["postgresql://esb@db/esb"],
+    )
+    dsn_file: Path | None = Field(
+        default=None, description="File holding the DSN (a container secret); overrides dsn."
+    )
+
+    @model_validator(mode="after")
+    def _dsn_from_file(self) -> Self:
+        if self.dsn_file is not None:
+            self.dsn = SecretStr(read_secret(self.dsn_file, f"{self.SECTION}.dsn_file"))
+        return self
+
+
+class IdempotencySettings(PostgresStoreSettings):
+    """Where a sink remembers the message ids it applied, so a redelivery is not applied twice."""
+
+    SECTION = "idempotency"
 
     backend: Literal["sqlite", "postgres", "none"] = Field(
         default="sqlite",
@@ -223,27 +247,13 @@ class IdempotencySettings(BaseModel):
     path: Path | None = Field(
         default=None, description="SQLite file; default <service>.idempotency.sqlite3 here."
     )
-    dsn: SecretStr | None = Field(
-        default=None,
-        description="PostgreSQL connection string (backend postgres).",
-        examples=["postgresql://esb@db/esb"],
-    )
-    dsn_file: Path | None = Field(
-        default=None, description="File holding the DSN (a container secret); overrides dsn."
-    )
     ttl_hours: float = Field(default=168.0, gt=0, description="How long an id is remembered.")
 
-    @model_validator(mode="after")
-    def _dsn_from_file(self) -> IdempotencySettings:
-        if self.dsn_file is not None:
-            self.dsn = SecretStr(read_secret(self.dsn_file, "idempotency.dsn_file"))
-        return self
 
-
-class JournalSettings(BaseModel):
+class JournalSettings(PostgresStoreSettings):
     """Message tracking: every hop's record of each event, stored for ``esb trace``."""
 
-    model_config = ConfigDict(extra="forbid")
+    SECTION = "journal"
 
     enabled: bool = Field(
         default=False,
@@ -260,24 +270,17 @@ class JournalSettings(BaseModel):
     flush_seconds: float = Field(
         default=0.5, gt=0, le=60, description="How often a process sends its records."
     )
-    max_messages: int = Field(
-        default=100_000,
-        ge=1,
-        description="Messages (of up to 1,000 records) the journal queue holds; past it the "
-        "oldest are dropped, so a stopped journal process costs bounded broker space.",
+    max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes of records the journal queue holds (in the broker's memory: they "
+        "are transient); past it the oldest are dropped, so a stopped journal process costs "
+        "the broker bounded memory and never holds the flow.",
     )
     backend: Literal["sqlite", "postgres"] = Field(
         default="sqlite", description="Where esb run journal stores records (esb trace reads)."
     )
     path: Path = Field(default=Path("esb-journal.sqlite3"), description="SQLite file.")
-    dsn: SecretStr | None = Field(
-        default=None,
-        description="PostgreSQL connection string (backend postgres).",
-        examples=["postgresql://esb@db/esb"],
-    )
-    dsn_file: Path | None = Field(
-        default=None, description="File holding the DSN (a container secret); overrides dsn."
-    )
     retention_hours: float = Field(default=168.0, gt=0, description="How long records are kept.")
 
     @field_validator("keys")
@@ -288,9 +291,7 @@ class JournalSettings(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _dsn_from_file(self) -> JournalSettings:
-        if self.dsn_file is not None:
-            self.dsn = SecretStr(read_secret(self.dsn_file, "journal.dsn_file"))
+    def _postgres_needs_a_dsn(self) -> JournalSettings:
         if self.backend == "postgres" and self.dsn is None:
             raise ValueError("backend postgres needs dsn or dsn_file")
         return self

@@ -10,10 +10,11 @@ import aio_pika
 import orjson
 from hypothesis import strategies as st
 
+from esb import CloudEvent
 from esb.journal import RECORDS, HopRecord
 from esb.topology import QueueNames
 from tests.support.hostile_cases import collect
-from tests.support.processes import EsbProcess, esb_cli, read_ids, wait_for
+from tests.support.processes import EsbProcess, connected_broker, esb_cli, read_ids, wait_for
 
 INTEGERS = st.integers(-(2**63), 2**63 - 1)
 
@@ -34,6 +35,38 @@ routes:
       - validate: shipment.v1
     to: carrier
 """
+
+
+def shop_flow(
+    env: dict[str, str], routes: Path, tmp_path: Path, **carrier: str
+) -> list[EsbProcess]:
+    """ROUTES' processes: router, transformer, the ledger (a jsonl sink writing
+    ``ledger.jsonl``) and the carrier (an http sink whose target refuses every connection,
+    so each delivery is retried), ``carrier`` added to the carrier's environment."""
+    return [
+        EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "router.log"),
+        EsbProcess(["run", "transformer", "--routes", str(routes)], env, tmp_path / "tf.log"),
+        EsbProcess(
+            ["run", "sink", "jsonl"],
+            {
+                **env,
+                "ESB_SERVICE__NAME": "ledger",
+                "ESB_ADAPTER__PATH": str(tmp_path / "ledger.jsonl"),
+            },
+            tmp_path / "ledger.log",
+        ),
+        EsbProcess(
+            ["run", "sink", "http"],
+            {
+                **env,
+                "ESB_SERVICE__NAME": "carrier",
+                "ESB_ADAPTER__URL": "http://127.0.0.1:9/",
+                "ESB_IDEMPOTENCY__PATH": str(tmp_path / "carrier.sqlite3"),
+                **carrier,
+            },
+            tmp_path / "carrier.log",
+        ),
+    ]
 
 
 def stored(journal: Path) -> int:
@@ -62,23 +95,7 @@ async def test_trace_shows_each_order_applied_retrying_or_parked(
     ledger = tmp_path / "ledger.jsonl"
     processes = [
         EsbProcess(["run", "journal"], env, tmp_path / "journal.log"),
-        EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "router.log"),
-        EsbProcess(["run", "transformer", "--routes", str(routes)], env, tmp_path / "tf.log"),
-        EsbProcess(
-            ["run", "sink", "jsonl"],
-            {**env, "ESB_SERVICE__NAME": "ledger", "ESB_ADAPTER__PATH": str(ledger)},
-            tmp_path / "ledger.log",
-        ),
-        EsbProcess(  # its target never answers: a connection refused is retried
-            ["run", "sink", "http"],
-            {
-                **env,
-                "ESB_SERVICE__NAME": "carrier",
-                "ESB_ADAPTER__URL": "http://127.0.0.1:9/",
-                "ESB_IDEMPOTENCY__PATH": str(tmp_path / "carrier.sqlite3"),
-            },
-            tmp_path / "carrier.log",
-        ),
+        *shop_flow(env, routes, tmp_path),
     ]
     journal_process = processes[0]
     try:
@@ -222,3 +239,37 @@ def _valid(body: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+async def test_a_journal_that_takes_nothing_never_holds_the_flow(
+    routed_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The journal queue gone (deleted under the running processes): every hop record is
+    unroutable and dropped, counted, and every order still reaches its sink."""
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "r.yaml").write_text(ROUTES)
+    env = {**routed_env, "ESB_JOURNAL__ENABLED": "true", "ESB_JOURNAL__FLUSH_SECONDS": "0.1"}
+    router, _, ledger, _ = processes = shop_flow(env, routes, tmp_path)
+    try:
+        for process in processes:
+            process.wait_ready()
+        connection = await aio_pika.connect(env["ESB_BROKER__URL"])
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(QueueNames(env["ESB_BROKER__PREFIX"]).journal)
+        broker = await connected_broker(env)
+        for n in range(20):
+            await broker.publish(
+                CloudEvent.new("shop.order.paid", "urn:shop", {"order_id": f"SO-{n}"})
+            )
+        await broker.close()
+        wait_for(lambda: len(read_ids(tmp_path / "ledger.jsonl")) == 20, 30, ledger.tail)
+        dropped = 'esb_journal_records_total{result="dropped",service="router"}'
+        wait_for(lambda: dropped in router.metrics(), 10, router.tail)
+        counted = [line for line in router.metrics().splitlines() if line.startswith(dropped)]
+        assert float(counted[0].split()[-1]) >= 20
+        assert "journal: hop records dropped" in router.log.read_text()
+    finally:
+        for process in processes:
+            process.stop()

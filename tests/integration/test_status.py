@@ -10,8 +10,8 @@ from pathlib import Path
 
 from esb import CloudEvent
 from esb.topology import QueueNames
-from tests.integration.test_journal import ROUTES
-from tests.support.processes import ESB, EsbProcess, connected_broker, esb_cli, read_ids, wait_for
+from tests.integration.test_journal import ROUTES, shop_flow
+from tests.support.processes import ESB, connected_broker, esb_cli, read_ids, wait_for
 
 
 def row(text: str, queue: str) -> list[str]:
@@ -30,26 +30,8 @@ async def test_status_shows_each_queue_and_service_and_says_what_it_could_not_re
     (routes / "r.yaml").write_text(ROUTES)
     env = {**routed_env, "ESB_RETRY__INITIAL_DELAY": "600", "ESB_RETRY__MAX_DELAY": "600"}
     ledger = tmp_path / "ledger.jsonl"
-    processes = [
-        EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "router.log"),
-        EsbProcess(["run", "transformer", "--routes", str(routes)], env, tmp_path / "tf.log"),
-        EsbProcess(
-            ["run", "sink", "jsonl"],
-            {**env, "ESB_SERVICE__NAME": "ledger", "ESB_ADAPTER__PATH": str(ledger)},
-            tmp_path / "ledger.log",
-        ),
-        EsbProcess(
-            ["run", "sink", "http"],
-            {
-                **env,
-                "ESB_SERVICE__NAME": "carrier",
-                "ESB_ADAPTER__URL": "http://127.0.0.1:9/",
-                "ESB_IDEMPOTENCY__PATH": str(tmp_path / "carrier.sqlite3"),
-                "ESB_CIRCUIT__OPEN_SECONDS": "60",  # no probe while status samples
-            },
-            tmp_path / "carrier.log",
-        ),
-    ]
+    # No probe of the carrier's target while status samples: its circuit stays open.
+    processes = shop_flow(env, routes, tmp_path, ESB_CIRCUIT__OPEN_SECONDS="60")
     q = QueueNames(env["ESB_BROKER__PREFIX"])
     try:
         for process in processes:

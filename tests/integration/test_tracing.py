@@ -54,6 +54,35 @@ async def wait_for(
     raise AssertionError(message())
 
 
+def carrier_and_webhook(
+    env: dict[str, str], tmp_path: Path, target_port: int, webhook_port: int
+) -> list[EsbProcess]:
+    """The carrier (an http sink posting to the receiver's /shipments) and the shop's
+    webhook source, listening on ``webhook_port`` for shop.order.paid."""
+    return [
+        EsbProcess(
+            ["run", "sink", "http"],
+            {
+                **env,
+                "ESB_SERVICE__NAME": "carrier",
+                "ESB_ADAPTER__URL": f"http://127.0.0.1:{target_port}/shipments",
+                "ESB_IDEMPOTENCY__PATH": str(tmp_path / "carrier.sqlite3"),
+            },
+            tmp_path / "carrier.log",
+        ),
+        EsbProcess(
+            ["run", "source", "http-webhook"],
+            {
+                **env,
+                "ESB_SERVICE__NAME": "shop-webhook",
+                "ESB_ADAPTER__PORT": str(webhook_port),
+                "ESB_ADAPTER__EVENT_TYPE": "shop.order.paid",
+            },
+            tmp_path / "webhook.log",
+        ),
+    ]
+
+
 async def post(port: int, order: dict[str, object], traceparent: str) -> None:
     """A webhook from a sender that traces: its request carries ``traceparent``."""
     async with (
@@ -154,26 +183,7 @@ async def test_one_order_makes_one_connected_trace_with_a_span_per_hop(
             },
             tmp_path / "db.log",
         ),
-        EsbProcess(
-            ["run", "sink", "http"],
-            {
-                **env,
-                "ESB_SERVICE__NAME": "carrier",
-                "ESB_ADAPTER__URL": f"http://127.0.0.1:{receiver.port}/shipments",
-                "ESB_IDEMPOTENCY__PATH": str(tmp_path / "carrier.sqlite3"),
-            },
-            tmp_path / "carrier.log",
-        ),
-        EsbProcess(
-            ["run", "source", "http-webhook"],
-            {
-                **env,
-                "ESB_SERVICE__NAME": "shop-webhook",
-                "ESB_ADAPTER__PORT": str(webhook_port),
-                "ESB_ADAPTER__EVENT_TYPE": "shop.order.paid",
-            },
-            tmp_path / "webhook.log",
-        ),
+        *carrier_and_webhook(env, tmp_path, receiver.port, webhook_port),
     ]
     try:
         for process in processes:
@@ -225,25 +235,7 @@ async def test_without_otel_variables_the_trace_context_still_reaches_the_target
     webhook_port = free_port()
     processes = [
         EsbProcess(["run", "router", "--routes", str(routes)], routed_env, tmp_path / "r.log"),
-        EsbProcess(
-            ["run", "sink", "http"],
-            {
-                **routed_env,
-                "ESB_SERVICE__NAME": "carrier",
-                "ESB_ADAPTER__URL": f"http://127.0.0.1:{receiver.port}/shipments",
-                "ESB_IDEMPOTENCY__PATH": str(tmp_path / "carrier.sqlite3"),
-            },
-            tmp_path / "c.log",
-        ),
-        EsbProcess(
-            ["run", "source", "http-webhook"],
-            {
-                **routed_env,
-                "ESB_ADAPTER__PORT": str(webhook_port),
-                "ESB_ADAPTER__EVENT_TYPE": "shop.order.paid",
-            },
-            tmp_path / "w.log",
-        ),
+        *carrier_and_webhook(routed_env, tmp_path, receiver.port, webhook_port),
     ]
     try:
         for process in processes:
