@@ -11,7 +11,7 @@ from pathlib import Path
 from esb import CloudEvent
 from esb.topology import QueueNames
 from tests.integration.test_journal import ROUTES, shop_flow
-from tests.support.processes import ESB, connected_broker, esb_cli, read_ids, wait_for
+from tests.support.processes import ESB, connected_broker, esb_cli, read_ids, routes_dir, wait_for
 
 
 def row(text: str, queue: str) -> list[str]:
@@ -25,9 +25,7 @@ def row(text: str, queue: str) -> list[str]:
 async def test_status_shows_each_queue_and_service_and_says_what_it_could_not_read(
     routed_env: dict[str, str], tmp_path: Path
 ) -> None:
-    routes = tmp_path / "routes"
-    routes.mkdir()
-    (routes / "r.yaml").write_text(ROUTES)
+    routes = routes_dir(tmp_path, ROUTES)
     env = {**routed_env, "ESB_RETRY__INITIAL_DELAY": "600", "ESB_RETRY__MAX_DELAY": "600"}
     ledger = tmp_path / "ledger.jsonl"
     # No probe of the carrier's target while status samples: its circuit stays open.

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from esb.testing import free_port
 from esb.tracing import valid_traceparent
-from tests.support.processes import EsbProcess
+from tests.support.processes import EsbProcess, routes_dir
 
 ROUTES = """\
 sinks: {orders-db: {}, carrier: {}}
@@ -156,9 +156,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def test_one_order_makes_one_connected_trace_with_a_span_per_hop(
     routed_env: dict[str, str], tmp_path: Path, receiver: Receiver
 ) -> None:
-    routes = tmp_path / "routes"
-    routes.mkdir()
-    (routes / "r.yaml").write_text(ROUTES)
+    routes = routes_dir(tmp_path, ROUTES)
     database = tmp_path / "orders.sqlite3"
     with sqlite3.connect(database) as db:
         db.execute("CREATE TABLE orders (order_id TEXT PRIMARY KEY, total REAL)")
@@ -229,9 +227,7 @@ async def test_without_otel_variables_the_trace_context_still_reaches_the_target
 ) -> None:
     """No OTEL_* variables: no span is made, and the sender's traceparent travels as it came
     from the webhook to the target's request (a forged one travels nowhere)."""
-    routes = tmp_path / "routes"
-    routes.mkdir()
-    (routes / "r.yaml").write_text(CARRIER_ONLY)
+    routes = routes_dir(tmp_path, CARRIER_ONLY)
     webhook_port = free_port()
     processes = [
         EsbProcess(["run", "router", "--routes", str(routes)], routed_env, tmp_path / "r.log"),

@@ -122,3 +122,11 @@ async def connected_broker(env: dict[str, str], service: str = "test") -> Broker
     broker = Broker(settings, service, Metrics())
     await broker.connect()
     return broker
+
+
+def routes_dir(tmp_path: Path, text: str) -> Path:
+    """A routes directory under ``tmp_path`` holding one route file of ``text``."""
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "r.yaml").write_text(text)
+    return routes
