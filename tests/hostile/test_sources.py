@@ -4,7 +4,7 @@ Every input ends exactly once: published to the events exchange (and then decoda
 every consumer under the default limits, so what a source accepts no consumer parks), or
 refused with a reason (an HTTP 4xx with a body, a file moved to ``error/`` with its
 ``.reason.txt``, or a count in ``esb_source_refused_total``). Meanwhile the source answers
-``/healthz`` within 100 ms, stays under its memory bound and stops on SIGTERM.
+``/healthz`` within 100 ms of having a core, stays under its memory bound and stops on SIGTERM.
 """
 
 from __future__ import annotations

@@ -294,13 +294,11 @@ class Watcher:
 
     @staticmethod
     def faults(result: dict[str, dict[str, Any]], rss_mb: float = RSS_MB) -> list[str]:
-        """Each process may answer /healthz at worst HEALTHZ_MS slower than the idle control
-        did in the same run: what the machine's load costs every process is not esb's. As
-        for any latency bound on a shared 2-core machine, it holds for 99% of the probes (a
-        busy process waits for a core where the idle control does not); any probe over
-        HEALTHZ_NEVER_MS is a fault whatever the count (the worst seen in full runs: 150 ms)."""
+        """Each process answers /healthz within HEALTHZ_MS of the time it had a core (the
+        watcher takes off what it waited for one: the machine's load, not esb's), for 99% of
+        the probes; any probe over HEALTHZ_NEVER_MS, or failed, is a fault whatever the count.
+        A message blocking the loop holds the core, so it is counted in full."""
         faults = []
-        noise = result["control"]["worst_ms"]
         for name, seen in result.items():
             if name == "control":
                 continue
@@ -308,11 +306,12 @@ class Watcher:
                 seen["slow"] <= max(1, seen["probes"] // 100)
                 and seen["worst_ms"] <= HEALTHZ_NEVER_MS
             )
-            if (seen["worst_ms"] > HEALTHZ_MS + noise and not within_p99) or seen["failed"]:
+            if not within_p99 or seen["failed"]:
                 faults.append(
-                    f"{name}: /healthz worst {seen['worst_ms']:.0f} ms (the idle control's "
-                    f"{noise:.0f} ms), {seen['slow']} of {seen['probes']} probes over "
-                    f"{HEALTHZ_MS:.0f} ms, {seen['failed']} failed {seen['errors'][:2]}"
+                    f"{name}: /healthz worst {seen['worst_ms']:.0f} ms on a core "
+                    f"({seen['worst_raw_ms']:.0f} ms in all), {seen['slow']} of "
+                    f"{seen['probes']} probes over {HEALTHZ_MS:.0f} ms, {seen['failed']} "
+                    f"failed {seen['errors'][:2]}"
                 )
             if seen["peak_rss_mb"] > rss_mb:
                 faults.append(f"{name}: peak RSS {seen['peak_rss_mb']:.0f} MB > {rss_mb:.0f} MB")
@@ -321,7 +320,8 @@ class Watcher:
     @staticmethod
     def describe(result: dict[str, dict[str, Any]]) -> str:
         return "; ".join(
-            f"{name} healthz worst {s['worst_ms']:.0f} ms, peak RSS {s['peak_rss_mb']:.0f} MB"
+            f"{name} healthz worst {s['worst_ms']:.0f} ms on a core ({s['worst_raw_ms']:.0f} "
+            f"ms in all), peak RSS {s['peak_rss_mb']:.0f} MB"
             for name, s in result.items()
         )
 
