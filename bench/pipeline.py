@@ -67,6 +67,7 @@ RATIOS = (
     ("esb", "faststream"),
     ("esb-router", "plain"),
     ("esb-journal", "esb"),
+    ("esb-records", "esb"),
     ("esb-otel", "esb"),
 )
 #: More tries for the run whose maximum sets the paced rates: a disturbed one would set
@@ -87,6 +88,9 @@ PIPELINES = (
     # esb with message tracking: every hop (the source too) writes its records, and the
     # journal process that stores them counts in the CPU.
     Pipeline("esb-journal", "esb + journal", ("router", "transformer", "sink", "journal")),
+    # The same records with the journal process elsewhere (not started: its queue keeps
+    # them): what tracking costs the flow itself, as where a shared journal runs on its own.
+    Pipeline("esb-records", "esb + records", ("router", "transformer", "sink")),
     # esb with a span per hop exported over OTLP/HTTP (esb[otel]) to a receiver in the bench.
     Pipeline("esb-otel", "esb + OpenTelemetry", ("router", "transformer", "sink")),
     Pipeline("plain", "plain aio-pika", ("router", "transformer", "sink")),
@@ -293,7 +297,7 @@ class Run:
         }
         if service is not None:
             env["ESB_SERVICE__NAME"] = service
-        if self.pipeline.key == "esb-journal":
+        if self.pipeline.key in ("esb-journal", "esb-records"):
             env["ESB_JOURNAL__ENABLED"] = "true"
             env["ESB_JOURNAL__PATH"] = str(self.journal_path)
         if self.otlp is not None:
@@ -646,6 +650,8 @@ async def measure(
     result["broker_cores"] = sum(u.broker for u in usages) / wall
     if run.pipeline.key == "esb-journal":
         result["journal"] = await journal_records(run.journal_path, seq.next - 1)
+    if run.pipeline.key == "esb-records":
+        result["journal_queue"] = await journal_queue(run.url, run.prefix)
     if run.otlp is not None:
         await asyncio.sleep(1.0)  # the last batch of spans (OTEL_BSP_SCHEDULE_DELAY)
         result["otel"] = {"requests": run.otlp.requests, "bytes": run.otlp.bytes}
@@ -664,6 +670,17 @@ async def journal_records(path: Path, orders: int) -> dict[str, float]:
             break
         stored = now
     return {"records": stored, "per_order": stored / max(1, orders)}
+
+
+async def journal_queue(url: str, prefix: str) -> dict[str, int]:
+    """What waits in the journal queue of a run without a journal process: proof that the
+    hops sent their records (a message per flush per process, up to 1,000 records each)."""
+    await asyncio.sleep(1.0)  # the last flush
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{prefix}.journal", passive=True)
+        return {"messages": queue.declaration_result.message_count or 0}
 
 
 async def where_they_wait(prefix: str) -> str:
@@ -789,6 +806,11 @@ class Bench:
                     else ""
                 )
                 + (
+                    f"; {figures['journal_queue']['messages']:,} journal messages waiting"
+                    if "journal_queue" in figures
+                    else ""
+                )
+                + (
                     f"; spans exported: {figures['otel']['bytes'] / 1e6:,.1f} MB in "
                     f"{figures['otel']['requests']:,} OTLP requests"
                     if "otel" in figures
@@ -895,6 +917,13 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}"
 
 
+def short(key: str) -> str:
+    """A pipeline's key as a ratio column names it."""
+    for long, brief in (("-router", "-rtr"), ("-journal", "-jrn"), ("-records", "-rec")):
+        key = key.replace(long, brief)
+    return key.replace("faststream", "FS")
+
+
 def table(summary: dict[str, Any], pipelines: list[Pipeline], notes: list[str]) -> str:
     """One table: a column per pipeline, then esb/plain, esb/FastStream, esb-router/plain.
 
@@ -905,11 +934,7 @@ def table(summary: dict[str, Any], pipelines: list[Pipeline], notes: list[str]) 
     header = [
         "",
         *(p.label for p in present),
-        *(
-            f"{a.replace('-router', '-rtr').replace('-journal', '-jrn')}/"
-            f"{b.replace('faststream', 'FS')}"
-            for a, b in ratios
-        ),
+        *(f"{short(a)}/{short(b)}" for a, b in ratios),
     ]
     rows: list[list[str]] = []
 
