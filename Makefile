@@ -20,11 +20,6 @@ broker:
 demo: install broker
 	$(BIN)/python -m demo $(if $(KEEP),--keep)
 
-ASYNCAPI_SCHEMA := .cache/asyncapi-3.0.0.json
-
-$(ASYNCAPI_SCHEMA): scripts/fetch-asyncapi-schema.py
-	$(BIN)/python scripts/fetch-asyncapi-schema.py $@
-
 postgres:
 	scripts/ensure-postgres.sh
 
@@ -34,10 +29,10 @@ prometheus: broker
 mosquitto:
 	scripts/ensure-mosquitto.sh
 
-test: install broker postgres prometheus mosquitto $(ASYNCAPI_SCHEMA)
+test: install broker postgres prometheus mosquitto
 	$(BIN)/pytest
 
-unit: install $(ASYNCAPI_SCHEMA)
+unit: install
 	$(BIN)/pytest tests/unit tests/adapters/jsonl
 
 lint: install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,21 @@ from esb.routing.catalog import catalog
 from esb.routing.loader import load_routes
 
 REPO = Path(__file__).parents[3]
-SCHEMA = REPO / ".cache/asyncapi-3.0.0.json"
+SCHEMA = REPO / "tests/data/asyncapi-3.0.0.json"
+SCHEMA_SHA256 = "abe96881dbfaad495ccbb6bd8d3fb43ca18a13b9d7564849ccb66f39d5e5b20f"
 
 
 @pytest.fixture(scope="module")
 def validator() -> Draft7Validator:
-    if not SCHEMA.exists():
+    """The official schema, refused unless it is byte for byte the release tests/data pins."""
+    schema = SCHEMA.read_bytes()
+    digest = hashlib.sha256(schema).hexdigest()
+    if digest != SCHEMA_SHA256:
         pytest.fail(
-            f"{SCHEMA} is missing: `make test` fetches it (make {SCHEMA.relative_to(REPO)})"
+            f"{SCHEMA.relative_to(REPO)} has SHA-256 {digest}, not the pinned {SCHEMA_SHA256}: "
+            "restore it with git checkout, or see tests/data/README.md to update it"
         )
-    return Draft7Validator(json.loads(SCHEMA.read_text()))
+    return Draft7Validator(json.loads(schema))
 
 
 @pytest.fixture(scope="module")

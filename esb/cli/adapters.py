@@ -1,0 +1,44 @@
+"""``esb adapters``: the installed adapters and their settings."""
+
+from __future__ import annotations
+
+import click
+from pydantic.fields import FieldInfo
+
+from esb.cli.common import EsbGroup
+from esb.registry import load_adapter, load_all
+from esb.settings import AdapterSettings
+
+
+@click.group(cls=EsbGroup)
+def adapters() -> None:
+    """Installed adapters (the esb.adapters entry-point group)."""
+
+
+@adapters.command("list")
+def adapters_list() -> None:
+    """One line per installed adapter: name, kinds, description."""
+    for adapter in load_all():
+        click.echo(f"{adapter.name:<16} {','.join(adapter.kinds()):<12} {adapter.description}")
+
+
+def _describe_field(name: str, info: FieldInfo) -> str:
+    default = (
+        "required"
+        if info.is_required()
+        else f"default {info.get_default(call_default_factory=True)!r}"
+    )
+    return f"  {name}: {info.description or ''} ({default})"
+
+
+@adapters.command("show")
+@click.argument("name")
+def adapters_show(name: str) -> None:
+    """An adapter's settings, generated from its pydantic models."""
+    adapter = load_adapter(name)
+    click.echo(f"{adapter.name}: {adapter.description}")
+    for kind in adapter.kinds():
+        model: type[AdapterSettings] = getattr(adapter, kind).settings_model
+        click.echo(f"{kind} settings (ESB_ADAPTER__<NAME> or adapter.<name>):")
+        for field_name, info in model.model_fields.items():
+            click.echo(_describe_field(field_name, info))
