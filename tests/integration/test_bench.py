@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-COMMAND = ".venv/bin/python bench/pipeline.py --quick --pipelines esb,plain,esb-journal,esb-otel"
+COMMAND = ".venv/bin/python bench/pipeline.py --quick --pipelines esb,plain,esb-journal,esb-records,esb-otel"
 
 
 def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
@@ -40,6 +40,7 @@ def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
         ("esb", hops),
         ("plain", hops),
         ("esb-journal", {*hops, "journal"}),
+        ("esb-records", hops),
         ("esb-otel", hops),
     )
     for pipeline, its_hops in measured:
@@ -55,6 +56,11 @@ def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
     ]
     assert journaled["journal"]["per_order"] == 4.0, journaled["journal"]
     assert re.search(r"journal stored [\d,]+ hop records \(4\.0 an order\)", run.stdout)
+    # Without a journal process the records wait in its queue: the hops sent them.
+    (recorded,) = [
+        r for r in results["runs"] if r["pipeline"] == "esb-records" and r.get("counted")
+    ]
+    assert recorded["journal_queue"]["messages"] > 0, recorded["journal_queue"]
     # And the spans were made and exported: the receiver in the bench got them.
     (traced,) = [r for r in results["runs"] if r["pipeline"] == "esb-otel" and r.get("counted")]
     assert traced["otel"]["requests"] > 0, traced["otel"]
@@ -68,3 +74,4 @@ def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
     esb, plain = results["summary"]["esb"]["msg_per_s"], results["summary"]["plain"]["msg_per_s"]
     assert by_round[1] == f"{esb / plain:.2f}"  # one round: its ratio is the medians' ratio
     assert re.search(r"esb-journal/esb [\d.]+ \(median", run.stdout), run.stdout[-3000:]
+    assert re.search(r"esb-records/esb [\d.]+ \(median", run.stdout), run.stdout[-3000:]
