@@ -12,9 +12,37 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from bench.cleanup import leftovers
 from esb.retry import retry_queue
 from esb.teardown import MAX_RETRY_QUEUES, delete_deployment
 from tests.support.rabbit import HOW_TO_START, LOCAL_URL, PrivateRabbit, port_open
+
+#: The prefix of every name a test declares on the shared broker (the bench checks its own).
+TEST_PREFIX = "esbt-"
+_BEFORE = pytest.StashKey[set[str] | None]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    found = leftovers(TEST_PREFIX)
+    session.stash[_BEFORE] = None if found is None else set(found)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when it left queues or exchanges on the broker: a developer's broker
+    would fill with dead queues run after run."""
+    before, after = session.stash.get(_BEFORE, None), leftovers(TEST_PREFIX)
+    if before is None or after is None:
+        return  # no rabbitmqctl, or no broker: the tests that needed one have said so
+    left = sorted(set(after) - before)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"the run left {len(left)} queues and exchanges under {TEST_PREFIX!r} on the "
+                f"broker (each test must delete what it declares): {', '.join(left[:20])}",
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _container_url() -> Iterator[str] | None:
