@@ -10,10 +10,10 @@ import click
 
 from esb.cli.common import EsbGroup
 from esb.cli.options import ROUTES_DIR
-from esb.envelope import parse_structured
+from esb.errors import EnvelopeError
 from esb.routing.graph import dot, mermaid
 from esb.routing.loader import RoutesInvalid, load_routes
-from esb.routing.report import explain, run_tests
+from esb.routing.report import explain, read_event, run_tests
 
 ROUTES_ARGUMENT = click.argument("routes_dir", metavar="DIR", type=ROUTES_DIR)
 
@@ -33,9 +33,12 @@ def routes_validate(routes_dir: Path) -> None:
         for fault in exc.faults:
             click.echo(str(fault), err=True)
         raise click.exceptions.Exit(1) from None
+    for warning in table.warnings:
+        click.echo(str(warning), err=True)
+    warned = f", {len(table.warnings)} warnings" if table.warnings else ""
     click.echo(
         f"{routes_dir}: {len(table.routes)} routes, {len(table.sinks)} sinks, "
-        f"{len(table.tests)} tests: valid"
+        f"{len(table.tests)} tests: valid{warned}"
     )
 
 
@@ -50,11 +53,15 @@ def routes_validate(routes_dir: Path) -> None:
 def routes_test(routes_dir: Path, event_file: Path | None) -> None:
     """Dry-run one event, or run the test cases of DIR like a test suite."""
     table = load_routes(routes_dir)
+    for warning in table.warnings:
+        click.echo(str(warning), err=True)
     if event_file is not None:
         try:
-            event = parse_structured(event_file.read_bytes())
+            event = read_event(event_file)
         except OSError as exc:
             raise click.ClickException(f"cannot read {event_file}: {exc.strerror}") from None
+        except EnvelopeError as exc:
+            raise click.ClickException(f"{event_file}: not a valid CloudEvent: {exc}") from None
         explain(table, event, click.echo)
         return
     if not table.tests:

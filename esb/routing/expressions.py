@@ -6,6 +6,8 @@ data, no Python ``eval``. Expressions are compiled once when routes load; a
 syntax error, an unknown name or a type error between attributes and literals
 is refused there. Evaluation builds one context per event and reuses it for
 every route (building it costs more than evaluating an expression).
+``has()`` of a nested field is false when a parent is missing or null, not an
+error as in standard CEL (see :func:`guard_presence`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from esb.envelope import CloudEvent
 from esb.routing.cel_engine import Context, compile_program
 
 MAX_EXPRESSION_CHARS = 4096
+#: The deepest path ``has()`` takes: each parent is tested, so the compiled size is quadratic.
+MAX_PRESENCE_DEPTH = 16
 
 #: Names an expression may use: the CloudEvents attributes, ``data`` and ``extensions``.
 VARIABLES = frozenset(
@@ -41,6 +45,22 @@ VARIABLES = frozenset(
 )
 
 _BOUND_NAME = r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*{name}\s*,"
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_Q3, _A3 = '"' * 3, "'" * 3
+_RAW_STRING = (
+    rf"(?:[rR][bB]?|[bB][rR])(?:{_Q3}[\s\S]*?{_Q3}|{_A3}[\s\S]*?{_A3}"
+    r"""|"[^"\n]*"|'[^'\n]*')"""
+)
+_STRING = (
+    rf"[bB]?(?:{_Q3}(?:\\.|[^\\])*?{_Q3}|{_A3}(?:\\.|[^\\])*?{_A3}"
+    r"""|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')"""
+)
+#: A string literal (passed over: text in it is not code), or ``has()`` of a dotted path of
+#: three names or more, whose parents may be missing.
+_STRING_OR_NESTED_HAS = re.compile(
+    rf"(?P<string>{_RAW_STRING}|{_STRING})"
+    rf"|(?<![\w.])has\s*\(\s*(?P<path>{_IDENT}(?:\s*\.\s*{_IDENT}){{2,}})\s*\)"
+)
 _DATA = re.compile(r"\bdata\b")
 _DATA_FIELD = re.compile(r"\bdata\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -69,7 +89,10 @@ class Expression:
         if len(source) > MAX_EXPRESSION_CHARS:
             raise ExpressionError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
         try:
-            program = compile_program(source)
+            program = compile_program(source)  # errors point into the text as written
+            guarded = guard_presence(source)
+            if guarded != source:
+                program = compile_program(guarded)
         except ValueError as exc:
             raise ExpressionError(
                 _first_line(str(exc)).removeprefix("Failed to parse expression ")
@@ -99,6 +122,31 @@ class Expression:
             raise ExpressionError(f"no such field {exc}") from None
         except Exception as exc:
             raise ExpressionError(_reason(str(exc))) from None
+
+
+def guard_presence(source: str) -> str:
+    """``has(a.b.c)`` as ``(has(a.b) && a.b != null && has(a.b.c))``: a missing or null
+    parent means "not present", not an error.
+
+    CEL's ``has()`` tests only the last field and fails on a missing parent,
+    which in a condition counts as no match and sets off the condition-error
+    alert on ordinary data. The engine has no option for this and no optional
+    syntax (``a.?b``), so the source is rewritten before it is compiled.
+    """
+    return _STRING_OR_NESTED_HAS.sub(_guarded, source)
+
+
+def _guarded(match: re.Match[str]) -> str:
+    if match["string"] is not None:
+        return match[0]
+    parts = [part.strip() for part in match["path"].split(".")]
+    if len(parts) > MAX_PRESENCE_DEPTH:
+        raise ExpressionError(f"has() of a path deeper than {MAX_PRESENCE_DEPTH} names")
+    tests = []
+    for end in range(2, len(parts)):
+        parent = ".".join(parts[:end])
+        tests += [f"has({parent})", f"{parent} != null"]
+    return f"({' && '.join(tests)} && has({'.'.join(parts)}))"
 
 
 def _first_line(text: str) -> str:

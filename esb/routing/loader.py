@@ -3,7 +3,8 @@
 Loading parses every ``*.yaml`` file, validates it against the models, resolves
 step names (maps, schemas, custom transformers), checks sink names and
 compiles every expression. Nothing is half-loaded: a directory with any fault
-raises :class:`RoutesInvalid` listing all of them.
+raises :class:`RoutesInvalid` listing all of them. An unknown name is answered
+with the valid ones; what loads but is likely a mistake becomes a warning.
 """
 
 from __future__ import annotations
@@ -17,11 +18,29 @@ from typing import Any
 import orjson
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from esb.errors import ConfigError
 from esb.routing.expressions import Expression, ExpressionError, Reads
-from esb.routing.model import MapSpec, Route, RouteFile, RouteTest, SinkDecl, SourceDecl, Step
-from esb.routing.steps import ROUTER, CompiledStep, StepSpec, compile_step
+from esb.routing.model import (
+    STEP_KINDS,
+    MapSpec,
+    Route,
+    RouteFile,
+    RouteTest,
+    SinkDecl,
+    SourceDecl,
+    Step,
+)
+from esb.routing.names import closest, listing
+from esb.routing.steps import (
+    ROUTER,
+    SCHEMAS_GROUP,
+    CompiledStep,
+    StepSpec,
+    compile_step,
+    entry_point_names,
+)
 from esb.settings import RetrySettings
 from esb.topic import topic_matches
 
@@ -34,10 +53,12 @@ class Fault:
     line: int
     reason: str
     route: str | None = None
+    warning: bool = False
 
     def __str__(self) -> str:
+        kind = " warning:" if self.warning else ""
         where = f" route {self.route}:" if self.route else ""
-        return f"{self.file}:{self.line}:{where} {self.reason}"
+        return f"{self.file}:{self.line}:{kind}{where} {self.reason}"
 
 
 class RoutesInvalid(ConfigError):
@@ -117,6 +138,8 @@ class RouteTable:
     sinks: dict[str, SinkDecl] = field(default_factory=dict)
     schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     tests: list[tuple[Path, RouteTest]] = field(default_factory=list)
+    #: What loads but is likely a mistake; ``esb routes validate`` prints them.
+    warnings: list[Fault] = field(default_factory=list)
 
     _by_type: dict[str, Candidates] = field(default_factory=dict, repr=False, compare=False)
 
@@ -196,10 +219,21 @@ def _parse(path: Path, faults: list[Fault]) -> _Parsed | None:
         for error in exc.errors(include_url=False, include_input=False):
             loc = tuple(error["loc"])
             route = _route_name(doc, loc)
-            where = ".".join(str(p) for p in loc)
-            faults.append(Fault(path, _line_of(node, loc), f"{where}: {error['msg']}", route))
+            faults.append(Fault(path, _line_of(node, loc), _pydantic_reason(error, loc), route))
         return None
     return _Parsed(path, node, model)
+
+
+def _pydantic_reason(error: ErrorDetails, loc: tuple[int | str, ...]) -> str:
+    """A model error in route-file terms; a misspelt step kind names the kinds."""
+    if error["type"] == "extra_forbidden" and len(loc) == 5 and loc[0:3:2] == ("routes", "steps"):
+        position, key = loc[3], str(loc[4])
+        return (
+            f"step {int(position) + 1}: unknown step key {key!r}"
+            f"{closest(key, [*STEP_KINDS, 'runs_in'])} "
+            f"(a step is one of {', '.join(STEP_KINDS)}, with an optional runs_in)"
+        )
+    return f"{'.'.join(str(p) for p in loc)}: {error['msg']}"
 
 
 def _route_name(doc: dict[str, Any], loc: tuple[int | str, ...]) -> str | None:
@@ -263,7 +297,41 @@ def load_routes(directory: Path) -> RouteTable:
         table.tests.extend((p.path, test) for test in p.model.tests)
     if faults:
         raise RoutesInvalid(faults)
+    table.warnings = _warnings(parsed, table)
     return table
+
+
+def _warnings(parsed: list[_Parsed], table: RouteTable) -> list[Fault]:
+    """What loads but is likely a mistake: a ``from:`` that no declared source emits (when
+    sources declare what they emit), a route test expecting a route no file declares.
+
+    Warnings, not faults: the router loads with this same code, and neither
+    changes what it does (a test case is never run there; a source may be
+    undeclared), so neither should stop a deployment. ``esb routes test``
+    fails a case that expects an unknown route anyway.
+    """
+    warnings: list[Fault] = []
+    routes = [route.name for route in table.routes]
+    emitted = sorted({event_type for s in table.sources.values() for event_type in s.emits})
+    for p in parsed:
+        for index, route in enumerate(p.model.routes):
+            if emitted and not any(topic_matches(route.from_, t) for t in emitted):
+                reason = (
+                    f"from: no declared source emits a type {route.from_!r} matches"
+                    f"{closest(route.from_, emitted)} (emitted: {listing(emitted)})"
+                )
+                line = _line_of(p.node, ("routes", index, "from"))
+                warnings.append(Fault(p.path, line, reason, route.name, warning=True))
+        for index, test in enumerate(p.model.tests):
+            for position, expected in enumerate(test.expect):
+                if expected.route not in routes:
+                    reason = (
+                        f"test {test.name!r} expects unknown route {expected.route!r}"
+                        f"{closest(expected.route, routes)} (routes: {listing(routes)})"
+                    )
+                    line = _line_of(p.node, ("tests", index, "expect", position, "route"))
+                    warnings.append(Fault(p.path, line, reason, warning=True))
+    return warnings
 
 
 def _compile_route(
@@ -288,10 +356,10 @@ def _compile_route(
             fault(("when",), f"when: {exc}")
     for position, sink in enumerate(route.to):
         if sink not in sinks:
-            known = ", ".join(sorted(sinks)) or "none declared"
             fault(
                 ("to", position) if len(route.to) > 1 else ("to",),
-                f"unknown sink {sink!r} (sinks: {known})",
+                f"unknown sink {sink!r}{closest(sink, sinks)} "
+                f"(sinks: {listing(sinks, 'none declared')})",
             )
     steps = []
     compiled = []
@@ -342,7 +410,7 @@ def _resolve_step(
         if isinstance(step.map, str):
             if step.map not in maps:
                 raise ConfigError(
-                    f"unknown map {step.map!r} (maps: {', '.join(sorted(maps)) or 'none'})"
+                    f"unknown map {step.map!r}{closest(step.map, maps)} (maps: {listing(maps)})"
                 )
             return StepSpec(
                 "map", step.map, maps[step.map].model_dump(by_alias=True, exclude_unset=True)
@@ -354,9 +422,17 @@ def _resolve_step(
             "convert", ",".join(c.field for c in step.convert), {"conversions": conversions}
         )
     if step.validate_ is not None:
-        if step.validate_ in schemas:
-            return StepSpec("validate", step.validate_, {"schema": schemas[step.validate_]})
-        return StepSpec("validate", step.validate_, {})
+        name = step.validate_
+        if name in schemas:
+            return StepSpec("validate", name, {"schema": schemas[name]})
+        models = entry_point_names(SCHEMAS_GROUP)
+        if name not in models:
+            raise ConfigError(
+                f"unknown schema {name!r}{closest(name, [*schemas, *models])} "
+                f"(schemas: {listing(schemas)}; "
+                f"{SCHEMAS_GROUP} models: {listing(models, 'none installed')})"
+            )
+        return StepSpec("validate", name, {})
     if step.transform is None:
         raise ConfigError("a step needs a kind")
     return StepSpec("transform", step.transform, {})

@@ -146,6 +146,10 @@ class Conversion(Strict):
         return self
 
 
+#: The keys that name a step's kind, as written in route files.
+STEP_KINDS = ("map", "convert", "validate", "transform")
+
+
 class Step(Strict):
     """One step of a route; give exactly one kind."""
 
@@ -175,10 +179,10 @@ class Step(Strict):
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
         kinds = [
-            k for k in ("map", "convert", "validate_", "transform") if getattr(self, k) is not None
+            k for k in STEP_KINDS if getattr(self, f"{k}_" if k == "validate" else k) is not None
         ]
         if len(kinds) != 1:
-            raise ValueError("give exactly one of map, convert, validate, transform")
+            raise ValueError(f"give exactly one of {', '.join(STEP_KINDS)}")
         return self
 
 
@@ -255,7 +259,7 @@ class RouteTest(Strict):
 
     name: str = Field(description="Shown in the test report.")
     event: dict[str, Any] = Field(
-        description="A structured-mode CloudEvent (id and specversion may be left out)."
+        description="A structured-mode CloudEvent (id, specversion and source may be left out)."
     )
     expect: list[Expectation] = Field(
         default_factory=list, description="Every delivery, in any order."

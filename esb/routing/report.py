@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from esb.envelope import CloudEvent, event_from_dict
+from esb.envelope import CloudEvent, event_from_dict, loads_json
 from esb.errors import EnvelopeError
 from esb.routing.engine import dry_run
 from esb.routing.loader import RouteTable
@@ -48,10 +49,23 @@ class TestResult:
     failures: list[str]
 
 
+def completed_event(doc: dict[str, Any], name: str) -> CloudEvent:
+    """A structured event with ``specversion``, ``id`` (``test-NAME``) and ``source`` filled in
+    when left out: a test holds only what matters to it, in a case or in an ``--event`` file."""
+    defaults = {"specversion": "1.0", "id": f"test-{name}", "source": "urn:esb:route-test"}
+    return event_from_dict({**defaults, **doc})
+
+
 def case_event(test: RouteTest) -> CloudEvent:
-    defaults = {"specversion": "1.0", "id": f"test-{test.name}", "source": "urn:esb:route-test"}
-    doc = {**defaults, **test.event}
-    return event_from_dict(doc)
+    return completed_event(test.event, test.name)
+
+
+def read_event(path: Path) -> CloudEvent:
+    """An ``--event`` file's event, completed as a route test's is (named after the file)."""
+    doc = loads_json(path.read_bytes(), "event")
+    if not isinstance(doc, dict):
+        raise EnvelopeError("event", "a structured event must be a JSON object", "invalid_json")
+    return completed_event(doc, path.stem)
 
 
 def run_case(table: RouteTable, test: RouteTest) -> list[str]:

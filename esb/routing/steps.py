@@ -22,6 +22,7 @@ from esb.routing.cel_engine import Context
 from esb.routing.conversions import Converter, compile_conversion
 from esb.routing.expressions import Expression, ExpressionError, Reads, event_variables
 from esb.routing.model import Conversion, FieldRule, MapSpec
+from esb.routing.names import closest, listing
 from esb.routing.schemas import compile_schema, fast_check
 
 TRANSFORMERS_GROUP = "esb.transformers"
@@ -218,6 +219,11 @@ def _compile_schema(schema: dict[str, Any], name: str) -> Callable[[CloudEvent],
     return run
 
 
+def entry_point_names(group: str) -> list[str]:
+    """The names installed in an entry-point group, without importing them."""
+    return [entry.name for entry in entry_points(group=group)]
+
+
 def load_entry_point(group: str, name: str) -> Any:
     for entry in entry_points(group=group):
         if entry.name == name:
@@ -225,8 +231,11 @@ def load_entry_point(group: str, name: str) -> Any:
                 return entry.load()
             except ImportError as exc:
                 raise ConfigError(f"{group} {name!r} cannot be imported: {exc}") from None
-    known = ", ".join(sorted(e.name for e in entry_points(group=group))) or "none installed"
-    raise ConfigError(f"unknown {group} entry point {name!r} ({known})")
+    known = entry_point_names(group)
+    raise ConfigError(
+        f"unknown {group} entry point {name!r}{closest(name, known)} "
+        f"({listing(known, 'none installed')})"
+    )
 
 
 def _compile_model(name: str) -> Callable[[CloudEvent], Any]:

@@ -66,8 +66,95 @@ def test_unknown_transformer_map_and_schema(tmp_path: Path) -> None:
         "routes.yaml:5: route orders: step 1: unknown esb.transformers entry point "
         "'no-such-thing' (strip-nulls)",
         "routes.yaml:6: route orders: step 2: unknown map 'no-such-map' (maps: none)",
-        "routes.yaml:7: route orders: step 3: unknown esb.schemas entry point "
-        "'no-such-schema' (none installed)",
+        "routes.yaml:7: route orders: step 3: unknown schema 'no-such-schema' "
+        "(schemas: none; esb.schemas models: none installed)",
+    ]
+
+
+def test_an_unknown_schema_lists_the_declared_ones_and_the_closest(tmp_path: Path) -> None:
+    assert faults(
+        tmp_path,
+        """\
+        schemas:
+          order.v1: {type: object}
+          invoice.v1: {type: object}
+        routes:
+          - name: orders
+            from: shop.order.*
+            steps: [{validate: ordr.v1}]
+            to: crm
+        """,
+    ) == [
+        "routes.yaml:7: route orders: step 1: unknown schema 'ordr.v1'; did you mean 'order.v1'? "
+        "(schemas: invoice.v1, order.v1; esb.schemas models: none installed)"
+    ]
+
+
+def test_a_misspelt_step_kind_lists_the_kinds_and_the_closest(tmp_path: Path) -> None:
+    assert faults(
+        tmp_path,
+        """\
+        routes:
+          - name: orders
+            from: shop.order.*
+            steps:
+              - map: {fields: {id: data.id}}
+              - mapp: {fields: {id: data.id}}
+            to: crm
+        """,
+    ) == [
+        "routes.yaml:6: route orders: step 2: unknown step key 'mapp'; did you mean 'map'? "
+        "(a step is one of map, convert, validate, transform, with an optional runs_in)"
+    ]
+
+
+def test_a_misspelt_sink_names_the_closest(tmp_path: Path) -> None:
+    assert faults(tmp_path, "routes:\n  - {name: a, from: x.#, to: ccrm}\n") == [
+        "routes.yaml:2: route a: unknown sink 'ccrm'; did you mean 'crm'? (sinks: crm, erp)"
+    ]
+
+
+def warnings(tmp_path: Path, body: str) -> list[str]:
+    table = load_routes(routes_dir(tmp_path, body))
+    return [str(w).replace(f"{tmp_path}/", "") for w in table.warnings]
+
+
+def test_a_from_pattern_no_declared_source_emits_is_a_warning(tmp_path: Path) -> None:
+    assert warnings(
+        tmp_path,
+        """\
+        sources:
+          shop: {emits: [shop.order.paid, shop.order.created]}
+        routes:
+          - {name: paid, from: shop.order.paid, to: crm}
+          - {name: typo, from: shop.ordr.paid, to: crm}
+        """,
+    ) == [
+        "routes.yaml:5: warning: route typo: from: no declared source emits a type "
+        "'shop.ordr.paid' matches; did you mean 'shop.order.paid'? "
+        "(emitted: shop.order.created, shop.order.paid)"
+    ]
+
+
+def test_without_declared_emits_no_pattern_is_warned_about(tmp_path: Path) -> None:
+    assert warnings(tmp_path, "routes:\n  - {name: a, from: x.#, to: crm}\n") == []
+
+
+def test_a_route_test_expecting_an_unknown_route_is_a_warning(tmp_path: Path) -> None:
+    assert warnings(
+        tmp_path,
+        """\
+        routes:
+          - {name: paid-orders, from: shop.#, to: crm}
+        tests:
+          - name: ships
+            event: {type: shop.order, data: {}}
+            expect:
+              - {route: paid-order, to: crm}
+        """,
+    ) == [
+        "routes.yaml:7: warning: test 'ships' expects unknown route 'paid-order'; "
+        "did you mean 'paid-orders'? (routes: paid-orders)"
     ]
 
 

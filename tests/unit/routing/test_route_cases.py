@@ -158,3 +158,41 @@ def test_cli_graph_in_mermaid_and_dot() -> None:
     assert dot.exit_code == 0
     assert dot.output.startswith("digraph esb {")
     assert "r_paid_orders_to_shipping -> s_paid_orders_to_shipping_1;" in dot.output
+
+
+def test_cli_validate_prints_warnings_and_still_passes(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(
+        "sinks: {crm: {}}\nroutes:\n  - {name: a, from: x.#, to: crm}\n"
+        "tests:\n  - name: t\n    event: {type: x.y, data: {}}\n    expect: [{route: b, to: crm}]\n"
+    )
+    result = CliRunner().invoke(main, ["routes", "validate", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"{tmp_path}/r.yaml:7: warning: test 't' expects unknown route 'b' (routes: a)",
+        f"{tmp_path}: 1 routes, 1 sinks, 1 tests: valid, 1 warnings",
+    ]
+
+
+def test_cli_dry_run_accepts_an_event_as_route_tests_do(tmp_path: Path) -> None:
+    """No id, specversion or source: filled in as for a route test's event."""
+    event = tmp_path / "order.json"
+    event.write_text('{"type": "shop.order.created", "data": {"status": "open"}}')
+    result = CliRunner().invoke(
+        main, ["routes", "test", str(REPO / "routes"), "--event", str(event)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "route order-audit matches",
+        '  sink audit-log receives: {"status":"open"}',
+    ]
+
+
+def test_cli_dry_run_of_an_invalid_event_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    event = tmp_path / "order.json"
+    event.write_text('{"type": "shop.order.created", "specversion": "0.3"}')
+    result = CliRunner().invoke(
+        main, ["routes", "test", str(REPO / "routes"), "--event", str(event)]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {event}: not a valid CloudEvent: specversion")
+    assert len(result.output.splitlines()) == 1
