@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-COMMAND = ".venv/bin/python bench/pipeline.py --quick --pipelines esb,plain,esb-journal,esb-records,esb-otel"
+COMMAND = (
+    ".venv/bin/python bench/pipeline.py --quick"
+    " --pipelines esb,plain,esb-journal,esb-records,esb-otel"
+)
 
 
 def test_the_quick_side_by_side_run_in_the_docs_measures_both_and_cleans_up(
