@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from demo.deployment import Deployment, Snapshot
-from demo.shop import order
 from esb.histograms import summarize
 
 ORDERS = 200
@@ -49,8 +48,7 @@ async def run(
         step(f"4. real-time flows done {time.monotonic() - started:.1f} s after the start")
         show_flows(deployment, flows)
         step("5. the shop sells an order the warehouse cannot fill: 5,000 x SKU-01")
-        oversized = {**order(ORDERS + ABANDONED + 1), "lines": [{"sku": "SKU-01", "qty": 5000}]}
-        await deployment.shop.post(deployment.session, "order.paid", oversized)
+        refused = await deployment.sell_unfillable("SKU-01", 5_000)
         await deployment.wait_until(
             lambda s: s.parked.get("inventory-db", 0) >= 1, 60, "the refused order was not parked"
         )
@@ -58,7 +56,10 @@ async def run(
         for line in (await deployment.parking_lots()).splitlines():
             if line.strip() and not line.endswith(" 0 parked"):
                 step(f"     {line}")
-        step("   fix the stock, then `esb dlq replay` applies it once (see docs/demo.md)")
+        await asyncio.sleep(1)  # five polls of the reservations outbox: time to ship it wrongly
+        step(f"   {not_shipped(deployment, refused)}")
+        step("   fix the stock, then `esb dlq replay` reserves it once and the carrier books it")
+        step("   (see docs/demo.md)")
         step("6. the nightly job: accounting's completed days into the sales report")
         await deployment.start_nightly()
         days = int(deployment.accounting.scalar("SELECT count(*) FROM daily_sales"))
@@ -98,8 +99,24 @@ async def run(
     step(f"demo done in {time.monotonic() - started:.1f} s; everything it wrote is in {out}/")
 
 
+def not_shipped(deployment: Deployment, order_id: str) -> str:
+    """The check that a refused order was neither reserved nor booked; RuntimeError if it was."""
+    reserved = deployment.reservations(order_id)
+    shipments = deployment.shipping.shipments
+    if reserved or order_id in shipments:
+        raise RuntimeError(
+            f"{order_id} was refused by the stock table but has {reserved} reservation(s) "
+            f"and {'a' if order_id in shipments else 'no'} shipment"
+        )
+    return (
+        f"no reservation was committed for {order_id}, so the carrier never booked it: "
+        f"{len(shipments)} shipments, none for {order_id}"
+    )
+
+
 async def one_order(deployment: Deployment, order_id: str) -> str:
-    """The order's trace once the journal holds its shipment mail: created, paid, shipped."""
+    """The order's trace once the journal holds its shipment mail: created, paid, reserved,
+    shipped."""
 
     async def traced() -> str:
         return await deployment.trace("--key", f"order_id={order_id}")
@@ -124,7 +141,7 @@ async def flow_ages(deployment: Deployment) -> list[str]:
         for (route,), summary in ages.items():
             p50, p99 = summary.quantiles
             lines.append(
-                f"{name:<16} route {route:<20} {p50 * 1000:7,.0f} ms / {p99 * 1000:7,.0f} ms "
+                f"{name:<16} route {route:<27} {p50 * 1000:7,.0f} ms / {p99 * 1000:7,.0f} ms "
                 f"({summary.count:,.0f} events)"
             )
     return lines
@@ -149,7 +166,7 @@ def show_flows(deployment: Deployment, flows: Snapshot) -> None:
     )
     step(
         f"   inventory   {flows.units_taken} of {deployment.paid_units()} ordered units "
-        "taken from stock; "
+        f"taken from stock, {flows.reserved} orders reserved for the carrier; "
         f"lowest now {low[0][0]} at {low[0][1]}"
     )
     step(

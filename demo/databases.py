@@ -25,6 +25,12 @@ SCHEMAS = {
     "inventory": [
         "DROP TABLE IF EXISTS stock",
         "CREATE TABLE stock (sku TEXT PRIMARY KEY, on_hand INTEGER NOT NULL CHECK (on_hand >= 0))",
+        # The outbox: the inventory sink writes an order's reservation in the transaction of
+        # its stock decrement; the inventory-reservations source publishes and marks it.
+        "DROP TABLE IF EXISTS reservations",
+        "CREATE TABLE reservations (id {serial}, order_id TEXT NOT NULL UNIQUE, name TEXT, "
+        "street TEXT, city TEXT, country TEXT, email TEXT, weight_g INTEGER, service TEXT, "
+        "published_at TEXT)",
     ],
     "accounting": [
         "DROP VIEW IF EXISTS daily_sales",

@@ -51,6 +51,8 @@ SINKS = (
 #: Under ``out``: settings files, logs, the stand-in systems' files, the nightly reports, and
 #: the processes' working directory (idempotency stores, cursors), all fresh on every start.
 DIRECTORIES = ("config", "logs", "systems", "reports", "state")
+#: The carrier's recipient fields a reservation keeps, for the shipment booked from it.
+RECIPIENT = ("name", "street", "city", "country", "email")
 EMAIL_BODY = (
     "Hello {{ data.vars.name }},\n\n"
     "your order {{ data.vars.order }} is on its way with {{ data.vars.carrier }}.\n"
@@ -66,6 +68,7 @@ class Snapshot:
     shipments: int
     emails: int
     units_taken: int
+    reserved: int
     invoices: int
     customers: int
     audit_lines: int
@@ -112,6 +115,7 @@ class Deployment:
         self._session: aiohttp.ClientSession | None = None
         self.sold = 0
         self.paid: list[int] = []
+        self.unfillable: list[str] = []
         self.won = 0
         self.contacts = 0
 
@@ -197,6 +201,20 @@ class Deployment:
                 delay_seconds=1.0,
                 poll_seconds=0.5,
             ),
+            self._source(
+                "inventory-reservations",
+                "sql",
+                correlate="order_id",
+                dsn=self.inventory.dsn,
+                table="reservations",
+                id_column="id",
+                mode="outbox",
+                outbox_done="mark",
+                mark_column="published_at",
+                event_type="inventory.order.reserved",
+                event_source="urn:demo:inventory",
+                poll_seconds=0.2,
+            ),
             self._sink(
                 "shipping-api",
                 "http",
@@ -213,6 +231,16 @@ class Deployment:
                 key=["sku"],
                 rows="data.items",
                 columns={"sku": "row.sku", "on_hand": "row.delta"},
+                # In the decrement's transaction: the reservation the carrier is booked from.
+                outbox={
+                    "table": "reservations",
+                    "columns": {
+                        "order_id": "data.order_id",
+                        **{f: f"data.ship_to.{f}" for f in RECIPIENT},
+                        "weight_g": "data.weight_g",
+                        "service": "data.service",
+                    },
+                },
             ),
             self._sink(
                 "customer-email",
@@ -354,6 +382,22 @@ class Deployment:
         self.paid.extend(range(first, first + orders))
         self.sold += orders + abandoned
 
+    async def sell_unfillable(self, sku: str = "SKU-01", qty: int = 5_000) -> str:
+        """The shop takes a paid order for more than the warehouse holds; its number."""
+        self.sold += 1
+        placed = {**order(self.sold), "lines": [{"sku": sku, "qty": qty}]}
+        await self.shop.post(self.session, "order.paid", placed)
+        self.unfillable.append(placed["order_id"])
+        return str(placed["order_id"])
+
+    def reservations(self, order_id: str) -> int:
+        """The inventory's reservations of an order: 1 once its stock was taken, else 0."""
+        return int(
+            self.inventory.scalar(
+                "SELECT count(*) FROM reservations WHERE order_id = ?", (order_id,)
+            )
+        )
+
     def win_deals(self, deals: int, without_email: int = 0) -> None:
         """Sales people mark deals won in the CRM, closed over the last days and today (UTC,
         the day the databases' ``daily_sales`` view counts as complete)."""
@@ -376,7 +420,8 @@ class Deployment:
     def flows_done(self, s: Snapshot) -> bool:
         """Every real-time flow has delivered what the shop and the CRM did so far."""
         return (
-            s.shipments >= len(self.paid)
+            s.reserved >= len(self.paid)
+            and s.shipments >= len(self.paid)
             and s.emails >= len(self.paid)
             and s.units_taken >= self.paid_units()
             and s.invoices >= self.won
@@ -411,6 +456,11 @@ class Deployment:
             shipments=len(self.shipping.shipments),
             emails=len(self.mail.mailbox.messages),
             units_taken=STOCK_START * len(SKUS) - int(taken),
+            reserved=int(
+                self.inventory.scalar(
+                    "SELECT count(*) FROM reservations WHERE published_at IS NOT NULL"
+                )
+            ),
             invoices=int(self.accounting.scalar("SELECT count(*) FROM invoices")),
             customers=sum(stage == "customer" for stage in self.marketing.contacts.values()),
             audit_lines=audit.read_bytes().count(b"\n") if audit.exists() else 0,

@@ -1,8 +1,9 @@
 """PostgreSQL (psycopg 3) and SQLite: one transaction that records event ids and writes rows.
 
 Each event's id goes into ``esb_applied`` in the same transaction as its
-rows; an id already there (a redelivery, a replay) writes nothing. Events
-applied together share the ``at`` of their transaction.
+rows (and its outbox row, with ``outbox``); an id already there (a
+redelivery, a replay) writes nothing. Events applied together share the
+``at`` of their transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.sql.settings import SqlSinkSettings
-from adapters.sql.statements import Rows, RowStatement
+from adapters.sql.statements import Rows, RowStatement, Writes, insert_sql
 from esb import ConfigError, PermanentError, TransientError
 from esb.dsn import describe, scrub
 
@@ -31,8 +32,8 @@ RECORD_POSTGRES = (
     "ON CONFLICT DO NOTHING RETURNING key"
 )
 
-#: Events to apply together: each one's id and rows.
-Batch = Sequence[tuple[str, Rows]]
+#: Events to apply together: each one's id and what it writes.
+Batch = Sequence[tuple[str, Writes]]
 
 
 class Backend(ABC):
@@ -44,8 +45,8 @@ class Backend(ABC):
 
     @abstractmethod
     async def apply(self, events: Batch) -> set[str]:
-        """Record the ids and write the rows of events not applied before, all or nothing;
-        the ids that were applied before (skipped: redeliveries, replays).
+        """Record the ids and write the rows (and outbox rows) of events not applied before,
+        all or nothing; the ids that were applied before (skipped: redeliveries, replays).
 
         Raises PermanentError when the database refuses a row (a constraint, a type, a
         missing row to increment), TransientError when it cannot be reached or is locked.
@@ -57,6 +58,7 @@ class SqliteBackend(Backend):
         self.path = path
         self.settings = settings
         self.statement = RowStatement(settings, "?")
+        self.outbox = outbox_sql(settings, "?")
         self._db: sqlite3.Connection | None = None
 
     async def open(self) -> None:
@@ -68,8 +70,9 @@ class SqliteBackend(Backend):
             f"CREATE TABLE IF NOT EXISTS {APPLIED} (scope TEXT NOT NULL, key TEXT NOT NULL, "
             "at REAL NOT NULL, PRIMARY KEY (scope, key))"
         )
-        found = {row[1] for row in self._db.execute(f'PRAGMA table_info("{self.settings.table}")')}
-        check_columns(self.settings, found)
+        for table, columns in tables(self.settings):
+            found = {row[1] for row in self._db.execute(f'PRAGMA table_info("{table}")')}
+            check_columns(table, columns, found)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -86,14 +89,16 @@ class SqliteBackend(Backend):
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for event_id, rows in events:
+                for event_id, writes in events:
                     if not db.execute(RECORD_SQLITE, (table, event_id, at)).rowcount:
                         skipped.add(event_id)
                         continue
-                    for row in rows:
+                    for row in writes.rows:
                         statement.check(
                             row, db.execute(statement.sql, statement.params(row)).rowcount
                         )
+                    for row in writes.outbox:
+                        db.execute(self.outbox, row)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -110,6 +115,7 @@ class PostgresBackend(Backend):
         self.dsn = dsn
         self.settings = settings
         self.statement = RowStatement(settings, "%s")
+        self.outbox = outbox_sql(settings, "%s")
         self._conn: psycopg.AsyncConnection[Any] | None = None
         # One connection holds one transaction at a time: concurrent writes take turns.
         self._turn = asyncio.Lock()
@@ -147,11 +153,12 @@ class PostgresBackend(Backend):
             f"CREATE TABLE IF NOT EXISTS {APPLIED} (scope text NOT NULL, key text NOT NULL, "
             "at double precision NOT NULL, PRIMARY KEY (scope, key))"
         )
-        cursor = await conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
-            (self.settings.table,),
-        )
-        check_columns(self.settings, {row[0] for row in await cursor.fetchall()})
+        for table, columns in tables(self.settings):
+            cursor = await conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
+                (table,),
+            )
+            check_columns(table, columns, {row[0] for row in await cursor.fetchall()})
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -181,21 +188,24 @@ class PostgresBackend(Backend):
                     fresh = {key for (key,) in await cursor.fetchall()}
                     skipped = set(ids) - fresh
                     todo: Rows = []
-                    for event_id, rows in events:
+                    outbox: Rows = []
+                    for event_id, writes in events:
                         if event_id in fresh:
                             fresh.discard(event_id)  # an id twice in the batch writes once
-                            todo.extend(rows)
-                    if not todo:
-                        return skipped
-                    await cursor.executemany(
-                        statement.sql,
-                        [statement.params(row) for row in todo],
-                        returning=statement.increment,  # a rowcount for each increment
-                    )
-                    if statement.increment:
+                            todo.extend(writes.rows)
+                            outbox.extend(writes.outbox)
+                    if todo:
+                        await cursor.executemany(
+                            statement.sql,
+                            [statement.params(row) for row in todo],
+                            returning=statement.increment,  # a rowcount for each increment
+                        )
+                    if todo and statement.increment:
                         results = [result.rowcount async for result in cursor.results()]
                         for row, rowcount in zip(todo, results, strict=True):
                             statement.check(row, rowcount)
+                    if outbox and self.outbox:
+                        await cursor.executemany(self.outbox, outbox)
                     return skipped
             except refused as exc:
                 raise PermanentError(f"sql sink: {table}: {exc}") from None
@@ -203,9 +213,23 @@ class PostgresBackend(Backend):
                 raise TransientError(f"sql sink: {table}: {exc}") from None
 
 
-def check_columns(settings: SqlSinkSettings, found: set[str]) -> None:
+def outbox_sql(settings: SqlSinkSettings, placeholder: str) -> str:
+    """The outbox row's INSERT; empty without an outbox."""
+    outbox = settings.outbox
+    return "" if outbox is None else insert_sql(outbox.table, list(outbox.columns), placeholder)
+
+
+def tables(settings: SqlSinkSettings) -> list[tuple[str, list[str]]]:
+    """Each table the sink writes, with the columns it writes there."""
+    written = [(settings.table, list(settings.columns))]
+    if settings.outbox is not None:
+        written.append((settings.outbox.table, list(settings.outbox.columns)))
+    return written
+
+
+def check_columns(table: str, columns: list[str], found: set[str]) -> None:
     if not found:
-        raise ConfigError(f"sql sink: table {settings.table} does not exist")
-    missing = sorted(set(settings.columns) - found)
+        raise ConfigError(f"sql sink: table {table} does not exist")
+    missing = sorted(set(columns) - found)
     if missing:
-        raise ConfigError(f"sql sink: table {settings.table} has no column {', '.join(missing)}")
+        raise ConfigError(f"sql sink: table {table} has no column {', '.join(missing)}")

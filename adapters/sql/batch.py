@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from adapters.sql.backends import Batch
-from adapters.sql.statements import Rows
+from adapters.sql.statements import Writes
 from esb import TransientError
 
 
 @dataclass
 class _Pending:
-    rows: Rows
+    writes: Writes
     done: asyncio.Future[bool]  # True: written; False: applied before
 
 
@@ -42,7 +42,7 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._commits: set[asyncio.Task[None]] = set()
 
-    async def write(self, event_id: str, rows: Rows) -> bool:
+    async def write(self, event_id: str, writes: Writes) -> bool:
         """Returns once the event is committed: True when this write applied it, False when
         it was applied before (a duplicate id in the same batch waits with the first)."""
         pending = self._batch.get(event_id)
@@ -50,7 +50,7 @@ class Batcher:
             await asyncio.shield(pending.done)
             return False
         loop = asyncio.get_running_loop()
-        pending = self._batch[event_id] = _Pending(rows, loop.create_future())
+        pending = self._batch[event_id] = _Pending(writes, loop.create_future())
         if len(self._batch) >= self._size:
             self._flush()
         elif self._timer is None:
@@ -75,7 +75,7 @@ class Batcher:
     async def _commit(self, batch: dict[str, _Pending]) -> None:
         try:
             skipped = await self._apply(
-                [(event_id, pending.rows) for event_id, pending in batch.items()]
+                [(event_id, pending.writes) for event_id, pending in batch.items()]
             )
         except TransientError as exc:
             for pending in batch.values():
@@ -89,7 +89,7 @@ class Batcher:
 
     async def _alone(self, event_id: str, pending: _Pending) -> None:
         try:
-            skipped = await self._apply([(event_id, pending.rows)])
+            skipped = await self._apply([(event_id, pending.writes)])
         except Exception as exc:  # handed to the write, which the runtime retries or parks
             pending.done.set_exception(exc)
         else:

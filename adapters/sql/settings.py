@@ -5,12 +5,40 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from esb.settings import AdapterSettings
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ATTRIBUTES = ("id", "type", "source", "subject", "time")
+
+
+def _check_columns(value: dict[str, str], heads: tuple[str, ...], what: str) -> dict[str, str]:
+    for column, source in value.items():
+        if not re.match(IDENTIFIER, column):
+            raise ValueError(f"{column!r} is not a plain column name")
+        if source.split(".", 1)[0] not in heads:
+            raise ValueError(f"{column}: {source!r} is not {what}")
+    if not value:
+        raise ValueError("map at least one column")
+    return value
+
+
+class SqlOutboxSettings(BaseModel):
+    """One row inserted per event into another table, in the transaction of the event's rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(pattern=IDENTIFIER, description="The outbox table.")
+    columns: dict[str, str] = Field(
+        description="Column to value: data.<path>, or one of id, type, source, subject, time.",
+        examples=[{"order_id": "data.order_id", "email": "data.customer.email"}],
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _column_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_columns(value, ("data", *ATTRIBUTES), "data.<path> or an attribute")
 
 
 class SqlSinkSettings(AdapterSettings):
@@ -53,20 +81,19 @@ class SqlSinkSettings(AdapterSettings):
         description="Seconds a batch waits for more events after its first one (batch).",
     )
 
+    outbox: SqlOutboxSettings | None = Field(
+        default=None,
+        description="Also insert one row per event into this table, in the same transaction "
+        "as its rows (a transactional outbox: an sql source in outbox mode publishes it).",
+        examples=[{"table": "reservations", "columns": {"order_id": "data.order_id"}}],
+    )
+
     @field_validator("columns")
     @classmethod
     def _column_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for column, source in value.items():
-            if not re.match(IDENTIFIER, column):
-                raise ValueError(f"{column!r} is not a plain column name")
-            head = source.split(".", 1)[0]
-            if head not in ("data", "row", *ATTRIBUTES):
-                raise ValueError(
-                    f"{column}: {source!r} is not data.<path>, row.<path> or an attribute"
-                )
-        if not value:
-            raise ValueError("map at least one column")
-        return value
+        return _check_columns(
+            value, ("data", "row", *ATTRIBUTES), "data.<path>, row.<path> or an attribute"
+        )
 
     @field_validator("rows")
     @classmethod

@@ -5,6 +5,7 @@ id in ``esb_applied``; an id already recorded means the event was applied
 before (a redelivery, a replay), so nothing is written. The effect and the
 record commit together, so there is no window for a double write: this sink
 is naturally idempotent and the runtime keeps no separate store for it.
+``outbox`` adds one row per event to another table in that transaction.
 ``transaction: batch`` puts many events in that one transaction.
 """
 
@@ -16,7 +17,7 @@ from typing import ClassVar
 from adapters.sql.backends import Backend, PostgresBackend, SqliteBackend
 from adapters.sql.batch import Batcher
 from adapters.sql.settings import SqlSinkSettings
-from adapters.sql.statements import event_rows
+from adapters.sql.statements import event_writes
 from esb import AdapterSettings, CloudEvent, Sink
 from esb.dsn import backend
 
@@ -50,7 +51,7 @@ class SqlSink(Sink[SqlSinkSettings]):
 
     async def write(self, event: CloudEvent) -> bool:
         """True once written; False when ``esb_applied`` already held its id."""
-        rows = event_rows(self.settings, event)
+        writes = event_writes(self.settings, event)
         if self.batcher is None:
-            return event.id not in await self.backend.apply([(event.id, rows)])
-        return await self.batcher.write(event.id, rows)
+            return event.id not in await self.backend.apply([(event.id, writes)])
+        return await self.batcher.write(event.id, writes)

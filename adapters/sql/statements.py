@@ -6,6 +6,7 @@ refuse the same events with the same messages.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -15,6 +16,14 @@ from esb import CloudEvent, PermanentError
 
 #: The parameters of each row one event writes, in the order of ``columns``.
 Rows = list[list[Any]]
+
+
+@dataclass(frozen=True)
+class Writes:
+    """What one event writes in its transaction: its rows, then its outbox row if any."""
+
+    rows: Rows
+    outbox: Rows = field(default_factory=list)
 
 
 def _walk(value: Any, path: str) -> Any:
@@ -66,6 +75,15 @@ def event_rows(settings: SqlSinkSettings, event: CloudEvent) -> Rows:
     return rows
 
 
+def event_writes(settings: SqlSinkSettings, event: CloudEvent) -> Writes:
+    """The rows of ``event`` and, with an ``outbox``, the one row it adds there."""
+    outbox = settings.outbox
+    if outbox is None:
+        return Writes(event_rows(settings, event))
+    row = [column_value(event, source) for source in outbox.columns.values()]
+    return Writes(event_rows(settings, event), [row])
+
+
 def added(settings: SqlSinkSettings) -> list[str]:
     """The columns an increment adds to: every column but the key."""
     return [c for c in settings.columns if c not in settings.key]
@@ -74,6 +92,13 @@ def added(settings: SqlSinkSettings) -> list[str]:
 def _indexes(settings: SqlSinkSettings, columns: list[str]) -> list[tuple[str, int]]:
     names = list(settings.columns)
     return [(c, names.index(c)) for c in columns]
+
+
+def insert_sql(table: str, columns: list[str], placeholder: str) -> str:
+    """INSERT of one row; table and column names passed the settings' IDENTIFIER pattern."""
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    values = ", ".join(placeholder for _ in columns)
+    return f'INSERT INTO "{table}" ({quoted}) VALUES ({values})'  # noqa: S608
 
 
 class RowStatement:
@@ -93,9 +118,7 @@ class RowStatement:
             self.sql = f'UPDATE "{self.table}" SET {sets} WHERE {where}'  # noqa: S608
             self._order = [i for _, i in adds + self._keys]
             return
-        quoted = ", ".join(f'"{c}"' for c in columns)
-        values = ", ".join(placeholder for _ in columns)
-        self.sql = f'INSERT INTO "{self.table}" ({quoted}) VALUES ({values})'  # noqa: S608
+        self.sql = insert_sql(self.table, columns, placeholder)
         if settings.mode == "upsert":
             keys = ", ".join(f'"{k}"' for k in settings.key)
             updates = ", ".join(f'"{c}" = excluded."{c}"' for c in added(settings))

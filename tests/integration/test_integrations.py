@@ -2,9 +2,11 @@
 
 Real ``esb run`` processes on RabbitMQ between stand-ins that validate what
 they get and fail now and then (503s from the carrier, 429s from the
-marketing tool): N paid orders give N stock decrements, N shipments and N
-e-mails, the won deals give invoices and customer contacts, the completed
-days give the nightly report's rows, and nothing else happens anywhere.
+marketing tool): N paid orders give N stock decrements, N reservations, N
+shipments and N e-mails, an order the stock cannot fill is parked at the
+inventory and never shipped, the won deals give invoices and customer
+contacts, the completed days give the nightly report's rows, and nothing else
+happens anywhere.
 """
 
 from __future__ import annotations
@@ -57,7 +59,14 @@ async def test_each_integration_applies_every_event_once_and_nothing_else(
 ) -> None:
     deployment.win_deals(DEALS, without_email=WITHOUT_EMAIL)
     await deployment.sell(ORDERS, abandoned=ABANDONED)
-    await deployment.wait_until(deployment.flows_done, 150, "the flows did not complete")
+    # Paid while the orders above are still on their way: its stock decrement is refused, so
+    # it must be parked at the inventory and reach the carrier by no path.
+    refused = await deployment.sell_unfillable("SKU-01", 5_000)
+    await deployment.wait_until(
+        lambda s: deployment.flows_done(s) and s.parked.get("inventory-db", 0) >= 1,
+        150,
+        "the flows did not complete",
+    )
     await deployment.shipping.settled()
     after = await deployment.snapshot()
 
@@ -75,18 +84,24 @@ async def test_each_integration_applies_every_event_once_and_nothing_else(
     assert trace.startswith("order_id SO-00001: "), trace
     assert "correlation SO-00001" in trace.splitlines()[0]
     assert trace.count("shop-webhook (source)  published") == 2
+    assert trace.count("inventory-reservations (source)  published") == 1
     assert trace.count("carrier-webhook (source)  published") == 1
     for sink in ("shipping-api", "inventory-db", "customer-email", "audit-log"):
         assert f"now: applied by {sink} at " in trace, trace
     assert "customer1@example.com" not in trace  # keys and ids, never the data
 
     paid = [order(n) for n in range(1, ORDERS + 1)]
-    assert after.shop_answers == {202: 2 * ORDERS + ABANDONED}
-    assert after.audit_lines == 2 * ORDERS + ABANDONED
-    assert after.parked == {}
+    assert after.shop_answers == {202: 2 * ORDERS + ABANDONED + 1}
+    assert after.audit_lines == 2 * ORDERS + ABANDONED + 1
+    assert after.parked == {"inventory-db": 1}
     assert after.unrouted == 0
 
+    # Reserved with its decrement, or not at all: the refused order has neither, so the
+    # carrier, booked from reservations only, never saw it.
+    assert after.reserved == ORDERS
+    assert deployment.reservations(refused) == 0
     shipments = deployment.shipping.shipments
+    assert refused not in shipments
     assert sorted(shipments) == [o["order_id"] for o in paid]
     assert deployment.shipping.answers[201] == ORDERS
     assert deployment.shipping.answers[503] > 0, "the carrier never failed: retries untested"
@@ -144,4 +159,4 @@ async def test_each_integration_applies_every_event_once_and_nothing_else(
     assert sorted(targets[0]["targets"]) == sorted(
         f"127.0.0.1:{service.health_port}" for service in deployment.services.values()
     )
-    assert report.parked == {}
+    assert report.parked == {"inventory-db": 1}

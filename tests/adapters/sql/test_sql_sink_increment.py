@@ -1,4 +1,5 @@
-"""Stock decrements and order lines: increment mode and rows fan-out, each event all or nothing."""
+"""Stock decrements and order lines: increment mode, rows fan-out and the outbox row, each event
+all or nothing."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from adapters.sql import SqlSink
-from adapters.sql.settings import SqlSinkSettings
-from esb import CloudEvent, PermanentError
+from adapters.sql.settings import SqlOutboxSettings, SqlSinkSettings
+from esb import CloudEvent, ConfigError, PermanentError
 from tests.adapters.sql.conftest import Db
 
 STOCK = {"BOOK-1": 10, "PEN-9": 5, "MUG-3": 7}
@@ -132,3 +134,98 @@ async def test_rows_take_values_from_the_event_and_from_each_element(db: Db) -> 
         ("SO-7", "PEN-9", '{"sku":"PEN-9"}', "shop.order.paid"),
     ]
     db.run(f'DROP TABLE "{table}"')
+
+
+@pytest.fixture(params=["event", "batch"])
+async def reserving(
+    request: pytest.FixtureRequest, db: Db, stock: str
+) -> AsyncIterator[tuple[SqlSink, str]]:
+    """The inventory sink with an outbox: each order it takes from stock is reserved too."""
+    outbox = f"reservations_{uuid.uuid4().hex[:8]}"
+    db.run(f'CREATE TABLE "{outbox}" (order_id TEXT UNIQUE, email TEXT, event_id TEXT)')
+    sql = SqlSink(
+        SqlSinkSettings(
+            dsn=db.dsn,
+            table=stock,
+            mode="increment",
+            key=["sku"],
+            rows="data.items",
+            columns={"sku": "row.sku", "on_hand": "row.delta"},
+            outbox={
+                "table": outbox,
+                "columns": {"order_id": "data.order_id", "email": "data.email", "event_id": "id"},
+            },
+            transaction=request.param,
+        )
+    )
+    await sql.open()
+    yield sql, outbox
+    await sql.close()
+    db.run(f'DROP TABLE "{outbox}"')
+
+
+async def test_the_outbox_row_commits_with_the_decrement_once_and_not_without_it(
+    reserving: tuple[SqlSink, str], db: Db, stock: str
+) -> None:
+    sink, outbox = reserving
+    paid = CloudEvent.new(
+        "shop.order.paid",
+        "urn:shop",
+        {"order_id": "SO-1", "email": "a@example.com", "items": [{"sku": "PEN-9", "delta": -2}]},
+        id="e-1",
+    )
+    refused = order("SO-2", [{"sku": "BOOK-1", "delta": -1}, {"sku": "PEN-9", "delta": -9}])
+    results = await asyncio.gather(
+        sink.write(paid), sink.write(paid), sink.write(refused), return_exceptions=True
+    )
+    assert sorted(map(repr, results[:2])) == ["False", "True"]
+    assert isinstance(results[2], PermanentError)
+    assert await sink.write(paid) is False  # a replay reserves nothing again
+    assert on_hand(db, stock) == {**STOCK, "PEN-9": 3}
+    assert db.run(f'SELECT * FROM "{outbox}"') == [("SO-1", "a@example.com", "e-1")]
+    assert not applied(db, stock, "SO-2")
+
+
+async def test_an_outbox_row_the_table_refuses_undoes_the_decrement(
+    reserving: tuple[SqlSink, str], db: Db, stock: str
+) -> None:
+    sink, outbox = reserving
+    await sink.write(order("SO-1", [{"sku": "BOOK-1", "delta": -1}]))
+    with pytest.raises(PermanentError, match=outbox):  # order_id is UNIQUE: one reservation
+        await sink.write(CloudEvent.new("x", "urn:shop", {"order_id": "SO-1", "items": []}))
+    with pytest.raises(PermanentError, match=outbox):
+        await sink.write(
+            CloudEvent.new(
+                "x", "urn:shop", {"order_id": "SO-1", "items": [{"sku": "MUG-3", "delta": -1}]}
+            )
+        )
+    assert on_hand(db, stock) == {**STOCK, "BOOK-1": 9}
+    assert db.run(f'SELECT order_id FROM "{outbox}"') == [("SO-1",)]
+
+
+async def test_a_missing_outbox_table_or_column_stops_the_sink_at_start(db: Db, stock: str) -> None:
+    outbox = f"reservations_{uuid.uuid4().hex[:8]}"
+    settings = SqlSinkSettings(
+        dsn=db.dsn,
+        table=stock,
+        mode="increment",
+        key=["sku"],
+        columns={"sku": "data.sku", "on_hand": "data.delta"},
+        outbox={"table": outbox, "columns": {"order_id": "data.order_id"}},
+    )
+    for create, reason in (
+        (None, f"table {outbox} does not exist"),
+        (f'CREATE TABLE "{outbox}" (reference TEXT)', f"table {outbox} has no column order_id"),
+    ):
+        if create:
+            db.run(create)
+        sql = SqlSink(settings)
+        with pytest.raises(ConfigError, match=reason):
+            await sql.open()
+        await sql.close()
+    db.run(f'DROP TABLE "{outbox}"')
+
+
+def test_outbox_columns_take_data_or_attributes_not_row_values() -> None:
+    with pytest.raises(ValidationError, match=r"'row\.sku' is not data\.<path> or an attribute"):
+        SqlOutboxSettings(table="reservations", columns={"sku": "row.sku"})

@@ -57,18 +57,20 @@ def test_event_types_publishers_routes_and_sinks_are_described(document: dict[st
     assert document["channels"]["event.shop.order.paid"]["address"] == "shop.order.paid"
     ops = document["operations"]
     assert ops["source.shop-webhook.send.shop.order.paid"]["action"] == "send"
-    receive = ops["route.paid-orders-to-shipping.receive.event.shop.order.paid"]
+    receive = ops["route.paid-orders-to-inventory.receive.event.shop.order.paid"]
     assert receive == {
         "action": "receive",
         "channel": {"$ref": "#/channels/event.shop.order.paid"},
-        "summary": "router: route paid-orders-to-shipping "
-        'when data.status == "paid" && data.total > 0',
+        "summary": "router: route paid-orders-to-inventory "
+        "when has(data.lines) && size(data.lines) > 0",
     }
-    assert ops["route.paid-orders-to-shipping.send.shipping-api"]["channel"] == {
+    reserved = ops["route.reserved-orders-to-shipping.receive.event.inventory.order.reserved"]
+    assert reserved["summary"] == "router: route reserved-orders-to-shipping"
+    assert ops["route.reserved-orders-to-shipping.send.shipping-api"]["channel"] == {
         "$ref": "#/channels/sink.shipping-api"
     }
     assert document["channels"]["sink.shipping-api"]["address"] == "esb.sink.shipping-api"
-    shipped = document["components"]["messages"]["route.paid-orders-to-shipping"]
+    shipped = document["components"]["messages"]["route.reserved-orders-to-shipping"]
     assert shipped["payload"] == {"$ref": "#/components/schemas/shipment.v1"}
     assert document["components"]["schemas"]["shipment.v1"]["required"][0] == "reference"
 

@@ -88,7 +88,7 @@ def test_each_step_output_keeps_lineage() -> None:
 def test_cli_routes_test_reports_like_a_test_runner() -> None:
     result = CliRunner().invoke(main, ["routes", "test", str(REPO / "routes")])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1] == "7 passed, 0 failed"
+    assert result.output.splitlines()[-1] == "8 passed, 0 failed"
 
 
 def test_cli_routes_test_fails_on_a_failing_case(tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_cli_graph_in_mermaid_and_dot() -> None:
     dot = CliRunner().invoke(main, ["routes", "graph", str(REPO / "routes"), "--format", "dot"])
     assert dot.exit_code == 0
     assert dot.output.startswith("digraph esb {")
-    assert "r_paid_orders_to_shipping -> s_paid_orders_to_shipping_1;" in dot.output
+    assert "r_reserved_orders_to_shipping -> s_reserved_orders_to_shipping_1;" in dot.output
 
 
 def test_cli_validate_prints_warnings_and_still_passes(tmp_path: Path) -> None:
