@@ -324,7 +324,8 @@ class Consumer:
             await self._settle(message, "parked", reject=True)
             return
         keep_headers = code != "headers_too_large"
-        await self._park(message, code, exc, text, attempts, keep_headers=keep_headers)
+        # this delivery was an attempt too, as for a permanent failure: attempts never read 0
+        await self._park(message, code, exc, text, attempts + 1, keep_headers=keep_headers)
 
     async def _failed(
         self,

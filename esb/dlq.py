@@ -1,10 +1,13 @@
 """Operator tools for parking lots: list, show, replay and purge parked messages.
 
-A parking lot is read by taking its messages without acking them; those not
-replayed go back when the channel closes. Replay publishes a message (with
-confirm) to the queue it failed in, its failure headers cleared and its id
-kept so sinks de-duplicate, and only then acks the parked copy: a crash in
-between leaves the message in both places, never in neither.
+A parking lot is a work queue's ``.dlq``, or the unrouted queue: the router's
+lot, where events no route matched wait. It is read by taking its messages
+without acking them; those not replayed go back when the channel closes.
+Replay publishes a message (with confirm) to the queue it failed in (an
+unrouted event: the router's queue, so the routes as they are now apply),
+its failure headers cleared and its id kept so sinks de-duplicate, and only
+then acks the parked copy: a crash in between leaves the message in both
+places, never in neither.
 """
 
 from __future__ import annotations
@@ -31,12 +34,31 @@ from esb.parking import (
     copy_message,
 )
 from esb.routing.expressions import Expression, event_context
-from esb.topology import DLQ_SUFFIX, dlq_name
+from esb.topology import DLQ_SUFFIX, QueueNames, dlq_name
 
 
-def parking_lot(queue: str) -> str:
-    """Accept a work queue or its parking lot's name."""
-    return queue if queue.endswith(DLQ_SUFFIX) else dlq_name(queue)
+@dataclass(frozen=True)
+class Lot:
+    """A parking lot and the work queue its messages replay to, unless they say another."""
+
+    name: str
+    work_queue: str
+
+
+def parking_lot(queue: str, names: QueueNames) -> Lot:
+    """Accept a work queue, its parking lot's name, or the unrouted queue (the router's lot)."""
+    if queue == names.unrouted:
+        return Lot(queue, names.router)
+    if queue.endswith(DLQ_SUFFIX):
+        return Lot(queue, queue.removesuffix(DLQ_SUFFIX))
+    return Lot(dlq_name(queue), queue)
+
+
+def fixed_lots(names: QueueNames) -> list[Lot]:
+    """The parking lots every routed deployment of ``names``' prefix may have, whatever its
+    routes: the router's, the shared transformer pool's, the router steps' and unrouted."""
+    queues = (names.router, names.steps("transformer"), names.steps("router"), names.unrouted)
+    return [parking_lot(queue, names) for queue in queues]
 
 
 @dataclass
@@ -76,12 +98,15 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
-async def depth(channel: AbstractChannel, queue: str) -> int | None:
-    """Messages ready in ``queue``; None when it does not exist."""
+async def depth(broker: Broker, queue: str) -> int | None:
+    """Messages ready in ``queue``; None when it does not exist. On a channel of its own:
+    the broker closes the channel a missing queue was asked on."""
+    channel = await broker.connection.channel()
     try:
         declared = await channel.declare_queue(queue, passive=True)
     except aiormq.exceptions.ChannelNotFoundEntity:
         return None
+    await channel.close()
     return int(declared.declaration_result.message_count or 0)
 
 
@@ -135,18 +160,18 @@ def replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
 
 
 async def replay(
-    broker: Broker, lot: str, *, expression: Expression | None, to: str | None, limit: int | None
+    broker: Broker, lot: Lot, *, expression: Expression | None, to: str | None, limit: int | None
 ) -> list[tuple[str, str]]:
     """Re-drive matching parked messages; returns (id, target queue) for each one replayed."""
     channel = await broker.connection.channel()
     replayed: list[tuple[str, str]] = []
     try:
-        async for parked in browse(channel, lot):
+        async for parked in browse(channel, lot.name):
             if limit is not None and len(replayed) >= limit:
                 break
             if not accepts(expression, parked):
                 continue
-            target = to or str(parked.header(ORIGINAL_QUEUE) or lot.removesuffix(DLQ_SUFFIX))
+            target = to or str(parked.header(ORIGINAL_QUEUE) or lot.work_queue)
             await broker.publish_message(replay_copy(parked.message), target, exchange="")
             await parked.message.ack()
             replayed.append((parked.id, target))

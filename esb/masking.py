@@ -118,8 +118,33 @@ class Masker:
     def text(self, text: str, data: Any = None) -> str:
         """``text`` with the fields' values of ``data`` and the known patterns masked,
         cut to :data:`MAX_TEXT_CHARS` characters."""
+        return self._text(text, sorted(self.values(data), key=len, reverse=True))
+
+    def data(self, data: Any) -> Any:
+        """``data`` (decoded JSON) with the configured fields' values replaced by
+        :data:`MASK` and every string masked as :meth:`text` masks it: the structure is
+        kept, so an operator's tool can still print it indented."""
+        return self._masked(data, sorted(self.values(data), key=len, reverse=True))
+
+    def _masked(self, item: Any, values: list[str]) -> Any:
+        if isinstance(item, dict):
+            return {
+                key: MASK
+                if str(key).lower() in self.fields and isinstance(value, str | int | float)
+                else self._masked(value, values)
+                for key, value in item.items()
+            }
+        if isinstance(item, list):
+            return [self._masked(value, values) for value in item]
+        if isinstance(item, str):
+            return self._text(item, values)
+        if isinstance(item, int) and not isinstance(item, bool):  # a card number as a number
+            return item if self._text(_shown(item), values) == _shown(item) else MASK
+        return item
+
+    def _text(self, text: str, values: list[str]) -> str:
         window = text[: 2 * MAX_TEXT_CHARS].replace(_HIDDEN, "\ufffd")
-        for value in sorted(self.values(data), key=len, reverse=True):
+        for value in values:
             window = window.replace(value, _HIDDEN * len(value))
         if "card" in self.patterns:
             window = _CARD.sub(_hide_card, window)

@@ -22,6 +22,15 @@ LAST_FAILED_AT = "x-esb-last-failed-at"
 ORIGINAL_EXCHANGE = "x-esb-original-exchange"
 ORIGINAL_ROUTING_KEY = "x-esb-original-routing-key"
 ORIGINAL_QUEUE = "x-esb-original-queue"
+UNROUTED_HEADER = "x-esb-unrouted"
+
+#: RabbitMQ's name for the default exchange, whose AMQP name is empty: a message esb sent
+#: straight to a queue (a hop, a retry, a replay) came from it.
+DEFAULT_EXCHANGE = "amq.default"
+
+#: A quorum queue's own count of a message's earlier deliveries *from that queue*. A copy
+#: does not carry it on: the parking lot counts afresh (each time ``esb dlq`` reads it).
+DELIVERY_COUNT = "x-delivery-count"
 
 #: What a failure adds to a message (esb's headers and RabbitMQ's dead-lettering ones);
 #: a replay removes them so the message starts afresh. The routing slip is kept.
@@ -38,8 +47,9 @@ FAILURE_HEADERS = frozenset(
         ORIGINAL_EXCHANGE,
         ORIGINAL_ROUTING_KEY,
         ORIGINAL_QUEUE,
+        UNROUTED_HEADER,
         "x-death",
-        "x-delivery-count",
+        DELIVERY_COUNT,
         "x-first-death-exchange",
         "x-first-death-queue",
         "x-first-death-reason",
@@ -109,16 +119,19 @@ def failure_headers(
     service: str,
     keep_headers: bool = True,
 ) -> dict[str, Any]:
-    """The message's headers with this failure recorded; the first failure's time is kept.
+    """The message's headers with this failure recorded; the first failure's time and where
+    the message came from then are kept. The work queue's delivery count is not: in the
+    parking lot the same header would count that queue's deliveries instead.
 
     ``keep_headers=False`` drops the message's own headers: headers over the
     limits could make the copy too large to publish.
     """
     now = datetime.now(UTC).isoformat()
     headers: dict[str, Any] = encodable(message.headers or {}) if keep_headers else {}
+    headers.pop(DELIVERY_COUNT, None)
     headers.setdefault(FIRST_FAILED_AT, now)
-    headers.setdefault(ORIGINAL_EXCHANGE, message.exchange or "")
-    headers.setdefault(ORIGINAL_ROUTING_KEY, message.routing_key or "")
+    for key, value in came_from(message).items():
+        headers.setdefault(key, value)
     headers.update(
         {
             ERROR_TYPE: type(error).__name__,
@@ -128,6 +141,15 @@ def failure_headers(
         }
     )
     return headers
+
+
+def came_from(message: AbstractIncomingMessage) -> dict[str, str]:
+    """The exchange and routing key ``message`` was delivered by, the default exchange by
+    its name: an empty one reads as unknown."""
+    return {
+        ORIGINAL_EXCHANGE: message.exchange or DEFAULT_EXCHANGE,
+        ORIGINAL_ROUTING_KEY: message.routing_key or "",
+    }
 
 
 def parked_copy(
@@ -155,3 +177,20 @@ def parked_copy(
         }
     )
     return copy_message(message, headers)
+
+
+def unrouted_headers(
+    message: AbstractIncomingMessage, *, service: str, router_queue: str
+) -> dict[str, Any]:
+    """What the router writes on an event no route matched: the unrouted queue is read as
+    the router's parking lot, so replay sends the event back to ``router_queue``."""
+    return {
+        UNROUTED_HEADER: "no route matched",
+        REASON: "unrouted",
+        ERROR: "no route matched",
+        SERVICE: service,
+        FAILED_AT: datetime.now(UTC).isoformat(),
+        ATTEMPTS: 1,
+        ORIGINAL_QUEUE: router_queue,
+        **came_from(message),
+    }

@@ -9,23 +9,58 @@ import click
 from esb.broker import Broker
 from esb.cli.common import EsbGroup, run_connected
 from esb.cli.options import CONFIG_OPTION, queue_specs, routes_option
-from esb.dlq import browse, compile_filter, depth, parking_lot, printable, replay
+from esb.dlq import Lot, browse, compile_filter, depth, fixed_lots, parking_lot, replay
+from esb.dlq_view import render
+from esb.masking import Masker
 from esb.settings import ProcessSettings, load_settings
+from esb.topology import QueueNames
 
 DLQ_QUEUES = click.argument("queues", nargs=-1, metavar="[QUEUE]...")
 DLQ_ROUTES = routes_option("Every parking lot of this routes directory's queues.")
 
+#: The routes directory read when no queue is named: where `esb run` is told to find it.
+DEFAULT_ROUTES = Path("routes")
+
 
 @click.group(cls=EsbGroup)
 def dlq() -> None:
-    """Inspect and re-drive parked messages (each work queue's .dlq)."""
+    """Inspect and re-drive parked messages (each work queue's .dlq, and unrouted events)."""
 
 
-def _lots(settings: ProcessSettings, queues: tuple[str, ...], routes_dir: Path | None) -> list[str]:
+def _lots(settings: ProcessSettings, queues: tuple[str, ...], routes_dir: Path | None) -> list[Lot]:
     specs = queue_specs(settings, queues, (), routes_dir)
     if not specs:
         raise click.UsageError("name a QUEUE (or its .dlq), or give --routes DIR")
-    return list(dict.fromkeys(parking_lot(spec.name) for spec in specs))
+    names = QueueNames(settings.broker.prefix)
+    return list(dict.fromkeys(parking_lot(spec.name, names) for spec in specs))
+
+
+def _every_lot(
+    settings: ProcessSettings, queues: tuple[str, ...], routes_dir: Path | None
+) -> tuple[list[Lot], str | None]:
+    """The named lots; with none named, every lot the prefix's names, consume.queue and the
+    routes directory (``routes/`` by default) give, and the one line saying what that misses:
+    AMQP cannot list queues, and esb does not use the management API."""
+    if queues or routes_dir is not None:
+        return _lots(settings, queues, routes_dir), None
+    names = QueueNames(settings.broker.prefix)
+    lots = fixed_lots(names)
+    if DEFAULT_ROUTES.is_dir():
+        lots += _lots(settings, (), DEFAULT_ROUTES)
+        missed = f"queues that {DEFAULT_ROUTES}/ does not name"
+    else:
+        lots += _lots(settings, (), None) if settings.consume.queue else []
+        missed = f"sinks and pools (no {DEFAULT_ROUTES}/ here: give --routes DIR)"
+    unreached = (
+        f"not searched: parking lots of {missed}; AMQP cannot list queues, "
+        "name one as QUEUE to reach it"
+    )
+    return list(dict.fromkeys(lots)), unreached
+
+
+def _masker(settings: ProcessSettings) -> Masker:
+    """The masking of logs: what a process would not log, an operator's terminal does not show."""
+    return Masker(settings.service.mask_fields, settings.service.mask_patterns)
 
 
 @dlq.command("list")
@@ -33,59 +68,74 @@ def _lots(settings: ProcessSettings, queues: tuple[str, ...], routes_dir: Path |
 @DLQ_ROUTES
 @CONFIG_OPTION
 def dlq_list(queues: tuple[str, ...], routes_dir: Path | None, config_file: Path | None) -> None:
-    """Each parking lot's depth and a line per parked message: id, type, reason, attempts."""
+    """Each parking lot's depth and a line per parked message: id, type, reason, attempts.
+
+    With no QUEUE and no --routes: every parking lot of the prefix that exists, unrouted
+    events included."""
     settings = load_settings(None, config_file)
-    lots = _lots(settings, queues, routes_dir)
+    lots, unreached = _every_lot(settings, queues, routes_dir)
+    mask = _masker(settings)
 
     async def go(broker: Broker) -> None:
         channel = await broker.connection.channel()
         for lot in lots:
-            count = await depth(channel, lot)
+            count = await depth(broker, lot.name)
             if count is None:
-                click.echo(f"{lot}: not declared")
+                if unreached is None:
+                    click.echo(f"{lot.name}: not declared")
                 continue
-            click.echo(f"{lot}: {count} parked")
+            click.echo(f"{lot.name}: {count} parked")
             if count:
-                async for parked in browse(channel, lot):
-                    click.echo(f"  {parked.summary()}")
+                async for parked in browse(channel, lot.name):
+                    click.echo(f"  {mask.text(parked.summary())}")
         await channel.close()
 
     run_connected(settings, "esb-dlq", go)
+    if unreached is not None:
+        click.echo(unreached)
 
 
 @dlq.command("show")
 @click.argument("message_id")
 @DLQ_QUEUES
 @DLQ_ROUTES
+@click.option(
+    "--unmasked",
+    is_flag=True,
+    help="Show personal data in clear (mask_fields, e-mail addresses, card numbers), "
+    "to fix it; it then stays in your terminal's scrollback.",
+)
 @CONFIG_OPTION
 def dlq_show(
-    message_id: str, queues: tuple[str, ...], routes_dir: Path | None, config_file: Path | None
+    message_id: str,
+    queues: tuple[str, ...],
+    routes_dir: Path | None,
+    unmasked: bool,
+    config_file: Path | None,
 ) -> None:
-    """One parked message: every header (why it failed) and its event."""
+    """One parked message: every header (why it failed) and its event, indented, personal
+    data masked. With no QUEUE and no --routes it is looked for as `esb dlq list` looks."""
     settings = load_settings(None, config_file)
-    lots = _lots(settings, queues, routes_dir)
+    lots, _ = _every_lot(settings, queues, routes_dir)
+    mask = None if unmasked else _masker(settings)
 
     async def go(broker: Broker) -> bool:
         channel = await broker.connection.channel()
         try:
             for lot in lots:
-                if not await depth(channel, lot):
+                if not await depth(broker, lot.name):
                     continue
-                async for parked in browse(channel, lot):
-                    if parked.id != message_id:
-                        continue
-                    click.echo(f"parking lot: {lot}")
-                    for key in sorted(parked.message.headers or {}):
-                        click.echo(printable(f"{key}: {parked.header(key)}"))
-                    body = parked.event.to_structured() if parked.event else parked.message.body
-                    click.echo(f"event: {printable(body.decode(errors='replace'))}")
-                    return True
+                async for parked in browse(channel, lot.name):
+                    if parked.id == message_id:
+                        click.echo("\n".join(render(lot.name, parked, mask)))
+                        return True
             return False
         finally:
             await channel.close()
 
     if not run_connected(settings, "esb-dlq", go):
-        raise click.ClickException(f"no parked message {message_id!r} in {', '.join(lots)}")
+        searched = ", ".join(lot.name for lot in lots)
+        raise click.ClickException(f"no parked message {message_id!r} in {searched}")
 
 
 @dlq.command("replay")
@@ -121,7 +171,7 @@ def dlq_replay(
                 limit=None if limit is None else limit - total,
             )
             for message_id, target in done:
-                click.echo(f"replayed {message_id} from {lot} to {target}")
+                click.echo(f"replayed {message_id} from {lot.name} to {target}")
             total += len(done)
         return total
 
@@ -142,9 +192,7 @@ def dlq_purge(
     lots = _lots(settings, queues, routes_dir)
 
     async def counts(broker: Broker) -> dict[str, int]:
-        channel = await broker.connection.channel()
-        found = {lot: await depth(channel, lot) for lot in lots}
-        await channel.close()
+        found = {lot.name: await depth(broker, lot.name) for lot in lots}
         return {lot: n for lot, n in found.items() if n}
 
     found = run_connected(settings, "esb-dlq", counts)

@@ -21,6 +21,7 @@ from esb.envelope import CloudEvent
 from esb.errors import ConfigError, EsbError, PermanentError, TransientError
 from esb.journal import note, note_outputs, sent
 from esb.metrics import Bound, Metrics
+from esb.parking import unrouted_headers
 from esb.routing.engine import StepFailed, match, route_copy, run_hop
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
 from esb.routing.model import is_pool_name
@@ -29,8 +30,6 @@ from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.topology import QueueNames, QueueSpec, declare_queue
 
 log = logging.getLogger(__name__)
-
-UNROUTED_HEADER = "x-esb-unrouted"
 
 
 def next_queues(route: CompiledRoute, position: int, names: QueueNames) -> list[str]:
@@ -154,10 +153,9 @@ class RouterService:
                 event,
                 routing_key=self.names.unrouted,
                 exchange="",
-                headers={
-                    UNROUTED_HEADER: "no route matched",
-                    "x-esb-original-routing-key": message.routing_key or "",
-                },
+                headers=unrouted_headers(
+                    message, service=self._service, router_queue=self.names.router
+                ),
             )
             self._unrouted.inc()
             note_outputs("unrouted", [sent(event.id, self.names.unrouted, None)])

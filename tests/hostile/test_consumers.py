@@ -26,9 +26,8 @@ from hypothesis import strategies as st
 from esb.amqp_binding import from_message
 from esb.errors import EnvelopeError
 from esb.limits import DEFAULT_MAX_BODY_BYTES
-from esb.parking import REASON
+from esb.parking import REASON, UNROUTED_HEADER
 from esb.retry import retry_queue
-from esb.routing.services import UNROUTED_HEADER
 from esb.routing.slip import HEADER as SLIP
 from esb.teardown import delete_deployment
 from esb.topology import QueueNames, dlq_name

@@ -93,8 +93,8 @@ async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
         assert "x-esb-error: route contacts: step 3: validate contact.v1:" in shown.stdout
         assert "'email' is a required property" in shown.stdout
         assert '"position":3' in shown.stdout
-        assert '"since":"2026-01-02"' in shown.stdout
-        assert '"source":"crm"' in shown.stdout
+        assert '"since": "2026-01-02"' in shown.stdout
+        assert '"source": "crm"' in shown.stdout
         # one hop per event for all three steps: 20 applied, 1 handed back to step 3, parked
         counted = transformer.metrics()
         for outcome, count in (("ok", 21), ("parked", 1)):
@@ -163,7 +163,7 @@ async def test_a_router_step_that_fails_is_parked_on_its_own_and_replayed_after_
         parked_id = listed(env, lot).splitlines()[1].split()[0]
         shown = esb_cli(env, "dlq", "show", parked_id, names.steps("router")).stdout
         assert "x-esb-error: route contacts: step 3: validate contact.v1:" in shown
-        assert '"since":"2026-01-02"' in shown  # steps 1 and 2 ran in the router
+        assert '"since": "2026-01-02"' in shown  # steps 1 and 2 ran in the router
 
         (routes / "r.yaml").write_text(
             in_router.replace("required: [email]", "required: [name]").replace(

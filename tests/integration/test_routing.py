@@ -19,10 +19,9 @@ import pytest
 import yaml
 
 from esb import Broker, BrokerSettings, Metrics, from_message
-from esb.parking import ERROR
+from esb.parking import ERROR, UNROUTED_HEADER
 from esb.routing.loader import RouteTable, load_routes
 from esb.routing.report import case_event
-from esb.routing.services import UNROUTED_HEADER
 from esb.routing.slip import HEADER
 from esb.teardown import delete_deployment
 from esb.topology import QueueNames, dlq_name

@@ -19,11 +19,14 @@ from esb.testing import free_port
 ESB = [sys.executable, "-m", "esb.cli"]
 
 
-def esb_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def esb_cli(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """One ``esb`` command, as an operator runs it, with ``env`` over this environment."""
     return subprocess.run(
         [*ESB, *args],
         env={**os.environ, **env},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,

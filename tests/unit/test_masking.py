@@ -141,3 +141,14 @@ def test_masking_grows_linearly_with_the_text(unit: str, monkeypatch: pytest.Mon
     small = seconds(20_000, runs=5)
     assert small < 0.5
     assert seconds(320_000, runs=1) < 48 * small + 0.01
+
+
+def test_data_keeps_the_structure_and_masks_fields_patterns_and_card_numbers_as_numbers() -> None:
+    masker = Masker(["email"])
+    data = {"email": "ann@example.com", "items": [{"note": "to ann@example.com"}, 4111111111111111]}
+    assert masker.data(data) == {"email": MASK, "items": [{"note": f"to {MASK}"}, MASK]}
+    assert masker.data({"total": 5, "paid": True, "email": None}) == {
+        "total": 5,
+        "paid": True,
+        "email": None,
+    }
