@@ -132,7 +132,20 @@ class ServiceSettings(BaseModel):
         default="0.0.0.0",  # noqa: S104 (containers expose the health port to probes)
         description="Address of /healthz, /readyz, /metrics.",
     )
-    health_port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port.")
+    health_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the same; 0 picks a free one, so processes on one machine never "
+        "collide (logged at start and written to discovery_dir).",
+        examples=[8000],
+    )
+    discovery_dir: Path | None = Field(
+        default=Path("esb-targets"),
+        description="Where a process whose health port was picked for it writes its Prometheus "
+        "file_sd target (<service>-<pid>.json), removed on a clean stop; null writes none.",
+        examples=["/var/lib/prometheus/esb-targets"],
+    )
     shutdown_grace: float = Field(
         default=3.0, ge=0, description="Seconds to finish in-flight work after SIGTERM."
     )

@@ -72,6 +72,13 @@ def test_a_config_file_that_is_a_directory_or_not_utf8_is_one_line(tmp_path: Pat
     assert str(caught.value) == f"config file {latin}: not UTF-8 text"
 
 
+def test_an_empty_config_file_leaves_every_default(tmp_path: Path) -> None:
+    empty = tmp_path / "esb.yaml"
+    empty.write_text("# nothing set yet\n")
+    settings = load_settings(OrderSettings, empty, adapter={"path": "/a"})
+    assert settings.service.health_port == 0
+
+
 def test_broker_password_never_appears_in_errors_or_repr(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
