@@ -25,7 +25,8 @@ class HealthServer:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
-    async def start(self) -> None:
+    async def start(self) -> int:
+        """Listen; returns the port, the one picked when the given port was 0."""
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -34,7 +35,9 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        self.port = self._runner.addresses[0][1]
+        port: int = self._runner.addresses[0][1]
+        self.port = port
+        return port
 
     async def stop(self) -> None:
         if self._runner is not None:

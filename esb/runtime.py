@@ -25,6 +25,7 @@ from esb.adapter import Adapter, Counting, Sink, Source
 from esb.broker import Broker
 from esb.consumer import Consumer, Handler
 from esb.correlation import DataField
+from esb.discovery import advertised, cannot_listen, health_address
 from esb.envelope import CloudEvent
 from esb.errors import BrokerUnavailable, ConfigError
 from esb.health import HealthServer, Readiness
@@ -180,20 +181,27 @@ class Process:
 
     @contextlib.asynccontextmanager
     async def running(self, is_ready: Callable[[], Readiness]) -> AsyncIterator[HealthServer]:
-        """Serve health and metrics, and turn SIGTERM/SIGINT into ``stop``, within the block."""
+        """Serve health and metrics (on a free port, advertised, unless one is set), and turn
+        SIGTERM/SIGINT into ``stop``, within the block."""
+        service = self.settings.service
+        server = HealthServer(
+            self.metrics.registry, is_ready, service.health_host, service.health_port
+        )
+        try:
+            port = await server.start()
+        except OSError as exc:
+            await server.stop()
+            raise cannot_listen(service, exc) from None
+        address = health_address(service.health_host, port)
+        log.info("health and metrics on http://%s", address)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        server = HealthServer(
-            self.metrics.registry,
-            is_ready,
-            self.settings.service.health_host,
-            self.settings.service.health_port,
-        )
-        await server.start()
-        log.info("health and metrics on port %s", server.port)
         try:
-            yield server
+            with contextlib.ExitStack() as files:
+                if service.health_port == 0 and service.discovery_dir is not None:
+                    files.enter_context(advertised(service.discovery_dir, self.service, address))
+                yield server
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, cast, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,9 +25,9 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
 from esb.correlation import DataField
@@ -131,7 +132,20 @@ class ServiceSettings(BaseModel):
         default="0.0.0.0",  # noqa: S104 (containers expose the health port to probes)
         description="Address of /healthz, /readyz, /metrics.",
     )
-    health_port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port.")
+    health_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the same; 0 picks a free one, so processes on one machine never "
+        "collide (logged at start and written to discovery_dir).",
+        examples=[8000],
+    )
+    discovery_dir: Path | None = Field(
+        default=Path("esb-targets"),
+        description="Where a process whose health port was picked for it writes its Prometheus "
+        "file_sd target (<service>-<pid>.json), removed on a clean stop; null writes none.",
+        examples=["/var/lib/prometheus/esb-targets"],
+    )
     shutdown_grace: float = Field(
         default=3.0, ge=0, description="Seconds to finish in-flight work after SIGTERM."
     )
@@ -360,6 +374,9 @@ class ProcessSettings(BaseSettings):
     journal: JournalSettings = Field(default_factory=JournalSettings)
     adapter: Any = None
 
+    #: The sections of the ``--config`` file, weaker than the environment.
+    file_values: ClassVar[dict[str, Any]] = {}
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -369,7 +386,7 @@ class ProcessSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, cls.file_values))
 
 
 def load_settings(
@@ -378,23 +395,55 @@ def load_settings(
     **overrides: Any,
 ) -> ProcessSettings:
     """Build and validate settings, turning every fault into one readable :class:`ConfigError`."""
-    if config_file is not None and not config_file.is_file():
-        raise ConfigError(f"config file {config_file} does not exist")
     fields: dict[str, Any] = {}
     if adapter_settings is not None:
         fields["adapter"] = (adapter_settings, Field(default_factory=dict, validate_default=True))
-    base = type(
-        "ProcessSettings",
-        (ProcessSettings,),
-        {"model_config": SettingsConfigDict(yaml_file=config_file)},
-    )
+    values = read_config_file(config_file) if config_file is not None else {}
+    base = type("ProcessSettings", (ProcessSettings,), {"file_values": values})
     model = cast(type[ProcessSettings], create_model("ProcessSettings", __base__=base, **fields))
     try:
         return model(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_settings_error(exc, config_file)) from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read settings from {config_file}: {exc}") from None
+    except ValueError as exc:  # an environment variable that is not the JSON its field needs
+        raise ConfigError(f"cannot read settings: {exc}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The sections of a YAML settings file; any fault is one line naming the file (and, for
+    YAML that does not parse, the line and column)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}{yaml_fault(exc)}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        kind = "list" if isinstance(doc, list) else "single value"
+        raise ConfigError(
+            f"config file {path}: holds a {kind}; it must map sections to settings "
+            "(broker:, service:, adapter:, ...)"
+        )
+    return doc
+
+
+def yaml_fault(exc: yaml.YAMLError) -> str:
+    """``:LINE:COLUMN: not valid YAML: PROBLEM (CONTEXT at line L, column C)``, as YAML says."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f": not valid YAML: {exc}"
+    mark, context = exc.problem_mark, exc.context_mark
+    text = f":{mark.line + 1}:{mark.column + 1}: not valid YAML: {exc.problem}"
+    if exc.context is not None and context is not None:
+        text += f" ({exc.context} at line {context.line + 1}, column {context.column + 1})"
+    return text
 
 
 def describe_settings_error(exc: ValidationError, config_file: Path | None) -> str:

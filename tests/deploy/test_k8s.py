@@ -91,6 +91,9 @@ def test_each_container_runs_a_real_command_with_settings_esb_accepts(
         model = getattr(adapter, args[1]).settings_model
     settings = load_settings(model)
     assert settings.service.name == name.removeprefix("esb-")
+    # Probes and scrapes go to the metrics port: set, not a free one picked at start.
+    [metrics] = [p["containerPort"] for p in container["ports"] if p["name"] == "metrics"]
+    assert settings.service.health_port == metrics
 
 
 def test_keda_scales_each_sink_on_the_queue_it_consumes() -> None:

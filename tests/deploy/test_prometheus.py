@@ -28,7 +28,7 @@ from esb.routing.loader import load_routes
 from esb.teardown import delete_deployment
 from esb.testing import free_port
 from tests.conftest import Names
-from tests.support.processes import EsbProcess, read_ids, wait_for
+from tests.support.processes import EsbProcess, read_ids, start_unported, wait_for
 from tests.support.rabbit import port_open
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -87,15 +87,16 @@ def test_every_esb_metric_the_rules_and_dashboard_read_is_exported() -> None:
 
 
 class Prometheus:
-    """A Prometheus server of the test's own, scraping every second."""
+    """A Prometheus server of the test's own, scraping every second; it finds esb processes
+    as ``esb`` says (a static config, or file-based discovery)."""
 
-    def __init__(self, workdir: Path, esb_target: str) -> None:
+    def __init__(self, workdir: Path, esb: dict[str, Any]) -> None:
         self.port = free_port()
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(ALERTS)],
             "scrape_configs": [
-                {"job_name": "esb", "static_configs": [{"targets": [esb_target]}]},
+                {"job_name": "esb", **esb},
                 {
                     "job_name": "rabbitmq",
                     "metrics_path": "/metrics/detailed",
@@ -160,7 +161,8 @@ async def test_a_real_scrape_fills_the_dashboard_and_fires_the_parked_alert(
     sink = EsbProcess(["run", "sink", "jsonl"], env, tmp_path / "sink.log")
     try:
         sink.wait_ready()
-        prometheus = Prometheus(tmp_path, f"127.0.0.1:{sink.health_port}")
+        esb = {"static_configs": [{"targets": [f"127.0.0.1:{sink.health_port}"]}]}
+        prometheus = Prometheus(tmp_path, esb)
         prometheus_for.append(prometheus)
 
         def both_scraped() -> bool:
@@ -332,3 +334,50 @@ def test_every_kind_of_process_exposes_metrics_promtool_accepts_without_created_
                 ("router", "transformer"),
             )
         )
+
+
+def test_prometheus_finds_processes_on_free_ports_by_their_target_files(
+    esb_env: dict[str, str], tmp_path: Path, prometheus_for: list[Prometheus]
+) -> None:
+    """Two sinks without a health port, found by the file_sd configuration the shipped
+    prometheus.yml uses, in the format docs/monitoring.md shows; gone once stopped."""
+    shipped = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    [esb_job] = [job for job in shipped["scrape_configs"] if job["job_name"] == "esb"]
+    assert "../../esb-targets/*.json" in esb_job["file_sd_configs"][0]["files"]
+    doc = (DEPLOY.parent / "docs" / "monitoring.md").read_text()
+    documented = json.loads(
+        doc.split("$ cat esb-targets/jsonl-sink-48213.json\n")[1].split("\n")[0]
+    )
+
+    targets = tmp_path / "esb-targets"
+    env = {**esb_env, "ESB_ADAPTER__PATH": str(tmp_path / "out.jsonl"), "ESB_SERVICE__NAME": "free"}
+    sinks = [
+        start_unported(["run", "sink", "jsonl"], env, tmp_path, tmp_path / f"sink-{n}.log")
+        for n in range(2)
+    ]
+    try:
+        wait_for(lambda: len(list(targets.glob("*.json"))) == 2, 30, lambda: "no target files")
+        written = json.loads(next(targets.glob("*.json")).read_text())
+        assert [sorted(group) for group in written] == [sorted(group) for group in documented]
+        prometheus = Prometheus(tmp_path, {"file_sd_configs": [{"files": [f"{targets}/*.json"]}]})
+        prometheus_for.append(prometheus)
+
+        def scraped(query: str) -> float:
+            try:
+                return prometheus.value(query)
+            except OSError:
+                return -1
+
+        wait_for(lambda: scraped('sum(up{job="esb"})') == 2, 30, prometheus.tail)
+        objective = 'sum(esb_age_objective_seconds{job="esb", service="free"})'
+        assert scraped(objective) == 600
+        for sink in sinks:
+            sink.terminate()
+            assert sink.wait(timeout=30) == 0
+        assert list(targets.glob("*.json")) == []
+        wait_for(lambda: scraped('count(up{job="esb"})') == 0, 30, prometheus.tail)
+    finally:
+        for sink in sinks:
+            if sink.poll() is None:
+                sink.kill()
+                sink.wait(timeout=10)

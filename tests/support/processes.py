@@ -47,19 +47,10 @@ class EsbProcess:
         )
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/readyz", timeout=1
-            ) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return is_ready(f"127.0.0.1:{self.health_port}")
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.health_port}/metrics", timeout=2
-        ) as response:
-            return str(response.read().decode())
+        return scrape(f"127.0.0.1:{self.health_port}")
 
     def wait_ready(self, timeout: float = 30) -> None:
         wait_for(self.ready, timeout, lambda: f"esb process not ready; log:\n{self.tail()}")
@@ -83,6 +74,32 @@ class EsbProcess:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
+
+
+def start_unported(
+    args: list[str], env: dict[str, str], cwd: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """An ``esb`` process with no health port set, as an operator starts one by hand: it picks
+    a free port and advertises it."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [*ESB, *args], env={**os.environ, **env}, cwd=cwd, stdout=out, stderr=out
+        )
+
+
+def is_ready(target: str) -> bool:
+    """Whether the process serving health at ``HOST:PORT`` says it is ready."""
+    try:
+        with urllib.request.urlopen(f"http://{target}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def scrape(target: str) -> str:
+    """The metrics of the process serving them at ``HOST:PORT``."""
+    with urllib.request.urlopen(f"http://{target}/metrics", timeout=2) as response:
+        return str(response.read().decode())
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, message: Callable[[], str]) -> None:

@@ -1,4 +1,5 @@
-"""The CLI, through click's CliRunner: exit codes and one-line messages, no tracebacks."""
+"""The CLI, through click's CliRunner and as real processes: exit codes and one-line
+messages, no tracebacks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from click.testing import CliRunner
 
 from esb import __version__
 from esb.cli import main
+from tests.support.processes import esb_cli
+
+ROUTES = str(Path(__file__).parents[2] / "routes")
 
 
 @pytest.fixture
@@ -96,3 +100,45 @@ def test_a_transformer_without_routes_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["run", "transformer", "map"])
     assert result.exit_code == 2
     assert "Missing option '--routes'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "error"),
+    [
+        (
+            ["router", "--routes", ROUTES],
+            "service:\n  name: [router\n",
+            "config file {config}:3:1: not valid YAML: expected ',' or ']', but got '<stream end>' "
+            "(while parsing a flow sequence at line 2, column 9)",
+        ),
+        (
+            ["transformer", "--routes", ROUTES],
+            "- broker\n- service\n",
+            "config file {config}: holds a list; it must map sections to settings "
+            "(broker:, service:, adapter:, ...)",
+        ),
+        (
+            ["journal"],
+            "service:\n  helth_port: 8001\n",
+            "setting service.helth_port: unknown setting in {config}",
+        ),
+        (["source", "jsonl"], None, "config file {config} does not exist"),
+        (
+            ["sink", "jsonl"],
+            "service: 8001\n",
+            "setting service: Input should be a valid dictionary or instance of "
+            "ServiceSettings (set ESB_SERVICE or service in {config})",
+        ),
+    ],
+    ids=["malformed-yaml", "not-a-mapping", "unknown-setting", "missing-file", "bad-section"],
+)
+def test_a_config_file_mistake_on_any_esb_run_is_one_line(
+    tmp_path: Path, command: list[str], text: str | None, error: str
+) -> None:
+    config = tmp_path / "esb.yaml"
+    if text is not None:
+        config.write_text(text)
+    env = {"ESB_ADAPTER__PATH": str(tmp_path / "out.jsonl")}
+    done = esb_cli(env, "run", *command, "--config", str(config))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"Error: {error.format(config=config)}\n"

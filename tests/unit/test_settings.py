@@ -61,6 +61,24 @@ def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
         load_settings(OrderSettings, tmp_path / "nope.yaml")
 
 
+def test_a_config_file_that_is_a_directory_or_not_utf8_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(OrderSettings, tmp_path)
+    assert str(caught.value) == f"config file {tmp_path}: cannot read it: Is a directory"
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("adapter:\n  path: /caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(OrderSettings, latin)
+    assert str(caught.value) == f"config file {latin}: not UTF-8 text"
+
+
+def test_an_empty_config_file_leaves_every_default(tmp_path: Path) -> None:
+    empty = tmp_path / "esb.yaml"
+    empty.write_text("# nothing set yet\n")
+    settings = load_settings(OrderSettings, empty, adapter={"path": "/a"})
+    assert settings.service.health_port == 0
+
+
 def test_broker_password_never_appears_in_errors_or_repr(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
