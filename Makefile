@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install broker postgres prometheus mosquitto demo test unit lint bench clean
+.PHONY: install broker postgres prometheus mosquitto demo docs test unit lint bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ broker:
 
 demo: install broker
 	$(BIN)/python -m demo $(if $(KEEP),--keep)
+
+# docs/settings-reference.md from the settings models of esb and every installed adapter.
+docs: install
+	PYTHONPATH=. $(BIN)/python scripts/settings_reference.py
 
 postgres:
 	scripts/ensure-postgres.sh
