@@ -28,7 +28,7 @@ from typing import ClassVar
 
 from adapters.email.settings import EmailSinkSettings
 from esb import AdapterSettings, CloudEvent, ConfigError, PermanentError, Sink, TransientError
-from esb.routing.expressions import event_variables
+from esb.expressions import event_variables
 
 try:
     import aiosmtplib
