@@ -43,6 +43,7 @@ lint: install
 	$(BIN)/ruff check esb adapters demo tests bench scripts
 	$(BIN)/ruff format --check esb adapters demo tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 # `make bench QUICK=1` for a short smoke run; PIPELINE_ARGS passes options to bench/pipeline.py.
 bench: install broker postgres mosquitto
@@ -55,4 +56,4 @@ bench: install broker postgres mosquitto
 	$(BIN)/python bench/mqtt_source.py $(if $(QUICK),--rounds 1,--rounds 2)
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from esb.settings import AdapterSettings
+from esb import AdapterSettings
 
 
 class EmailSinkSettings(AdapterSettings):

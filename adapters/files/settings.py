@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from esb.settings import AdapterSettings
+from esb import AdapterSettings
 
 
 class FileSourceSettings(AdapterSettings):

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from esb.settings import AdapterSettings
+from esb import AdapterSettings
 
 
 class _Auth(BaseModel):

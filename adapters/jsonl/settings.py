@@ -6,8 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from esb.limits import DEFAULT_MAX_BODY_BYTES
-from esb.settings import AdapterSettings
+from esb import DEFAULT_MAX_BODY_BYTES, AdapterSettings
 
 
 class JsonLinesSourceSettings(AdapterSettings):

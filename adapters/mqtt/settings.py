@@ -8,8 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.mqtt.topics import check_filter, check_topic_template, check_type_template
-from esb.limits import DEFAULT_MAX_BODY_BYTES
-from esb.settings import AdapterSettings
+from esb import DEFAULT_MAX_BODY_BYTES, AdapterSettings
 
 
 class MqttSettings(AdapterSettings):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from esb.settings import AdapterSettings
+from esb import AdapterSettings
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ATTRIBUTES = ("id", "type", "source", "subject", "time")

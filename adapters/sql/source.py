@@ -32,9 +32,18 @@ import orjson
 
 from adapters.edge import bus_max_body_bytes, check_publishable
 from adapters.sql.source_settings import SqlSourceSettings
-from esb import AdapterSettings, CloudEvent, ConfigError, Emitter, EnvelopeError, Source
-from esb.dsn import backend, describe, scrub
-from esb.envelope import loads_json
+from esb import (
+    AdapterSettings,
+    CloudEvent,
+    ConfigError,
+    Emitter,
+    EnvelopeError,
+    Source,
+    describe_dsn,
+    dsn_backend,
+    loads_json,
+    scrub_dsn,
+)
 
 
 def plain(value: Any) -> Any:
@@ -157,7 +166,7 @@ class SqlSource(Source[SqlSourceSettings]):
         super().__init__(settings, emitter)
         #: What every consumer accepts; an event over it is refused here, at the edge.
         self.max_body_bytes = bus_max_body_bytes(emitter)
-        self.scheme = backend(settings.dsn.get_secret_value(), "sql source")
+        self.scheme = dsn_backend(settings.dsn.get_secret_value(), "sql source")
         self.cursor = CursorFile(settings.cursor_file or Path(f"{settings.table}.cursor.json"))
         self._sqlite: sqlite3.Connection | None = None
         self._pg: Any = None
@@ -204,7 +213,7 @@ class SqlSource(Source[SqlSourceSettings]):
             )
         except psycopg.Error as exc:
             raise ConfigError(
-                f"sql source: cannot connect to {describe(dsn)}: {scrub(str(exc), dsn)}"
+                f"sql source: cannot connect to {describe_dsn(dsn)}: {scrub_dsn(str(exc), dsn)}"
             ) from None
         set_json_loads(json_column, self._pg)
 

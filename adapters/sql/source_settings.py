@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from adapters.sql.settings import IDENTIFIER
-from esb.settings import AdapterSettings
+from esb import AdapterSettings
 
 
 class SqlSourceSettings(AdapterSettings):

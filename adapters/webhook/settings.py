@@ -8,8 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from adapters.webhook.signatures import signing_key
-from esb.limits import DEFAULT_MAX_BODY_BYTES, SHORT_STRING_BYTES
-from esb.settings import AdapterSettings
+from esb import DEFAULT_MAX_BODY_BYTES, SHORT_STRING_BYTES, AdapterSettings
 
 Scheme = Literal["none", "github", "shopify", "stripe", "standard"]
 

@@ -20,8 +20,8 @@ from esb.logs import JsonFormatter
 from esb.metrics import OTHER
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService
-from esb.routing.slip import HEADER, Slip
 from esb.runtime import SinkRecords, write_to
+from esb.slip import HEADER, Slip
 from esb.teardown import delete_deployment
 from esb.testing import RecordingSink
 from esb.topology import QueueNames, QueueSpec, declare_queue
