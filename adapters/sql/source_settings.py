@@ -8,10 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from adapters.sql.settings import IDENTIFIER
-from esb.settings import AdapterSettings
+from esb.polling import PollingSettings
 
 
-class SqlSourceSettings(AdapterSettings):
+class SqlSourceSettings(PollingSettings):
     """Poll a table for new or changed rows (by a cursor column), or drain an outbox table."""
 
     dsn: SecretStr = Field(
@@ -53,7 +53,6 @@ class SqlSourceSettings(AdapterSettings):
         "transaction that stamped its rows earlier but commits later is not skipped (cursor "
         "mode; the cursor must hold the change time: a timestamp, ISO text or epoch seconds).",
     )
-    poll_seconds: float = Field(default=2.0, gt=0, description="Pause between polls.")
     batch_size: int = Field(default=500, ge=1, description="Rows per poll.")
 
     @model_validator(mode="after")
