@@ -218,7 +218,7 @@ class PollingSource(Source[P], Generic[P, C]):
         """``fetch``, retried with backoff while the system fails; None once stopping."""
         s = self.settings
         backoff = wait_exponential_jitter(
-            initial=s.backoff_seconds, max=s.backoff_max_seconds, jitter=s.backoff_seconds
+            multiplier=s.backoff_seconds, max=s.backoff_max_seconds, jitter=s.backoff_seconds
         )
 
         def wait(state: RetryCallState) -> float:
