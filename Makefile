@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install broker postgres prometheus mosquitto demo test unit lint bench clean
+.PHONY: install broker postgres prometheus mosquitto demo docs test unit lint bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ broker:
 
 demo: install broker
 	$(BIN)/python -m demo $(if $(KEEP),--keep)
+
+# docs/settings-reference.md from the settings models of esb and every installed adapter.
+docs: install
+	PYTHONPATH=. $(BIN)/python scripts/settings_reference.py
 
 postgres:
 	scripts/ensure-postgres.sh
@@ -39,6 +43,7 @@ lint: install
 	$(BIN)/ruff check esb adapters demo tests bench scripts
 	$(BIN)/ruff format --check esb adapters demo tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 # `make bench QUICK=1` for a short smoke run; PIPELINE_ARGS passes options to bench/pipeline.py.
 bench: install broker postgres mosquitto
@@ -51,4 +56,4 @@ bench: install broker postgres mosquitto
 	$(BIN)/python bench/mqtt_source.py $(if $(QUICK),--rounds 1,--rounds 2)
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

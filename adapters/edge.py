@@ -9,10 +9,7 @@ back (an MQTT redelivery, a file left in place, a cursor that never moves).
 
 from __future__ import annotations
 
-from esb import CloudEvent, Emitter, EnvelopeError
-from esb.amqp_binding import to_message
-from esb.envelope import check_size
-from esb.limits import DEFAULT_MAX_BODY_BYTES
+from esb import DEFAULT_MAX_BODY_BYTES, CloudEvent, Emitter, EnvelopeError, check_size, to_message
 
 
 def bus_max_body_bytes(emitter: Emitter) -> int:

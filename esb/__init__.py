@@ -3,9 +3,17 @@
 from importlib.metadata import version
 
 from esb.adapter import Adapter, Emitter, Sink, Source
-from esb.amqp_binding import from_message, to_message
+from esb.amqp_binding import (
+    STRUCTURED_CONTENT_TYPE,
+    decode_binary,
+    from_message,
+    is_structured,
+    to_message,
+)
 from esb.broker import Broker
-from esb.envelope import CloudEvent, event_from_dict, parse_structured
+from esb.correlation import FIELD_PATH
+from esb.dsn import describe_dsn, dsn_backend, scrub_dsn
+from esb.envelope import CloudEvent, check_size, event_from_dict, loads_json, parse_structured
 from esb.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -16,24 +24,46 @@ from esb.errors import (
     TransientError,
     UnroutableError,
 )
+from esb.expressions import event_variables
+from esb.failures import http_error
+from esb.limits import DEFAULT_MAX_BODY_BYTES, MAX_ATTRIBUTE_BYTES, SHORT_STRING_BYTES
 from esb.metrics import Metrics
-from esb.settings import AdapterSettings, BrokerSettings, ProcessSettings, load_settings
+from esb.polling import Batch, CursorFile, CursorStore, PollingSettings, PollingSource
+from esb.settings import (
+    AdapterSettings,
+    BrokerSettings,
+    ProcessSettings,
+    load_settings,
+    redact_url,
+)
+from esb.tls import verified_context
+from esb.tracing import continue_trace, trace_headers
 
 __version__ = version("esb")
 
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "FIELD_PATH",
+    "MAX_ATTRIBUTE_BYTES",
+    "SHORT_STRING_BYTES",
+    "STRUCTURED_CONTENT_TYPE",
     "Adapter",
     "AdapterSettings",
+    "Batch",
     "Broker",
     "BrokerSettings",
     "BrokerUnavailable",
     "CloudEvent",
     "ConfigError",
+    "CursorFile",
+    "CursorStore",
     "Emitter",
     "EnvelopeError",
     "EsbError",
     "Metrics",
     "PermanentError",
+    "PollingSettings",
+    "PollingSource",
     "ProcessSettings",
     "ProcessingError",
     "Sink",
@@ -41,9 +71,22 @@ __all__ = [
     "TransientError",
     "UnroutableError",
     "__version__",
+    "check_size",
+    "continue_trace",
+    "decode_binary",
+    "describe_dsn",
+    "dsn_backend",
     "event_from_dict",
+    "event_variables",
     "from_message",
+    "http_error",
+    "is_structured",
     "load_settings",
+    "loads_json",
     "parse_structured",
+    "redact_url",
+    "scrub_dsn",
     "to_message",
+    "trace_headers",
+    "verified_context",
 ]

@@ -124,7 +124,7 @@ def to_message(event: CloudEvent, headers: Mapping[str, Any] | None = None) -> a
     )
 
 
-def decode(
+def decode_binary(
     body: bytes,
     *,
     message_id: str | None,
@@ -252,7 +252,7 @@ def from_message(message: AbstractMessage, max_body_bytes: int | None = None) ->
     """
     check_size(max(message.body_size or 0, len(message.body)), max_body_bytes)
     check_headers(message.headers)
-    return decode(
+    return decode_binary(
         message.body,
         message_id=message.message_id,
         type=message.type,

@@ -37,8 +37,8 @@ from esb.masking import Masker
 from esb.metrics import CONSUME_OUTCOMES, Metrics
 from esb.parking import copy_message, encodable, parked_copy
 from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
-from esb.routing.slip import retry_override, route_named, slip_position
 from esb.settings import CircuitSettings, FailureSettings, RetrySettings
+from esb.slip import retry_override, route_named, slip_position
 from esb.topology import QueueSpec, access_refused, declare_queue, dlq_name
 
 log = logging.getLogger(__name__)

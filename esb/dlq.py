@@ -24,6 +24,7 @@ from esb.amqp_binding import from_message
 from esb.broker import Broker
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError
+from esb.expressions import Expression, event_context
 from esb.parking import (
     ATTEMPTS,
     ERROR,
@@ -33,7 +34,6 @@ from esb.parking import (
     REASON,
     copy_message,
 )
-from esb.routing.expressions import Expression, event_context
 from esb.topology import DLQ_SUFFIX, QueueNames, dlq_name
 
 

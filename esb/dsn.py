@@ -20,7 +20,7 @@ SECRETS = ("password", "sslpassword")
 UNPARSABLE = "a dsn libpq cannot parse (not shown: it may hold a password)"
 
 
-def backend(dsn: str, adapter: str) -> str:
+def dsn_backend(dsn: str, adapter: str) -> str:
     """``sqlite`` or ``postgresql`` for ``dsn`` (a URI, or libpq's key=value form)."""
     try:
         scheme = urlsplit(dsn).scheme
@@ -46,7 +46,7 @@ def _parsed(dsn: str) -> dict[str, str] | None:
         return None
 
 
-def describe(dsn: str) -> str:
+def describe_dsn(dsn: str) -> str:
     """The server ``dsn`` names, as key=value pairs without any secret."""
     from psycopg.conninfo import make_conninfo
 
@@ -56,7 +56,7 @@ def describe(dsn: str) -> str:
     return make_conninfo(**{key: params[key] for key in SHOWN if key in params}) or "(defaults)"
 
 
-def scrub(text: str, dsn: str) -> str:
+def scrub_dsn(text: str, dsn: str) -> str:
     """``text`` (an error libpq wrote about ``dsn``) with the DSN's secrets masked.
 
     When libpq cannot parse the DSN its secrets are unknown and its error may

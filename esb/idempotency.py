@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from esb.dsn import describe, scrub
+from esb.dsn import describe_dsn, scrub_dsn
 from esb.errors import ConfigError, TransientError
 from esb.settings import IdempotencySettings
 
@@ -129,8 +129,8 @@ class PostgresStore(IdempotencyStore):
             conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
         except psycopg.Error as exc:
             raise ConfigError(
-                f"idempotency store: cannot connect to PostgreSQL {describe(self._dsn)}: "
-                f"{scrub(str(exc), self._dsn)}"
+                f"idempotency store: cannot connect to PostgreSQL {describe_dsn(self._dsn)}: "
+                f"{scrub_dsn(str(exc), self._dsn)}"
             ) from None
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS esb_applied ("

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from esb.dsn import describe, scrub
+from esb.dsn import describe_dsn, scrub_dsn
 from esb.errors import ConfigError
 from esb.journal import HopRecord
 from esb.settings import JournalSettings
@@ -72,7 +72,7 @@ class JournalStore:
                 self._db = psycopg.connect(dsn, autocommit=True)
             except psycopg.Error as exc:
                 raise ConfigError(
-                    f"journal: cannot connect to {describe(dsn)}: {scrub(str(exc), dsn)}"
+                    f"journal: cannot connect to {describe_dsn(dsn)}: {scrub_dsn(str(exc), dsn)}"
                 ) from None
             self._mark = "%s"
         else:

@@ -40,8 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from esb.errors import ConfigError
-from esb.routing.model import is_pool_name
-from esb.routing.steps import ROUTER, TRANSFORMER
+from esb.pools import ROUTER, TRANSFORMER, is_pool_name
 from esb.settings import read_secret
 from esb.topology import QueueNames
 

@@ -33,12 +33,12 @@ from esb.idempotency import IdempotencyStore, build_store
 from esb.journal import Journal, note_outcome
 from esb.masking import Masker
 from esb.metrics import Bound, FewValues, Metrics
+from esb.pools import ROUTER, TRANSFORMER
 from esb.reloading import reloading
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService, TransformerService
-from esb.routing.slip import route_named
-from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.settings import ProcessSettings
+from esb.slip import route_named
 from esb.topology import QueueNames, QueueSpec
 from esb.tracing import Tracer, tracer_for
 

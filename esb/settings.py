@@ -66,42 +66,65 @@ class BrokerSettings(BaseModel):
         examples=["/run/secrets/amqp_url"],
     )
     tls_ca_file: Path | None = Field(
-        default=None, description="CA bundle to verify the broker's certificate (amqps://)."
+        examples=["/etc/esb/tls/ca.pem"],
+        default=None,
+        description="CA bundle to verify the broker's certificate (amqps://).",
     )
     tls_cert_file: Path | None = Field(
-        default=None, description="Client certificate, for mutual TLS."
+        examples=["/etc/esb/tls/client.pem"],
+        default=None,
+        description="Client certificate, for mutual TLS.",
     )
-    tls_key_file: Path | None = Field(default=None, description="Client key, for mutual TLS.")
+    tls_key_file: Path | None = Field(
+        examples=["/etc/esb/tls/client.key"],
+        default=None,
+        description="Client key, for mutual TLS.",
+    )
     exchange: str = Field(
-        default="esb.events", description="Topic exchange events are published to."
+        examples=["shop.events"],
+        default="esb.events",
+        description="Topic exchange events are published to.",
     )
     prefix: str = Field(
+        examples=["esb.shop"],
         default="esb",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="Prefix of the queues esb names: <prefix>.router, <prefix>.sink.<name>, ...",
     )
     prefetch: int = Field(
-        default=64, ge=1, le=65535, description="Unacked deliveries per consumer."
+        examples=[128], default=64, ge=1, le=65535, description="Unacked deliveries per consumer."
     )
     queue_type: Literal["quorum", "classic"] = Field(
-        default="quorum", description="Quorum queues replicate and enforce a delivery limit."
+        examples=["classic"],
+        default="quorum",
+        description="Quorum queues replicate and enforce a delivery limit.",
     )
     delivery_limit: int = Field(
-        default=20, ge=1, description="Deliveries before a quorum queue dead-letters a message."
+        examples=[10],
+        default=20,
+        ge=1,
+        description="Deliveries before a quorum queue dead-letters a message.",
     )
     max_body_bytes: int = Field(
-        default=1_048_576, ge=1, description="Larger bodies are refused as envelope errors."
+        examples=[4_194_304],
+        default=1_048_576,
+        ge=1,
+        description="Larger bodies are refused as envelope errors.",
     )
     publish_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds to wait for a publisher confirm."
+        examples=[30.0], default=10.0, gt=0, description="Seconds to wait for a publisher confirm."
     )
     connect_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds per connection attempt."
+        examples=[5.0], default=10.0, gt=0, description="Seconds per connection attempt."
     )
     reconnect_interval: float = Field(
-        default=1.0, gt=0, description="Seconds between reconnection attempts after a loss."
+        examples=[2.0],
+        default=1.0,
+        gt=0,
+        description="Seconds between reconnection attempts after a loss.",
     )
     declare: bool = Field(
+        examples=[False],
         default=True,
         description="Declare the exchange and queues at start; false for least-privilege users "
         "(no configure permission): they only check that `esb topology declare` declared them.",
@@ -127,8 +150,11 @@ class ServiceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, description="Service name in metrics and logs.")
+    name: str | None = Field(
+        examples=["fulfilment-sink"], default=None, description="Service name in metrics and logs."
+    )
     health_host: str = Field(
+        examples=["127.0.0.1"],
         default="0.0.0.0",  # noqa: S104 (containers expose the health port to probes)
         description="Address of /healthz, /readyz, /metrics.",
     )
@@ -147,10 +173,16 @@ class ServiceSettings(BaseModel):
         examples=["/var/lib/prometheus/esb-targets"],
     )
     shutdown_grace: float = Field(
-        default=3.0, ge=0, description="Seconds to finish in-flight work after SIGTERM."
+        examples=[10.0],
+        default=3.0,
+        ge=0,
+        description="Seconds to finish in-flight work after SIGTERM.",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Least severe log records written.", examples=["DEBUG"]
+    )
     mask_fields: list[str] = Field(
+        examples=[["password", "iban", "phone"]],
         default_factory=lambda: [
             "password",
             "secret",
@@ -163,6 +195,7 @@ class ServiceSettings(BaseModel):
         description="Data fields whose values are masked in logs and parked-message headers.",
     )
     mask_patterns: list[MaskPattern] = Field(
+        examples=[["card"]],
         default_factory=lambda: list(get_args(MaskPattern)),
         description="Patterns masked in every log line and header: card numbers, e-mail addresses.",
     )
@@ -174,17 +207,27 @@ class RetrySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_retries: int = Field(
-        default=5, ge=0, le=30, description="Retries before a message is parked."
+        examples=[8], default=5, ge=0, le=30, description="Retries before a message is parked."
     )
     initial_delay: float = Field(
-        default=1.0, gt=0, le=3600, description="Seconds before the first retry."
+        examples=[5.0], default=1.0, gt=0, le=3600, description="Seconds before the first retry."
     )
-    multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this much longer.")
+    multiplier: float = Field(
+        examples=[3.0], default=2.0, ge=1, description="Each retry waits this much longer."
+    )
     max_delay: float = Field(
-        default=300.0, gt=0, le=86_400, description="Longest wait between two attempts."
+        examples=[600.0],
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="Longest wait between two attempts.",
     )
     jitter: float = Field(
-        default=0.2, ge=0, lt=1, description="Random spread of each delay, as a fraction of it."
+        examples=[0.1],
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Random spread of each delay, as a fraction of it.",
     )
 
 
@@ -216,12 +259,17 @@ class CircuitSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threshold: int = Field(
+        examples=[10],
         default=5,
         ge=0,
         description="Consecutive transient failures that open the circuit; 0 disables.",
     )
-    open_seconds: float = Field(default=2.0, gt=0, description="First wait before a probe.")
-    max_open_seconds: float = Field(default=30.0, gt=0, description="Longest wait between probes.")
+    open_seconds: float = Field(
+        examples=[5.0], default=2.0, gt=0, description="First wait before a probe."
+    )
+    max_open_seconds: float = Field(
+        examples=[60.0], default=30.0, gt=0, description="Longest wait between probes."
+    )
 
 
 class PostgresStoreSettings(BaseModel):
@@ -238,7 +286,9 @@ class PostgresStoreSettings(BaseModel):
         examples=["postgresql://esb@db/esb"],
     )
     dsn_file: Path | None = Field(
-        default=None, description="File holding the DSN (a container secret); overrides dsn."
+        examples=["/run/secrets/esb_dsn"],
+        default=None,
+        description="File holding the DSN (a container secret); overrides dsn.",
     )
 
     @model_validator(mode="after")
@@ -254,14 +304,19 @@ class IdempotencySettings(PostgresStoreSettings):
     SECTION = "idempotency"
 
     backend: Literal["sqlite", "postgres", "none"] = Field(
+        examples=["postgres"],
         default="sqlite",
         description="sqlite: a file beside the process; postgres: shared by replicas; "
         "none: the adapter's target de-duplicates by itself.",
     )
     path: Path | None = Field(
-        default=None, description="SQLite file; default <service>.idempotency.sqlite3 here."
+        examples=["/var/lib/esb/fulfilment.idempotency.sqlite3"],
+        default=None,
+        description="SQLite file; default <service>.idempotency.sqlite3 here.",
     )
-    ttl_hours: float = Field(default=168.0, gt=0, description="How long an id is remembered.")
+    ttl_hours: float = Field(
+        examples=[72.0], default=168.0, gt=0, description="How long an id is remembered."
+    )
 
 
 class JournalSettings(PostgresStoreSettings):
@@ -270,6 +325,7 @@ class JournalSettings(PostgresStoreSettings):
     SECTION = "journal"
 
     enabled: bool = Field(
+        examples=[True],
         default=False,
         description="Write a hop record of every event this process handles to the journal "
         "queue (<prefix>.journal); esb run journal stores them.",
@@ -282,9 +338,14 @@ class JournalSettings(PostgresStoreSettings):
         examples=[["order_id", "deal_id"]],
     )
     flush_seconds: float = Field(
-        default=0.5, gt=0, le=60, description="How often a process sends its records."
+        examples=[1.0],
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often a process sends its records.",
     )
     max_bytes: int = Field(
+        examples=[67_108_864],
         default=256 * 1024 * 1024,
         ge=1024 * 1024,
         description="Bytes of records the journal queue holds (in the broker's memory: they "
@@ -292,10 +353,18 @@ class JournalSettings(PostgresStoreSettings):
         "the broker bounded memory and never holds the flow.",
     )
     backend: Literal["sqlite", "postgres"] = Field(
-        default="sqlite", description="Where esb run journal stores records (esb trace reads)."
+        examples=["postgres"],
+        default="sqlite",
+        description="Where esb run journal stores records (esb trace reads).",
     )
-    path: Path = Field(default=Path("esb-journal.sqlite3"), description="SQLite file.")
-    retention_hours: float = Field(default=168.0, gt=0, description="How long records are kept.")
+    path: Path = Field(
+        default=Path("esb-journal.sqlite3"),
+        description="SQLite file.",
+        examples=["/var/lib/esb/journal.sqlite3"],
+    )
+    retention_hours: float = Field(
+        examples=[24.0], default=168.0, gt=0, description="How long records are kept."
+    )
 
     @field_validator("keys")
     @classmethod
@@ -316,18 +385,25 @@ class ConsumeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    queue: str | None = Field(default=None, description="Queue name; default esb.sink.<service>.")
+    queue: str | None = Field(
+        examples=["esb.sink.fulfilment"],
+        default=None,
+        description="Queue name; default esb.sink.<service>.",
+    )
     bindings: list[str] = Field(
+        examples=[["shop.order.*"]],
         default_factory=list,
         description="Topic patterns on the events exchange to bind the queue to directly; "
         "none when routes feed the sink.",
     )
     ordered: bool = Field(
+        examples=[True],
         default=False,
         description="Per-key ordering: one active consumer among the replicas (RabbitMQ's "
         "single active consumer) handling one delivery at a time, in queue order.",
     )
     age_objective: float = Field(
+        examples=[60.0],
         default=300.0,
         gt=0,
         description="Seconds from an event's occurrence to its being applied that this sink's "

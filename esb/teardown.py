@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import aio_pika
 
+from esb.pools import ROUTER, TRANSFORMER
 from esb.retry import retry_queue
-from esb.routing.steps import ROUTER, TRANSFORMER
 from esb.topology import QueueNames, dlq_name
 
 #: The most delay queues a queue can have: one per retry, and ``retry.max_retries`` is at most 30.

@@ -46,7 +46,7 @@ def valid_traceparent(value: object) -> str | None:
     return None
 
 
-def continued(event: CloudEvent, headers: Mapping[str, str]) -> CloudEvent:
+def continue_trace(event: CloudEvent, headers: Mapping[str, str]) -> CloudEvent:
     """``event`` continuing the trace of the request that brought it (its ``traceparent``
     and ``tracestate`` headers), unless the event names one itself."""
     parent = valid_traceparent(headers.get("traceparent"))
@@ -59,7 +59,7 @@ def continued(event: CloudEvent, headers: Mapping[str, str]) -> CloudEvent:
     return event.model_copy(update=update)
 
 
-def outgoing_headers(event: CloudEvent) -> dict[str, str]:
+def trace_headers(event: CloudEvent) -> dict[str, str]:
     """The trace context headers a request made for ``event`` carries."""
     parent = valid_traceparent(event.traceparent)
     if parent is None:

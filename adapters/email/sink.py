@@ -27,8 +27,15 @@ from email.utils import formatdate
 from typing import ClassVar
 
 from adapters.email.settings import EmailSinkSettings
-from esb import AdapterSettings, CloudEvent, ConfigError, PermanentError, Sink, TransientError
-from esb.routing.expressions import event_variables
+from esb import (
+    AdapterSettings,
+    CloudEvent,
+    ConfigError,
+    PermanentError,
+    Sink,
+    TransientError,
+    event_variables,
+)
 
 try:
     import aiosmtplib

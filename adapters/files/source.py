@@ -40,8 +40,7 @@ from typing import Any, ClassVar
 
 from adapters.edge import bus_max_body_bytes, check_publishable
 from adapters.files.settings import FileSourceSettings
-from esb import AdapterSettings, CloudEvent, ConfigError, Emitter, EnvelopeError, Source
-from esb.envelope import loads_json
+from esb import AdapterSettings, CloudEvent, ConfigError, Emitter, EnvelopeError, Source, loads_json
 
 log = logging.getLogger(__name__)
 

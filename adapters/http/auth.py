@@ -19,9 +19,7 @@ from adapters.http.settings import (
     BearerAuth,
     OAuth2ClientCredentials,
 )
-from esb import TransientError
-from esb.failures import http_error
-from esb.settings import redact_url
+from esb import TransientError, http_error, redact_url
 
 
 def retry_after_seconds(value: str | None) -> float | None:

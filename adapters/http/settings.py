@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from esb.settings import AdapterSettings
+from esb import AdapterSettings
 
 
 class _Auth(BaseModel):
@@ -52,21 +52,38 @@ class HttpSinkSettings(AdapterSettings):
         "the event and URL-quoted.",
         examples=["https://shipping.example.com/api/shipments/{data.reference}"],
     )
-    method: Literal["POST", "PUT", "PATCH", "DELETE"] = Field(default="POST")
+    method: Literal["POST", "PUT", "PATCH", "DELETE"] = Field(
+        examples=["PUT"], default="POST", description="HTTP method of each request."
+    )
     body: Literal["data", "event", "none"] = Field(
+        examples=["event"],
         default="data",
         description="Send the event's data as JSON, the whole CloudEvent, or nothing.",
     )
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
-    auth: Auth | None = Field(default=None, description="bearer, basic, api_key or oauth2.")
+    headers: dict[str, str] = Field(
+        examples=[{"X-Tenant": "shop"}], default_factory=dict, description="Extra request headers."
+    )
+    auth: Auth | None = Field(
+        examples=[{"kind": "bearer", "token": "s3cr3t"}],
+        default=None,
+        description="bearer, basic, api_key or oauth2.",
+    )
     idempotency_header: str | None = Field(
+        examples=["X-Request-Id"],
         default="Idempotency-Key",
         description="Header carrying the event id, so the target can de-duplicate; none to omit.",
     )
-    timeout: float = Field(default=10.0, gt=0, description="Seconds for the whole request.")
-    concurrency: int = Field(default=8, ge=1, description="Requests in flight to the target.")
+    timeout: float = Field(
+        examples=[30.0], default=10.0, gt=0, description="Seconds for the whole request."
+    )
+    concurrency: int = Field(
+        examples=[4], default=8, ge=1, description="Requests in flight to the target."
+    )
     rate_limit: float | None = Field(
-        default=None, gt=0, description="Requests per second at most (partner API quotas)."
+        examples=[10.0],
+        default=None,
+        gt=0,
+        description="Requests per second at most (partner API quotas).",
     )
 
     @field_validator("url")

@@ -29,10 +29,16 @@ from adapters.http.settings import (
     HttpSinkSettings,
     OAuth2ClientCredentials,
 )
-from esb import AdapterSettings, CloudEvent, PermanentError, Sink, TransientError
-from esb.failures import http_error
-from esb.settings import redact_url
-from esb.tracing import outgoing_headers
+from esb import (
+    AdapterSettings,
+    CloudEvent,
+    PermanentError,
+    Sink,
+    TransientError,
+    http_error,
+    redact_url,
+    trace_headers,
+)
 
 _PLACEHOLDER = re.compile(r"\{([a-z]+(?:\.[A-Za-z0-9_]+)*)\}")
 _MAX_ERROR_BODY = 300
@@ -145,7 +151,7 @@ class HttpSink(Sink[HttpSinkSettings]):
     async def _send(
         self, session: aiohttp.ClientSession, url: str, event: CloudEvent, *, refresh_token: bool
     ) -> None:
-        headers = {**self.settings.headers, **outgoing_headers(event)}
+        headers = {**self.settings.headers, **trace_headers(event)}
         if self.settings.idempotency_header:
             name = self.settings.idempotency_header
             headers[name] = check_header(name, event.id)

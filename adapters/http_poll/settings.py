@@ -8,9 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from adapters.http.settings import Auth
-from esb.correlation import FIELD_PATH
-from esb.limits import DEFAULT_MAX_BODY_BYTES
-from esb.polling import PollingSettings
+from esb import DEFAULT_MAX_BODY_BYTES, FIELD_PATH, PollingSettings
 
 
 def _field_path(value: str | None) -> str | None:

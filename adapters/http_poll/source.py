@@ -40,16 +40,18 @@ from adapters.http.auth import Credentials, retry_after_seconds
 from adapters.http_poll.settings import HttpPollSettings
 from esb import (
     AdapterSettings,
+    Batch,
     CloudEvent,
+    CursorFile,
     Emitter,
     EnvelopeError,
     PermanentError,
+    PollingSource,
     TransientError,
+    http_error,
+    loads_json,
+    redact_url,
 )
-from esb.envelope import loads_json
-from esb.failures import http_error
-from esb.polling import Batch, CursorFile, PollingSource
-from esb.settings import redact_url
 
 #: Ids kept of the items at the cursor's value (an API answering ``>=`` sends them again).
 MAX_SEEN = 1000

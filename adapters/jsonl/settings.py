@@ -6,8 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from esb.limits import DEFAULT_MAX_BODY_BYTES
-from esb.settings import AdapterSettings
+from esb import DEFAULT_MAX_BODY_BYTES, AdapterSettings
 
 
 class JsonLinesSourceSettings(AdapterSettings):
@@ -24,6 +23,7 @@ class JsonLinesSourceSettings(AdapterSettings):
         examples=["shop.order.created"],
     )
     event_source: str = Field(
+        examples=["urn:legacy-erp"],
         default="urn:esb:jsonl",
         description="Source attribute for plain data lines.",
     )
@@ -33,8 +33,11 @@ class JsonLinesSourceSettings(AdapterSettings):
         "(so re-reading the file repeats ids and sinks de-duplicate); a new UUID when unset.",
         examples=["order_id"],
     )
-    window: int = Field(default=256, ge=1, description="Events in flight awaiting confirm.")
+    window: int = Field(
+        examples=[64], default=256, ge=1, description="Events in flight awaiting confirm."
+    )
     max_line_bytes: int = Field(
+        examples=[65_536],
         default=DEFAULT_MAX_BODY_BYTES,
         ge=1,
         description="A longer line is refused, read past without being held in memory.",
@@ -46,6 +49,7 @@ class JsonLinesSinkSettings(AdapterSettings):
 
     path: Path = Field(description="File to append to.", examples=["/data/out.jsonl"])
     fsync: bool = Field(
+        examples=[True],
         default=False,
         description="fsync after every line: survives power loss, at a cost.",
     )

@@ -19,8 +19,8 @@ from esb import (
     EnvelopeError,
     Source,
     event_from_dict,
+    loads_json,
 )
-from esb.envelope import loads_json
 
 
 class _End:

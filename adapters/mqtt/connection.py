@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.mqtt.settings import MqttSettings
-from esb import PermanentError, TransientError
-from esb.tls import verified_context
+from esb import PermanentError, TransientError, verified_context
 
 try:
     import paho.mqtt.client as paho

@@ -8,33 +8,56 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.mqtt.topics import check_filter, check_topic_template, check_type_template
-from esb.limits import DEFAULT_MAX_BODY_BYTES
-from esb.settings import AdapterSettings
+from esb import DEFAULT_MAX_BODY_BYTES, AdapterSettings
 
 
 class MqttSettings(AdapterSettings):
     """The connection to an MQTT broker, shared by the source and the sink."""
 
     host: str = Field(description="MQTT broker.", examples=["mqtt.warehouse.example.com"])
-    port: int = Field(default=1883, ge=1, le=65535, description="Broker port; 8883 with TLS.")
-    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT version: 5 or 3.1.1.")
-    username: str | None = Field(default=None, description="Login, when the broker needs one.")
-    password: SecretStr | None = Field(default=None, description="Password; never logged.")
-    tls: bool = Field(default=False, description="Connect over TLS, verifying the broker.")
-    tls_ca_file: Path | None = Field(
-        default=None, description="CA bundle to verify the broker; the system's when unset."
+    port: int = Field(
+        examples=[8883], default=1883, ge=1, le=65535, description="Broker port; 8883 with TLS."
     )
-    tls_cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
-    tls_key_file: Path | None = Field(default=None, description="Client key (mutual TLS).")
+    protocol: Literal["5", "3.1.1"] = Field(
+        examples=["3.1.1"], default="5", description="MQTT version: 5 or 3.1.1."
+    )
+    username: str | None = Field(
+        examples=["esb"], default=None, description="Login, when the broker needs one."
+    )
+    password: SecretStr | None = Field(
+        examples=["mqtt-secret"], default=None, description="Password; never logged."
+    )
+    tls: bool = Field(
+        examples=[True], default=False, description="Connect over TLS, verifying the broker."
+    )
+    tls_ca_file: Path | None = Field(
+        examples=["/etc/esb/mqtt/ca.pem"],
+        default=None,
+        description="CA bundle to verify the broker; the system's when unset.",
+    )
+    tls_cert_file: Path | None = Field(
+        examples=["/etc/esb/mqtt/client.pem"],
+        default=None,
+        description="Client certificate (mutual TLS).",
+    )
+    tls_key_file: Path | None = Field(
+        examples=["/etc/esb/mqtt/client.key"], default=None, description="Client key (mutual TLS)."
+    )
     keepalive: int = Field(
-        default=60, ge=5, le=65535, description="Seconds between pings on an idle connection."
+        examples=[30],
+        default=60,
+        ge=5,
+        le=65535,
+        description="Seconds between pings on an idle connection.",
     )
     timeout: float = Field(
+        examples=[5.0],
         default=10.0,
         gt=0,
         description="Seconds per connection attempt and, in the sink, per publish.",
     )
     reconnect_max_seconds: int = Field(
+        examples=[60],
         default=30,
         ge=1,
         description="Longest wait between reconnection attempts (doubling from 1).",
@@ -73,6 +96,7 @@ class MqttSourceSettings(MqttSettings):
         examples=[["warehouse/+/scanner/#"]],
     )
     session_expiry_seconds: int = Field(
+        examples=[86_400],
         default=604_800,
         ge=0,
         le=4_294_967_295,
@@ -84,7 +108,9 @@ class MqttSourceSettings(MqttSettings):
         "levels.",
         examples=["warehouse.scan", "shopfloor.{3}.reading", "mqtt.{topic}"],
     )
-    event_source: str = Field(default="urn:esb:mqtt", description="Source attribute.")
+    event_source: str = Field(
+        examples=["urn:warehouse"], default="urn:esb:mqtt", description="Source attribute."
+    )
     id_field: str | None = Field(
         default=None,
         description="Field of a JSON object payload holding the message's id, used as the event "
@@ -92,17 +118,20 @@ class MqttSourceSettings(MqttSettings):
         examples=["reading_id"],
     )
     non_json: Literal["reject", "wrap"] = Field(
+        examples=["wrap"],
         default="reject",
         description="A payload that is not JSON: reject (log, count, acknowledge) or wrap as "
         '{"raw": text} ({"raw_base64": ...} when not UTF-8).',
     )
     window: int = Field(
+        examples=[64],
         default=256,
         ge=1,
         le=65_535,
         description="Messages in flight awaiting the bus's confirm (MQTT 5: Receive Maximum).",
     )
     max_payload_bytes: int = Field(
+        examples=[65_536],
         default=DEFAULT_MAX_BODY_BYTES,
         ge=1,
         description="A larger payload is refused (acknowledged and counted) before it is parsed.",
@@ -126,7 +155,9 @@ class MqttSinkSettings(MqttSettings):
     """Publish each event's data as JSON to a topic built from the event."""
 
     client_id: str | None = Field(
-        default=None, description="Client id; the broker picks one when unset (clean session)."
+        examples=["esb-dock-displays"],
+        default=None,
+        description="Client id; the broker picks one when unset (clean session).",
     )
     topic: str = Field(
         description="Topic template: {id}, {type}, {source}, {subject} and {data.path} are "
@@ -134,9 +165,15 @@ class MqttSinkSettings(MqttSettings):
         examples=["warehouse/{data.site}/pick", "esb/{type}/{subject}"],
     )
     qos: int = Field(
-        default=1, ge=0, le=2, description="0, 1 (wait for PUBACK) or 2 (wait for PUBCOMP)."
+        examples=[0],
+        default=1,
+        ge=0,
+        le=2,
+        description="0, 1 (wait for PUBACK) or 2 (wait for PUBCOMP).",
     )
-    retain: bool = Field(default=False, description="Ask the broker to retain the last message.")
+    retain: bool = Field(
+        examples=[True], default=False, description="Ask the broker to retain the last message."
+    )
 
     @field_validator("topic")
     @classmethod

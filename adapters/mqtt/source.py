@@ -31,8 +31,7 @@ from adapters.edge import bus_max_body_bytes, check_publishable
 from adapters.mqtt.connection import Connection, Delivery
 from adapters.mqtt.settings import MqttSourceSettings
 from adapters.mqtt.topics import event_type
-from esb import AdapterSettings, CloudEvent, Emitter, EnvelopeError, Source
-from esb.envelope import loads_json
+from esb import AdapterSettings, CloudEvent, Emitter, EnvelopeError, Source, loads_json
 
 log = logging.getLogger(__name__)
 

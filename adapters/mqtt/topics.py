@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from esb import CloudEvent, EnvelopeError, PermanentError
-from esb.limits import SHORT_STRING_BYTES
+from esb import SHORT_STRING_BYTES, CloudEvent, EnvelopeError, PermanentError
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _LEVEL = re.compile(r"[1-9][0-9]*")

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.sql.settings import SqlSinkSettings
 from adapters.sql.statements import Rows, RowStatement, Writes, insert_sql
-from esb import ConfigError, PermanentError, TransientError
-from esb.dsn import describe, scrub
+from esb import ConfigError, PermanentError, TransientError, describe_dsn, scrub_dsn
 
 if TYPE_CHECKING:
     import psycopg
@@ -130,11 +129,12 @@ class PostgresBackend(Backend):
                 )
             except psycopg.OperationalError as exc:
                 raise TransientError(
-                    f"sql sink: cannot reach {describe(self.dsn)}: {scrub(str(exc), self.dsn)}"
+                    f"sql sink: cannot reach {describe_dsn(self.dsn)}: "
+                    f"{scrub_dsn(str(exc), self.dsn)}"
                 ) from None
             except psycopg.Error as exc:  # a DSN libpq refuses: retrying cannot help
                 raise ConfigError(
-                    f"sql sink: dsn {describe(self.dsn)}: {scrub(str(exc), self.dsn)}"
+                    f"sql sink: dsn {describe_dsn(self.dsn)}: {scrub_dsn(str(exc), self.dsn)}"
                 ) from None
         return self._conn
 

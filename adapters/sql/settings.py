@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from esb.settings import AdapterSettings
+from esb import AdapterSettings
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ATTRIBUTES = ("id", "type", "source", "subject", "time")
@@ -29,7 +29,9 @@ class SqlOutboxSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    table: str = Field(pattern=IDENTIFIER, description="The outbox table.")
+    table: str = Field(
+        examples=["reservations"], pattern=IDENTIFIER, description="The outbox table."
+    )
     columns: dict[str, str] = Field(
         description="Column to value: data.<path>, or one of id, type, source, subject, time.",
         examples=[{"order_id": "data.order_id", "email": "data.customer.email"}],
@@ -48,19 +50,22 @@ class SqlSinkSettings(AdapterSettings):
         description="postgresql://user@host/db, or sqlite:///path/to/file.db.",
         examples=["postgresql://esb@db/accounting", "sqlite:///data/accounting.db"],
     )
-    table: str = Field(pattern=IDENTIFIER, description="Target table.")
+    table: str = Field(examples=["ledger"], pattern=IDENTIFIER, description="Target table.")
     columns: dict[str, str] = Field(
         description="Column to value: data.<path>, one of id, type, source, subject, time, "
         "or (with rows) row.<path> or row.",
         examples=[{"client_id": "data.client_id", "amount": "data.amount", "event_id": "id"}],
     )
     mode: Literal["insert", "upsert", "increment"] = Field(
+        examples=["increment"],
         default="upsert",
         description="upsert updates the row with the same key; increment adds each non-key "
         "value to the existing row with the same key.",
     )
     key: list[str] = Field(
-        default_factory=list, description="Columns that identify a row (upsert, increment)."
+        examples=[["sku"]],
+        default_factory=list,
+        description="Columns that identify a row (upsert, increment).",
     )
     rows: str | None = Field(
         default=None,
@@ -69,13 +74,18 @@ class SqlSinkSettings(AdapterSettings):
         examples=["data.items"],
     )
     transaction: Literal["event", "batch"] = Field(
+        examples=["batch"],
         default="event",
         description="event commits each event alone; batch commits concurrent events together.",
     )
     batch_size: int = Field(
-        default=100, ge=1, description="Events per batch transaction at most (batch)."
+        examples=[200],
+        default=100,
+        ge=1,
+        description="Events per batch transaction at most (batch).",
     )
     batch_wait: float = Field(
+        examples=[0.1],
         default=0.05,
         gt=0,
         description="Seconds a batch waits for more events after its first one (batch).",

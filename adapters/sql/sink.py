@@ -18,8 +18,7 @@ from adapters.sql.backends import Backend, PostgresBackend, SqliteBackend
 from adapters.sql.batch import Batcher
 from adapters.sql.settings import SqlSinkSettings
 from adapters.sql.statements import event_writes
-from esb import AdapterSettings, CloudEvent, Sink
-from esb.dsn import backend
+from esb import AdapterSettings, CloudEvent, Sink, dsn_backend
 
 
 class SqlSink(Sink[SqlSinkSettings]):
@@ -31,7 +30,7 @@ class SqlSink(Sink[SqlSinkSettings]):
     def __init__(self, settings: SqlSinkSettings) -> None:
         super().__init__(settings)
         dsn = settings.dsn.get_secret_value()
-        if backend(dsn, "sql sink") == "sqlite":
+        if dsn_backend(dsn, "sql sink") == "sqlite":
             self.backend: Backend = SqliteBackend(Path(dsn.removeprefix("sqlite://")), settings)
         else:
             self.backend = PostgresBackend(dsn, settings)

@@ -27,10 +27,20 @@ from typing import Any, ClassVar
 
 from adapters.edge import bus_max_body_bytes, check_publishable
 from adapters.sql.source_settings import SqlSourceSettings
-from esb import AdapterSettings, CloudEvent, ConfigError, Emitter, EnvelopeError
-from esb.dsn import backend, describe, scrub
-from esb.envelope import loads_json
-from esb.polling import Batch, CursorFile, PollingSource
+from esb import (
+    AdapterSettings,
+    Batch,
+    CloudEvent,
+    ConfigError,
+    CursorFile,
+    Emitter,
+    EnvelopeError,
+    PollingSource,
+    describe_dsn,
+    dsn_backend,
+    loads_json,
+    scrub_dsn,
+)
 
 
 def plain(value: Any) -> Any:
@@ -149,7 +159,7 @@ class SqlSource(PollingSource[SqlSourceSettings, tuple[Any, Any]]):
         super().__init__(settings, emitter, cursor)
         #: What every consumer accepts; an event over it is refused here, at the edge.
         self.max_body_bytes = bus_max_body_bytes(emitter)
-        self.scheme = backend(settings.dsn.get_secret_value(), "sql source")
+        self.scheme = dsn_backend(settings.dsn.get_secret_value(), "sql source")
         self._sqlite: sqlite3.Connection | None = None
         self._pg: Any = None
 
@@ -195,7 +205,7 @@ class SqlSource(PollingSource[SqlSourceSettings, tuple[Any, Any]]):
             )
         except psycopg.Error as exc:
             raise ConfigError(
-                f"sql source: cannot connect to {describe(dsn)}: {scrub(str(exc), dsn)}"
+                f"sql source: cannot connect to {describe_dsn(dsn)}: {scrub_dsn(str(exc), dsn)}"
             ) from None
         set_json_loads(json_column, self._pg)
 

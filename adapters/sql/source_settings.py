@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from adapters.sql.settings import IDENTIFIER
-from esb.polling import PollingSettings
+from esb import PollingSettings
 
 
 class SqlSourceSettings(PollingSettings):
@@ -18,42 +18,56 @@ class SqlSourceSettings(PollingSettings):
         description="postgresql://user@host/db, or sqlite:///path/to/file.db.",
         examples=["postgresql://esb@crm-db/crm"],
     )
-    table: str = Field(pattern=IDENTIFIER, description="Table to read.")
-    id_column: str = Field(pattern=IDENTIFIER, description="The rows' unique id.")
+    table: str = Field(examples=["deals"], pattern=IDENTIFIER, description="Table to read.")
+    id_column: str = Field(
+        examples=["deal_id"], pattern=IDENTIFIER, description="The rows' unique id."
+    )
     mode: Literal["cursor", "outbox"] = Field(
+        examples=["outbox"],
         default="cursor",
         description="cursor: rows past the last cursor value; outbox: every row, removed or "
         "marked once published.",
     )
     cursor_column: str | None = Field(
+        examples=["updated_at"],
         default=None,
         pattern=IDENTIFIER,
         description="An increasing column (an id or updated_at); rows are read in its order.",
     )
     cursor_file: Path | None = Field(
+        examples=["/var/lib/esb/deals.cursor"],
         default=None,
         description="Where the cursor is kept between runs; default <table>.cursor.json here.",
     )
     where: str | None = Field(
+        examples=["stage = 'won'"],
         default=None,
         description="An extra SQL condition, e.g. status = 'won' (trusted config).",
     )
     outbox_done: Literal["delete", "mark"] = Field(
-        default="delete", description="What to do with an outbox row once published."
+        examples=["mark"],
+        default="delete",
+        description="What to do with an outbox row once published.",
     )
     mark_column: str | None = Field(
-        default=None, pattern=IDENTIFIER, description="Column set to the publish time (mark)."
+        examples=["published_at"],
+        default=None,
+        pattern=IDENTIFIER,
+        description="Column set to the publish time (mark).",
     )
     event_type: str = Field(description="Type of the events.", examples=["crm.deal.won"])
-    event_source: str = Field(default="urn:esb:sql", description="Source attribute.")
+    event_source: str = Field(
+        examples=["urn:crm"], default="urn:esb:sql", description="Source attribute."
+    )
     delay_seconds: float = Field(
+        examples=[5.0],
         default=0.0,
         ge=0,
         description="Leave rows whose cursor time is younger than this for a later poll, so a "
         "transaction that stamped its rows earlier but commits later is not skipped (cursor "
         "mode; the cursor must hold the change time: a timestamp, ISO text or epoch seconds).",
     )
-    batch_size: int = Field(default=500, ge=1, description="Rows per poll.")
+    batch_size: int = Field(examples=[100], default=500, ge=1, description="Rows per poll.")
 
     @model_validator(mode="after")
     def _mode_needs(self) -> SqlSourceSettings:

@@ -8,8 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from adapters.webhook.signatures import signing_key
-from esb.limits import DEFAULT_MAX_BODY_BYTES, SHORT_STRING_BYTES
-from esb.settings import AdapterSettings
+from esb import DEFAULT_MAX_BODY_BYTES, SHORT_STRING_BYTES, AdapterSettings
 
 Scheme = Literal["none", "github", "shopify", "stripe", "standard"]
 
@@ -30,26 +29,42 @@ def is_event_type(value: str) -> bool:
 class WebhookSourceSettings(AdapterSettings):
     """Receive JSON webhooks over HTTP and publish each as an event."""
 
-    host: str = Field(default="0.0.0.0", description="Address to listen on.")  # noqa: S104
-    port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on; 0 picks one.")
-    path: str = Field(default="/webhook", description="Path the sender posts to.")
+    host: str = Field(
+        examples=["127.0.0.1"],
+        default="0.0.0.0",  # noqa: S104 (a container listens on every interface)
+        description="Address to listen on.",
+    )
+    port: int = Field(
+        examples=[9000], default=8080, ge=0, le=65535, description="Port to listen on; 0 picks one."
+    )
+    path: str = Field(
+        examples=["/hooks/shopify"], default="/webhook", description="Path the sender posts to."
+    )
     max_body_bytes: int = Field(
+        examples=[262_144],
         default=DEFAULT_MAX_BODY_BYTES,
         ge=1,
         description="Larger bodies get 413; at most the process's broker.max_body_bytes.",
     )
     signature: Scheme = Field(
+        examples=["shopify"],
         default="none",
         description="Signature scheme to verify: github (X-Hub-Signature-256), shopify "
         "(X-Shopify-Hmac-Sha256), stripe (Stripe-Signature), standard (Standard Webhooks).",
     )
     secret: SecretStr | None = Field(
-        default=None, description="Signing secret; for standard, the whsec_... value."
+        examples=["whsec_example"],
+        default=None,
+        description="Signing secret; for standard, the whsec_... value.",
     )
     tolerance_seconds: int = Field(
-        default=300, ge=1, description="Oldest signed timestamp accepted (stripe, standard)."
+        examples=[600],
+        default=300,
+        ge=1,
+        description="Oldest signed timestamp accepted (stripe, standard).",
     )
     event_type: str = Field(
+        examples=["shop.order.created"],
         default="webhook.received",
         description="Event type, unless event_type_header or event_type_field gives one.",
     )
@@ -66,9 +81,13 @@ class WebhookSourceSettings(AdapterSettings):
         examples=["type"],
     )
     type_prefix: str = Field(
-        default="", description="Prefix for event_type_header and event_type_field values."
+        examples=["github."],
+        default="",
+        description="Prefix for event_type_header and event_type_field values.",
     )
-    event_source: str = Field(default="urn:esb:webhook", description="Event source attribute.")
+    event_source: str = Field(
+        examples=["urn:shopify"], default="urn:esb:webhook", description="Event source attribute."
+    )
     id_header: str | None = Field(
         default=None,
         description="Header holding the sender's delivery id. The event id with signature none "
@@ -77,6 +96,7 @@ class WebhookSourceSettings(AdapterSettings):
         examples=["X-GitHub-Delivery", "X-Shopify-Webhook-Id", "webhook-id"],
     )
     accept_timeout: float = Field(
+        examples=[5.0],
         default=10.0,
         gt=0,
         description="Seconds to wait for the broker's confirm before answering 503.",

@@ -29,6 +29,10 @@ from adapters.edge import check_publishable
 from adapters.webhook.settings import STANDARD_ID_HEADER, WebhookSourceSettings, is_event_type
 from adapters.webhook.signatures import SCHEMES, body_id, signing_key
 from esb import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_ATTRIBUTE_BYTES,
+    SHORT_STRING_BYTES,
+    STRUCTURED_CONTENT_TYPE,
     AdapterSettings,
     BrokerUnavailable,
     CloudEvent,
@@ -37,11 +41,12 @@ from esb import (
     EnvelopeError,
     Source,
     UnroutableError,
+    continue_trace,
+    decode_binary,
+    is_structured,
+    loads_json,
+    parse_structured,
 )
-from esb.amqp_binding import STRUCTURED_CONTENT_TYPE, decode, is_structured
-from esb.envelope import loads_json, parse_structured
-from esb.limits import DEFAULT_MAX_BODY_BYTES, MAX_ATTRIBUTE_BYTES, SHORT_STRING_BYTES
-from esb.tracing import continued
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +115,7 @@ class WebhookSource(Source[WebhookSourceSettings]):
             self.refuse_input("bad_signature", reason)
             return web.json_response({"error": reason}, status=401)
         try:
-            event = continued(self.to_event(body, request.headers), request.headers)
+            event = continue_trace(self.to_event(body, request.headers), request.headers)
             check_publishable(event, self.bus_max_body_bytes)
         except EnvelopeError as exc:
             if exc.code == "too_large":  # JSON re-encoded larger than it came (1e15, 1E2)
@@ -165,7 +170,7 @@ class WebhookSource(Source[WebhookSourceSettings]):
                     f"send the event as {STRUCTURED_CONTENT_TYPE}",
                     "unsigned_attributes",
                 )
-            return decode(
+            return decode_binary(
                 body,
                 message_id=None,
                 type=None,

@@ -12,7 +12,7 @@ from typing import Any
 
 from esb.envelope import CloudEvent
 from esb.errors import PermanentError
-from esb.routing.expressions import ExpressionError, event_context
+from esb.expressions import ExpressionError, event_context
 from esb.routing.lineage import derive
 from esb.routing.loader import CompiledRoute, RouteTable
 

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from esb.errors import ConfigError
-from esb.routing.expressions import Expression, ExpressionError, Reads
+from esb.expressions import Expression, ExpressionError, Reads
+from esb.pools import ROUTER
 from esb.routing.model import (
     STEP_KINDS,
     MapSpec,
@@ -34,7 +35,6 @@ from esb.routing.model import (
 )
 from esb.routing.names import closest, listing
 from esb.routing.steps import (
-    ROUTER,
     SCHEMAS_GROUP,
     CompiledStep,
     StepSpec,

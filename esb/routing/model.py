@@ -11,18 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from esb.pools import POOL, RESERVED_POOLS
 from esb.settings import RetrySettings
 
 NAME = r"^[a-z0-9][a-z0-9._-]*$"
-#: Where steps run: ``router``, ``transformer`` (the shared pool) or a transformer pool's name.
-POOL = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-#: Not pool names: the suffixes of a queue's parking lot and delay queues.
-RESERVED_POOLS = frozenset({"dlq", "retry"})
-
-
-def is_pool_name(name: str) -> bool:
-    """Whether ``name`` can name a pool (route files, ``esb run transformer``, users files)."""
-    return re.match(POOL, name) is not None and name not in RESERVED_POOLS
 
 
 def _pool(value: str | None) -> str | None:

@@ -22,11 +22,10 @@ from esb.errors import ConfigError, EsbError, PermanentError, TransientError
 from esb.journal import note, note_outputs, sent
 from esb.metrics import Bound, Metrics
 from esb.parking import unrouted_headers
+from esb.pools import ROUTER, TRANSFORMER, is_pool_name
 from esb.routing.engine import StepFailed, match, route_copy, run_hop
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
-from esb.routing.model import is_pool_name
-from esb.routing.slip import HEADER, Slip
-from esb.routing.steps import ROUTER, TRANSFORMER
+from esb.slip import HEADER, Slip
 from esb.topology import QueueNames, QueueSpec, declare_queue
 
 log = logging.getLogger(__name__)

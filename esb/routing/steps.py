@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from esb.cel_engine import Context
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError, PermanentError
-from esb.routing.cel_engine import Context
+from esb.expressions import Expression, ExpressionError, Reads, event_variables
+from esb.pools import TRANSFORMER
 from esb.routing.conversions import Converter, compile_conversion
-from esb.routing.expressions import Expression, ExpressionError, Reads, event_variables
 from esb.routing.model import Conversion, FieldRule, MapSpec
 from esb.routing.names import closest, listing
 from esb.routing.schemas import compile_schema, fast_check
@@ -84,12 +85,6 @@ class Output:
 def _fresh(value: Any) -> Any:
     """A configured constant as a value of its own, so no output shares it with another."""
     return copy.deepcopy(value) if isinstance(value, dict | list) else value
-
-
-#: The pool of steps run by the router itself; a transformer pool is any other name.
-ROUTER = "router"
-#: The shared transformer pool, where a route's steps run unless it says otherwise.
-TRANSFORMER = "transformer"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from esb.errors import EnvelopeError
 from esb.limits import DEFAULT_MAX_BODY_BYTES
 from esb.parking import REASON, UNROUTED_HEADER
 from esb.retry import retry_queue
-from esb.routing.slip import HEADER as SLIP
+from esb.slip import HEADER as SLIP
 from esb.teardown import delete_deployment
 from esb.topology import QueueNames, dlq_name
 from tests.support.hostile import (

@@ -24,9 +24,9 @@ from esb.consumer import Consumer
 from esb.failures import http_error
 from esb.parking import REASON
 from esb.retry import retry_queue
-from esb.routing.slip import HEADER, Slip
 from esb.runtime import BrokerEmitter, write_to
 from esb.settings import CircuitSettings, RetrySettings
+from esb.slip import HEADER, Slip
 from esb.testing import RecordingSink, free_port
 from esb.topology import QueueSpec, declare_queue, dlq_name
 from tests.conftest import Names

@@ -16,8 +16,8 @@ from esb.consumer import Consumer
 from esb.parking import ERROR, REASON
 from esb.routing.loader import load_routes
 from esb.routing.services import TransformerService
-from esb.routing.slip import HEADER, Slip
 from esb.settings import RetrySettings
+from esb.slip import HEADER, Slip
 from esb.topology import QueueNames, QueueSpec, declare_queue, dlq_name
 
 ROUTES = """

@@ -20,8 +20,9 @@ from esb.logs import JsonFormatter
 from esb.metrics import OTHER
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService
-from esb.routing.slip import HEADER, Slip
 from esb.runtime import SinkRecords, write_to
+from esb.slip import HEADER, Slip
+from esb.teardown import delete_deployment
 from esb.testing import RecordingSink
 from esb.topology import QueueNames, QueueSpec, declare_queue
 from tests.conftest import Names
@@ -127,7 +128,16 @@ async def test_a_routed_copy_keeps_the_time_of_the_occurrence(
         "sinks: {target: {}}\nroutes:\n  - {name: paid, from: 'shop.#', to: target}\n"
     )
     router = RouterService(broker, load_routes(tmp_path))
-    await router.declare()
+    try:
+        await router.declare()
+        await route_one_and_check_its_time(broker, router, names)
+    finally:
+        await delete_deployment(
+            broker.settings.url.get_secret_value(), names.prefix, names.exchange, ["target"]
+        )
+
+
+async def route_one_and_check_its_time(broker: Broker, router: RouterService, names: Names) -> None:
     happened = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
     event = CloudEvent.new("shop.order.paid", "urn:shop", {"n": 1}, time=happened)
     await broker.publish(event)
@@ -158,8 +168,6 @@ async def test_a_routed_copy_keeps_the_time_of_the_occurrence(
     assert copy.id != event.id
     assert copy.causationid == event.id
     assert copy.time == happened
-    for queue in (queues.router, queues.unrouted, queues.sink("target")):
-        await channel.queue_delete(queue)
 
 
 async def test_forged_stamps_and_slips_move_buckets_but_add_no_series(

@@ -32,8 +32,8 @@ from esb.errors import ConfigError
 from esb.retry import declare_retry_queues, retry_queue
 from esb.routing.loader import load_routes
 from esb.routing.services import routing_queues
-from esb.routing.slip import HEADER
 from esb.settings import BrokerSettings
+from esb.slip import HEADER
 from esb.topology import QueueNames, QueueSpec, declare_exchange, declare_queue, dlq_name
 from tests.support.processes import EsbProcess, read_ids, wait_for, write_orders
 from tests.support.rabbit import PrivateRabbit

@@ -22,7 +22,7 @@ from esb import Broker, BrokerSettings, Metrics, from_message
 from esb.parking import ERROR, UNROUTED_HEADER
 from esb.routing.loader import RouteTable, load_routes
 from esb.routing.report import case_event
-from esb.routing.slip import HEADER
+from esb.slip import HEADER
 from esb.teardown import delete_deployment
 from esb.topology import QueueNames, dlq_name
 from tests.support.processes import EsbProcess

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esb.envelope import CloudEvent
-from esb.tracing import configured, continued, outgoing_headers, valid_traceparent
+from esb.tracing import configured, continue_trace, trace_headers, valid_traceparent
 
 GOOD = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -22,11 +22,11 @@ def event(**attributes: object) -> CloudEvent:
 
 
 def test_a_request_continues_the_senders_trace_with_its_state() -> None:
-    traced = continued(event(), {"traceparent": GOOD, "tracestate": "vendor=abc"})
+    traced = continue_trace(event(), {"traceparent": GOOD, "tracestate": "vendor=abc"})
     assert traced.traceparent == GOOD
-    assert outgoing_headers(traced) == {"traceparent": GOOD, "tracestate": "vendor=abc"}
+    assert trace_headers(traced) == {"traceparent": GOOD, "tracestate": "vendor=abc"}
     own = "00-11111111111111111111111111111111-2222222222222222-00"
-    assert continued(event(traceparent=own), {"traceparent": GOOD}).traceparent == own
+    assert continue_trace(event(traceparent=own), {"traceparent": GOOD}).traceparent == own
 
 
 @pytest.mark.parametrize(
@@ -42,14 +42,14 @@ def test_a_request_continues_the_senders_trace_with_its_state() -> None:
     ],
 )
 def test_a_malformed_traceparent_starts_nothing_and_travels_nowhere(value: str) -> None:
-    assert continued(event(), {"traceparent": value}).traceparent is None
-    assert outgoing_headers(event(traceparent=value)) == {}
+    assert continue_trace(event(), {"traceparent": value}).traceparent is None
+    assert trace_headers(event(traceparent=value)) == {}
 
 
 @given(st.text(max_size=80), st.text(max_size=600))
 def test_any_header_values_give_a_valid_context_or_none(parent: str, state: str) -> None:
-    traced = continued(event(), {"traceparent": parent, "tracestate": state})
-    headers = outgoing_headers(traced)
+    traced = continue_trace(event(), {"traceparent": parent, "tracestate": state})
+    headers = trace_headers(traced)
     assert set(headers) <= {"traceparent", "tracestate"}
     if headers:
         assert valid_traceparent(headers["traceparent"]) == parent

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from esb.envelope import CloudEvent
-from esb.routing.expressions import Expression, ExpressionError, event_context
+from esb.expressions import Expression, ExpressionError, event_context
 
 HOSTILE = "a" * 50_000 + "!"
 

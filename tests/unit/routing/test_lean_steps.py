@@ -20,14 +20,14 @@ from hypothesis import strategies as st
 
 from esb import CloudEvent
 from esb.errors import PermanentError
-from esb.routing.engine import match
-from esb.routing.expressions import (
+from esb.expressions import (
     Expression,
     ExpressionError,
     Reads,
     data_fields,
     event_context,
 )
+from esb.routing.engine import match
 from esb.routing.loader import TYPES_REMEMBERED, load_routes
 from esb.routing.steps import StepSpec, compile_step
 
@@ -181,7 +181,7 @@ def test_a_process_loads_the_cel_engine_without_its_command_line() -> None:
     """cel's own command line (typer, rich, prompt_toolkit, pygments) cost every router and
     transformer ~23 MB resident; esb never runs it."""
     probe = (
-        "import sys, esb.cli, esb.routing.expressions as e; "
+        "import sys, esb.cli, esb.expressions as e; "
         "assert e.Expression.compile('data.x == 1').evaluate(e.event_context("
         "e.CloudEvent.new('t.x', 'urn:t', {'x': 1}))) is True; "
         "print(sorted(m for m in ('typer', 'rich', 'prompt_toolkit', 'pygments') "

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from esb.envelope import CloudEvent
+from esb.expressions import Expression, ExpressionError, event_context
 from esb.routing.engine import match
-from esb.routing.expressions import Expression, ExpressionError, event_context
 from esb.routing.loader import load_routes
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esb.journal import HopRecord
-from esb.routing.slip import HEADER, Slip, slip_position
+from esb.slip import HEADER, Slip, slip_position
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(),

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from esb.cel_engine import Context, compile_program
 from esb.envelope import CloudEvent
-from esb.routing.cel_engine import Context, compile_program
 
 MAX_EXPRESSION_CHARS = 4096
 #: The deepest path ``has()`` takes: each parent is tested, so the compiled size is quadratic.
