@@ -11,6 +11,7 @@ from esb.amqp_binding import (
     to_message,
 )
 from esb.broker import Broker
+from esb.correlation import FIELD_PATH
 from esb.dsn import describe_dsn, dsn_backend, scrub_dsn
 from esb.envelope import CloudEvent, check_size, event_from_dict, loads_json, parse_structured
 from esb.errors import (
@@ -27,6 +28,7 @@ from esb.expressions import event_variables
 from esb.failures import http_error
 from esb.limits import DEFAULT_MAX_BODY_BYTES, MAX_ATTRIBUTE_BYTES, SHORT_STRING_BYTES
 from esb.metrics import Metrics
+from esb.polling import Batch, CursorFile, CursorStore, PollingSettings, PollingSource
 from esb.settings import (
     AdapterSettings,
     BrokerSettings,
@@ -41,21 +43,27 @@ __version__ = version("esb")
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
+    "FIELD_PATH",
     "MAX_ATTRIBUTE_BYTES",
     "SHORT_STRING_BYTES",
     "STRUCTURED_CONTENT_TYPE",
     "Adapter",
     "AdapterSettings",
+    "Batch",
     "Broker",
     "BrokerSettings",
     "BrokerUnavailable",
     "CloudEvent",
     "ConfigError",
+    "CursorFile",
+    "CursorStore",
     "Emitter",
     "EnvelopeError",
     "EsbError",
     "Metrics",
     "PermanentError",
+    "PollingSettings",
+    "PollingSource",
     "ProcessSettings",
     "ProcessingError",
     "Sink",

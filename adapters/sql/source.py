@@ -16,10 +16,7 @@ row never stops the table.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -28,17 +25,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
-import orjson
-
 from adapters.edge import bus_max_body_bytes, check_publishable
 from adapters.sql.source_settings import SqlSourceSettings
 from esb import (
     AdapterSettings,
+    Batch,
     CloudEvent,
     ConfigError,
+    CursorFile,
     Emitter,
     EnvelopeError,
-    Source,
+    PollingSource,
     describe_dsn,
     dsn_backend,
     loads_json,
@@ -139,35 +136,30 @@ def _untagged(doc: dict[str, Any]) -> Any:
     return doc["value"]
 
 
-class CursorFile:
-    """The last position read, kept in a small JSON file replaced atomically."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> tuple[Any, Any] | None:
-        if not self.path.exists():
-            return None
-        doc = orjson.loads(self.path.read_bytes())
-        return _untagged(doc["cursor"]), _untagged(doc["id"])
-
-    def save(self, cursor: Any, row_id: Any) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps({"cursor": _tagged(cursor), "id": _tagged(row_id)}))
-        os.replace(tmp, self.path)
+def encode_position(position: tuple[Any, Any]) -> dict[str, Any]:
+    """The cursor file's document for ``(cursor value, row id)``, each value tagged with its
+    type so a timestamp, a decimal or bytes come back as they were read."""
+    return {"cursor": _tagged(position[0]), "id": _tagged(position[1])}
 
 
-class SqlSource(Source[SqlSourceSettings]):
-    """A legacy table as a stream of events."""
+def decode_position(doc: dict[str, Any]) -> tuple[Any, Any]:
+    return _untagged(doc["cursor"]), _untagged(doc["id"])
+
+
+class SqlSource(PollingSource[SqlSourceSettings, tuple[Any, Any]]):
+    """A legacy table as a stream of events: polled by :class:`esb.polling.PollingSource`."""
 
     settings_model: ClassVar[type[AdapterSettings]] = SqlSourceSettings
 
     def __init__(self, settings: SqlSourceSettings, emitter: Emitter) -> None:
-        super().__init__(settings, emitter)
+        cursor = None
+        if settings.mode == "cursor":
+            path = settings.cursor_file or Path(f"{settings.table}.cursor.json")
+            cursor = CursorFile(path, encode_position, decode_position)
+        super().__init__(settings, emitter, cursor)
         #: What every consumer accepts; an event over it is refused here, at the edge.
         self.max_body_bytes = bus_max_body_bytes(emitter)
         self.scheme = dsn_backend(settings.dsn.get_secret_value(), "sql source")
-        self.cursor = CursorFile(settings.cursor_file or Path(f"{settings.table}.cursor.json"))
         self._sqlite: sqlite3.Connection | None = None
         self._pg: Any = None
 
@@ -281,22 +273,29 @@ class SqlSource(Source[SqlSourceSettings]):
         except EnvelopeError as exc:
             self.refuse_input(exc.code, f"event {_short(event.id)}: {exc}")
 
-    async def poll(self) -> int:
-        """One batch: emit the rows, then move the cursor (or finish the outbox rows)."""
+    async def fetch(self, cursor: tuple[Any, Any] | None) -> Batch[tuple[Any, Any]]:
+        """One batch of rows after ``cursor`` (cursor mode) or at the head of the outbox."""
         s = self.settings
-        after = self.cursor.load() if s.mode == "cursor" else None
-        sql, params = self._select(after)
+        sql, params = self._select(cursor)
         rows = self._settled(await self._query(sql, params))
         self.count("poll", "rows" if rows else "empty")
         if not rows:
-            return 0
+            return Batch([])
         self.count("row", "read", len(rows))
-        await self.emit_all(self.events(rows))
+        position = None
         if s.mode == "cursor":
             last = rows[-1]
-            self.cursor.save(last[s.cursor_column or s.id_column], last[s.id_column])
-            return len(rows)
-        places, ids = self._bind(tuple(row[s.id_column] for row in rows))
+            position = (last[s.cursor_column or s.id_column], last[s.id_column])
+        more = len(rows) >= s.batch_size
+        return Batch(self.events(rows), position, more=more, read=len(rows), inputs=rows)
+
+    async def acknowledge(self, batch: Batch[tuple[Any, Any]]) -> None:
+        """Every row's event is confirmed: move the cursor, or finish the outbox rows."""
+        s = self.settings
+        if s.mode == "cursor" or not batch.inputs:
+            await super().acknowledge(batch)
+            return
+        places, ids = self._bind(tuple(row[s.id_column] for row in batch.inputs))
         marks = ", ".join(places)
         if s.outbox_done == "delete":
             done = f'DELETE FROM "{s.table}" WHERE "{s.id_column}" IN ({marks})'  # noqa: S608
@@ -307,7 +306,6 @@ class SqlSource(Source[SqlSourceSettings]):
                 f'WHERE "{s.id_column}" IN ({marks})'
             )
             await self._query(done, (datetime.now(UTC).isoformat(), *ids))
-        return len(rows)
 
     def _settled(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows older than ``delay_seconds``; the rest wait for a later poll.
@@ -331,9 +329,3 @@ class SqlSource(Source[SqlSourceSettings]):
             if stamp > horizon:
                 return rows[:position]
         return rows
-
-    async def run(self) -> None:
-        while not self.stopping.is_set():
-            if await self.poll() < self.settings.batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), self.settings.poll_seconds)

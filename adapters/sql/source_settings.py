@@ -8,10 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from adapters.sql.settings import IDENTIFIER
-from esb import AdapterSettings
+from esb import PollingSettings
 
 
-class SqlSourceSettings(AdapterSettings):
+class SqlSourceSettings(PollingSettings):
     """Poll a table for new or changed rows (by a cursor column), or drain an outbox table."""
 
     dsn: SecretStr = Field(
@@ -66,9 +66,6 @@ class SqlSourceSettings(AdapterSettings):
         description="Leave rows whose cursor time is younger than this for a later poll, so a "
         "transaction that stamped its rows earlier but commits later is not skipped (cursor "
         "mode; the cursor must hold the change time: a timestamp, ISO text or epoch seconds).",
-    )
-    poll_seconds: float = Field(
-        examples=[10.0], default=2.0, gt=0, description="Pause between polls."
     )
     batch_size: int = Field(examples=[100], default=500, ge=1, description="Rows per poll.")
 

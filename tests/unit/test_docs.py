@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from adapters.email.settings import EmailSinkSettings
 from adapters.files.settings import BatchFileSinkSettings, FileSourceSettings
 from adapters.http.settings import HttpSinkSettings
+from adapters.http_poll.settings import HttpPollSettings
 from adapters.jsonl.settings import JsonLinesSinkSettings, JsonLinesSourceSettings
 from adapters.mqtt.settings import MqttSinkSettings, MqttSourceSettings
 from adapters.sql.settings import SqlSinkSettings
@@ -53,6 +54,7 @@ def section(text: str, heading: str) -> str:
         ("adapters/jsonl.md", "## Sink", JsonLinesSinkSettings),
         ("adapters/http-webhook.md", "## Settings", WebhookSourceSettings),
         ("adapters/http.md", "## Settings", HttpSinkSettings),
+        ("adapters/http-poll.md", "## Settings", HttpPollSettings),
         ("adapters/email.md", "## Settings", EmailSinkSettings),
         ("adapters/files.md", "### Source settings", FileSourceSettings),
         ("adapters/files.md", "### Sink settings", BatchFileSinkSettings),

@@ -1,0 +1,338 @@
+"""Poll a REST endpoint for new or changed items: a cursor kept between runs, page by page.
+
+One poll reads one page. A *walk* is the pages of one query: it starts at
+``url`` with the cursor in the query (``since_param`` = the last item's
+``cursor_field``, or ``token_param`` = the token the last answer gave) and
+follows ``next_field``, the ``Link`` header or page numbers until the last
+page. The position (the cursor, and within a walk the next page) is kept in
+``cursor_file`` only after the page's events are confirmed, so a restart
+resumes at the page it stopped on: nothing skipped, and a page in flight at a
+crash is read again under the same event ids, which sinks de-duplicate.
+
+An updated-since API usually answers ``>=``: the items at the cursor's value
+come back. Their ids are kept with the cursor and skipped, so they are not
+published again.
+
+Answers are hostile input. 429, 408 and 5xx, timeouts and refused
+connections are retried with backoff (a ``Retry-After`` honoured); another
+4xx (a revoked token) is logged as a one-line error and retried the same
+way. An answer over ``max_page_bytes``, not JSON (or beyond the envelope's
+limits) or without a list of items where one should be is refused (logged,
+counted in ``esb_source_refused_total``) and asked for again at the next
+poll; an item without an id, or one that cannot be an event, is refused
+alone and the walk moves past it. A next-page link to another origin is
+never followed: credentials only go where ``url`` says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from adapters.edge import bus_max_body_bytes, check_publishable
+from adapters.http.auth import Credentials, retry_after_seconds
+from adapters.http_poll.settings import HttpPollSettings
+from esb import (
+    AdapterSettings,
+    Batch,
+    CloudEvent,
+    CursorFile,
+    Emitter,
+    EnvelopeError,
+    PermanentError,
+    PollingSource,
+    TransientError,
+    http_error,
+    loads_json,
+    redact_url,
+)
+
+#: Ids kept of the items at the cursor's value (an API answering ``>=`` sends them again).
+MAX_SEEN = 1000
+_MAX_ERROR_TEXT = 200
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the source is: the cursor, and within a walk the next page and the highest
+    cursor seen so far (which becomes the cursor when the walk ends)."""
+
+    since: Any = None
+    seen: list[str] = field(default_factory=list)
+    token: str | None = None
+    next: str | None = None
+    page: int | None = None
+    high: Any = None
+    high_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Position:
+        if not isinstance(doc, dict):
+            return cls()
+        known = {key: value for key, value in doc.items() if key in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def walk(doc: Any, path: str | None) -> Any:
+    """The value at dotted ``path`` in ``doc`` (the whole document for None); _MISSING if absent."""
+    if path is None:
+        return doc
+    for name in path.split("."):
+        if not isinstance(doc, dict) or name not in doc:
+            return _MISSING
+        doc = doc[name]
+    return doc
+
+
+def _key(value: Any) -> str | None:
+    """An id or cursor value as text: a non-empty string or a number; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _refused_key(item: Any) -> str:
+    """What a refused item is remembered by among the items at the cursor: a digest of its
+    content (it may have no id), so an API answering ``>=`` does not have it refused again."""
+    digest = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"~{digest[:24]}"
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = URL(url)
+    return parts.scheme, parts.host, parts.port
+
+
+@dataclass
+class Page:
+    """What one answer said."""
+
+    items: list[Any]
+    next: str | None
+    token: str | None
+
+
+class HttpPollSource(PollingSource[HttpPollSettings, Position]):
+    """A REST collection as a stream of events."""
+
+    settings_model: ClassVar[type[AdapterSettings]] = HttpPollSettings
+
+    def __init__(self, settings: HttpPollSettings, emitter: Emitter) -> None:
+        path = settings.cursor_file or Path(f"{settings.event_type}.cursor.json")
+        super().__init__(settings, emitter, CursorFile(path, Position.to_json, Position.from_json))
+        self.max_body_bytes = bus_max_body_bytes(emitter)
+        self.credentials = Credentials(settings.auth)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout)
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # -- one request ------------------------------------------------------------------------
+
+    def request_url(self, at: Position) -> URL:
+        """The URL of the page ``at`` points to: the next link of a walk, or a fresh query."""
+        s = self.settings
+        if at.next is not None:
+            return URL(at.next, encoded=True)
+        query = dict(s.params)
+        since = at.since if at.since is not None else s.initial_since
+        if s.since_param is not None and since is not None:
+            query[s.since_param] = str(since)
+        if s.token_param is not None and at.token is not None:
+            query[s.token_param] = at.token
+        if s.page_param is not None:
+            query[s.page_param] = str(at.page if at.page is not None else s.first_page)
+        return URL(s.url).update_query(query)
+
+    def _where(self, url: URL) -> str:
+        return f"http-poll: GET {redact_url(str(url.with_query(None)))}"
+
+    async def get(self, url: URL, *, refresh: bool = False) -> tuple[bytes, str | None] | None:
+        """The body of a 2xx answer and its next-page link; None when the answer was refused
+        (too large). Raises TransientError or PermanentError for the others."""
+        if self._session is None:
+            raise RuntimeError("HttpPollSource.open() has not been called")
+        where = self._where(url)
+        headers = {**self.settings.headers}
+        headers.update(await self.credentials.headers(self._session, refresh=refresh))
+        try:
+            async with self._session.get(url, headers=headers, allow_redirects=False) as answer:
+                self.count("response", f"{min(max(answer.status // 100, 1), 5)}xx")
+                if answer.status == 401 and self.credentials.refreshable and not refresh:
+                    return await self.get(url, refresh=True)
+                if 300 <= answer.status < 400:
+                    raise PermanentError(
+                        f"HTTP {answer.status}: {where}: redirect not followed (credentials "
+                        "go only where url says): set url to the new location",
+                        status=answer.status,
+                    )
+                if answer.status >= 400:
+                    text = await answer.content.read(_MAX_ERROR_TEXT)
+                    detail = " ".join(text.decode("utf-8", "replace").split())
+                    retry_after = retry_after_seconds(answer.headers.get("Retry-After"))
+                    raise http_error(answer.status, f"{where}: {detail!r}", retry_after)
+                body = await self._read(answer, where)
+                if body is None:
+                    return None
+                link = answer.links.get("next") if self.settings.link_header else None
+                return body, str(link["url"]) if link is not None else None
+        except TimeoutError:
+            self.count("response", "timeout")
+            raise TransientError(f"{where}: no answer within {self.settings.timeout} s") from None
+        except aiohttp.ClientError as exc:
+            self.count("response", "error")
+            raise TransientError(f"{where}: {exc}") from None
+
+    async def _read(self, answer: aiohttp.ClientResponse, where: str) -> bytes | None:
+        limit = self.settings.max_page_bytes
+        if answer.content_length is not None and answer.content_length > limit:
+            self.refuse_input("too_large", f"{where}: {answer.content_length} bytes > {limit}")
+            return None
+        body = bytearray()
+        async for chunk in answer.content.iter_chunked(65_536):
+            body += chunk
+            if len(body) > limit:
+                self.refuse_input("too_large", f"{where}: over {limit} bytes")
+                return None
+        return bytes(body)
+
+    # -- one page ---------------------------------------------------------------------------
+
+    def parse(self, body: bytes, link: str | None, url: URL) -> Page | None:
+        """The items, next link and token of an answer; None (refused) when it has no items."""
+        s = self.settings
+        where = self._where(url)
+        try:
+            doc = loads_json(body, "page")
+        except EnvelopeError as exc:
+            self.refuse_input(exc.code, f"{where}: {exc}")
+            return None
+        items = walk(doc, s.items_field)
+        if not isinstance(items, list):
+            shape = "absent" if items is _MISSING else type(items).__name__
+            self.refuse_input(
+                "invalid_page", f"{where}: {s.items_field or 'the answer'} is not a list ({shape})"
+            )
+            return None
+        if s.next_field is not None:
+            found = walk(doc, s.next_field)
+            link = found if isinstance(found, str) and found else None
+        token = _key(walk(doc, s.token_field)) if s.token_field is not None else None
+        return Page(items, link, token)
+
+    def follow(self, link: str, url: URL) -> str:
+        """``link`` resolved against the page it came from; PermanentError for another origin."""
+        try:
+            target = url.join(URL(link))
+        except ValueError:
+            raise PermanentError(
+                f"{self._where(url)}: the next-page link is not a URL: {link[:_MAX_ERROR_TEXT]!r}"
+            ) from None
+        if _origin(str(target)) != _origin(self.settings.url):
+            raise PermanentError(
+                f"{self._where(url)}: the next page is at another origin "
+                f"({redact_url(str(target.with_query(None)))[:_MAX_ERROR_TEXT]}); not followed, "
+                "credentials go only where url says"
+            )
+        return str(target)
+
+    def _cursor_of(self, item: Any) -> Any:
+        """The item's cursor value, or None when it has none usable."""
+        value = walk(item, self.settings.cursor_field)
+        return value if self.settings.cursor_field and _key(value) is not None else None
+
+    def to_event(self, item: Any) -> tuple[CloudEvent, str, Any]:
+        """The item's event, its id and cursor value; EnvelopeError when it cannot be one."""
+        s = self.settings
+        if not isinstance(item, dict):
+            raise EnvelopeError("item", f"is not an object ({type(item).__name__})", "invalid_item")
+        item_id = _key(walk(item, s.id_field))
+        if item_id is None:
+            raise EnvelopeError(s.id_field, "is absent or not text or a number", "invalid_item")
+        event_id = f"{s.event_type}:{item_id}"
+        cursor: Any = None
+        if s.cursor_field is not None:
+            cursor = walk(item, s.cursor_field)
+            if _key(cursor) is None:
+                raise EnvelopeError(
+                    s.cursor_field, "is absent or not text or a number", "invalid_item"
+                )
+            event_id += f":{cursor}"
+        event = CloudEvent.new(s.event_type, s.event_source, item, id=event_id, subject=item_id)
+        check_publishable(event, self.max_body_bytes)
+        return event, item_id, cursor
+
+    async def fetch(self, cursor: Position | None) -> Batch[Position]:
+        at = cursor or Position()
+        url = self.request_url(at)
+        got = await self.get(url)
+        page = self.parse(*got, url) if got is not None else None
+        if page is None:
+            self.count("poll", "refused")
+            return Batch([])
+        self.count("poll", "items" if page.items else "empty")
+        self.count("item", "read", len(page.items))
+        events, high, high_ids = [], at.high, list(at.high_ids)
+        since_mode = self.settings.since_param is not None
+        for number, item in enumerate(page.items):
+            event: CloudEvent | None = None
+            try:
+                event, key, value = self.to_event(item)
+            except EnvelopeError as exc:
+                key, value = _refused_key(item), self._cursor_of(item)
+                if not (since_mode and value == at.since and key in at.seen):
+                    self.refuse_input(exc.code, f"{self._where(url)}: item {number}: {exc}")
+                if value is None:
+                    continue  # no place in the cursor's order: refused again if it comes back
+            if since_mode:
+                if value == at.since and key in at.seen:
+                    continue  # read before: the API answers >= the cursor
+                if value == high:
+                    high_ids = [*high_ids, key][-MAX_SEEN:]
+                else:
+                    high, high_ids = value, [key]
+            if event is not None:
+                events.append(event)
+        after, more = self._after(at, page, url, high, high_ids)
+        more = more or (self.settings.since_param is not None and bool(events))
+        return Batch(events, after, more=more, read=len(page.items))
+
+    def _after(
+        self, at: Position, page: Page, url: URL, high: Any, high_ids: list[str]
+    ) -> tuple[Position, bool]:
+        """The position after ``page`` (the walk's next page, or the end of the walk), and
+        whether the API has more now."""
+        s = self.settings
+        if page.next is not None:
+            link = self.follow(page.next, url)
+            return replace(at, next=link, high=high, high_ids=high_ids), True
+        if s.page_param is not None and page.items:
+            number = at.page if at.page is not None else s.first_page
+            return replace(at, next=None, page=number + 1, high=high, high_ids=high_ids), True
+        since, seen = at.since, at.seen
+        if high is not None:
+            seen = [*seen, *high_ids][-MAX_SEEN:] if high == at.since else high_ids
+            since = high
+        token = page.token or at.token
+        more = s.token_param is not None and token != at.token and bool(page.items)
+        return Position(since=since, seen=seen, token=token), more
