@@ -33,6 +33,7 @@ def test_adapters_list_shows_the_builtin_adapters(runner: CliRunner) -> None:
         ["email", "sink"],
         ["files", "source,sink"],
         ["http", "sink"],
+        ["http-poll", "source"],
         ["http-webhook", "source"],
         ["jsonl", "source,sink"],
         ["mqtt", "source,sink"],
@@ -52,7 +53,7 @@ def test_unknown_adapter_is_one_line(runner: CliRunner) -> None:
     assert result.exit_code == 1
     assert result.output == (
         "Error: unknown adapter 'nosuch'; "
-        "installed adapters: email, files, http, http-webhook, jsonl, mqtt, sql\n"
+        "installed adapters: email, files, http, http-poll, http-webhook, jsonl, mqtt, sql\n"
     )
 
 
