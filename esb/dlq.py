@@ -56,9 +56,13 @@ def parking_lot(queue: str, names: QueueNames) -> Lot:
 
 def fixed_lots(names: QueueNames) -> list[Lot]:
     """The parking lots every routed deployment of ``names``' prefix may have, whatever its
-    routes: the router's, the shared transformer pool's, the router steps' and unrouted."""
+    routes: the router's, the shared transformer pool's, the router steps', unrouted and
+    its own overflow."""
     queues = (names.router, names.steps("transformer"), names.steps("router"), names.unrouted)
-    return [parking_lot(queue, names) for queue in queues]
+    # Where the broker moves an unrouted event read past the queue's delivery limit (each
+    # list or show reads it once): replayed to the router like the rest.
+    overflow = Lot(dlq_name(names.unrouted), names.router)
+    return [*(parking_lot(queue, names) for queue in queues), overflow]
 
 
 @dataclass

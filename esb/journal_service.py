@@ -74,6 +74,7 @@ async def run_journal(settings: ProcessSettings, stop: asyncio.Event | None = No
     consuming = False
 
     waiting: list[tuple[AbstractIncomingMessage, list[HopRecord]]] = []
+    half_full = asyncio.Event()
 
     async def take(message: AbstractIncomingMessage) -> None:
         records, faults = checked(message.body)
@@ -81,6 +82,8 @@ async def run_journal(settings: ProcessSettings, stop: asyncio.Event | None = No
             refused.inc(faults)
             log.warning("journal: refused %d hop records that are not valid", faults)
         waiting.append((message, records))
+        if len(waiting) >= PREFETCH // 2:
+            half_full.set()
 
     async def store_waiting() -> None:
         """Store what has arrived in one transaction, then ack it; what the store refuses
@@ -106,10 +109,20 @@ async def run_journal(settings: ProcessSettings, stop: asyncio.Event | None = No
             log.warning("journal: lost the broker before settling %d messages", len(batch))
 
     async def store_every() -> None:
-        """Store every ``flush_seconds`` until stopped, then once more."""
+        """Store every ``flush_seconds``, or at once when half the prefetch waits (many
+        processes flushing: intake is never capped by the timer), until stopped, then once
+        more."""
         while not process.stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.stop.wait(), settings.journal.flush_seconds)
+            woken = [
+                asyncio.ensure_future(process.stop.wait()),
+                asyncio.ensure_future(half_full.wait()),
+            ]
+            await asyncio.wait(
+                woken, timeout=settings.journal.flush_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in woken:
+                waiter.cancel()
+            half_full.clear()
             await store_waiting()
 
     async def purge() -> None:

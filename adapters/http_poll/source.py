@@ -27,6 +27,7 @@ never followed: credentials only go where ``url`` says.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,6 +53,8 @@ from esb import (
     loads_json,
     redact_url,
 )
+
+log = logging.getLogger(__name__)
 
 #: Ids kept of the items at the cursor's value (an API answering ``>=`` sends them again).
 MAX_SEEN = 1000
@@ -314,7 +317,9 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
             if event is not None:
                 events.append(event)
         after, more = self._after(at, page, url, high, high_ids)
-        more = more or (self.settings.since_param is not None and bool(events))
+        # Ask again at once only when the cursor moved: items of one cursor value beyond
+        # MAX_SEEN come back every poll (as duplicates, which sinks skip), never in a loop.
+        more = more or (since_mode and bool(events) and after.since != at.since)
         return Batch(events, after, more=more, read=len(page.items))
 
     def _after(
@@ -331,6 +336,13 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
             return replace(at, next=None, page=number + 1, high=high, high_ids=high_ids), True
         since, seen = at.since, at.seen
         if high is not None:
+            if high == at.since and len(seen) + len(high_ids) > MAX_SEEN:
+                log.warning(
+                    "http-poll: over %d items share the cursor value %r; the oldest of them "
+                    "will be sent again each poll (sinks skip them as duplicates)",
+                    MAX_SEEN,
+                    high,
+                )
             seen = [*seen, *high_ids][-MAX_SEEN:] if high == at.since else high_ids
             since = high
         token = page.token or at.token

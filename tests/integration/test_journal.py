@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from esb import CloudEvent
 from esb.journal import RECORDS, HopRecord
+from esb.journal_service import PREFETCH
 from esb.topology import QueueNames
 from tests.support.hostile_cases import collect
 from tests.support.processes import (
@@ -215,6 +216,29 @@ async def test_the_journal_refuses_what_is_not_hop_records_and_stores_the_rest(
         line = 'esb_journal_stored_records_total{result="refused",service="journal"}'
         assert f"{line} {refused}.0" in metrics
         assert process.ready()
+    finally:
+        process.stop()
+
+
+async def test_many_journal_messages_are_stored_without_waiting_for_the_timer(
+    routed_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Many processes flushing at once: what waits is stored as soon as half the prefetch
+    has arrived, so intake is never capped by journal.flush_seconds (60 s here)."""
+    journal = tmp_path / "journal.sqlite3"
+    env = {**routed_env, "ESB_JOURNAL__PATH": str(journal), "ESB_JOURNAL__FLUSH_SECONDS": "60"}
+    process = EsbProcess(["run", "journal"], env, tmp_path / "journal.log")
+    record = {"outcome": "applied", "service": "s", "role": "sink", "at": 1e9}
+    try:
+        process.wait_ready()
+        connection = await aio_pika.connect(env["ESB_BROKER__URL"])
+        async with connection:
+            channel = await connection.channel()
+            queue = QueueNames(env["ESB_BROKER__PREFIX"]).journal
+            for n in range(PREFETCH):
+                body = orjson.dumps([{**record, "event": f"e-{n}"}])
+                await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+        wait_for(lambda: stored(journal) == PREFETCH, 20, process.tail)
     finally:
         process.stop()
 

@@ -372,3 +372,21 @@ def test_settings_need_one_cursor_and_at_most_one_pagination() -> None:
 
 def test_the_adapter_offers_the_source_as_http_poll() -> None:
     assert (ADAPTER.name, ADAPTER.source, ADAPTER.sink) == ("http-poll", HttpPollSource, None)
+
+
+async def test_more_items_of_one_cursor_value_than_it_remembers_never_poll_in_a_loop(
+    start: Start, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk update gives more items one ``updated_at`` than the ids kept with the cursor:
+    the ones forgotten come back each walk, but the next walk waits ``poll_seconds``."""
+    monkeypatch.setattr("adapters.http_poll.source.MAX_SEEN", 2)
+    harness = await start()
+    for number in range(1, 7):
+        harness.api.add(number, T1)
+    began = time.monotonic()
+    await harness.run_until(
+        harness.source(poll_seconds=30), lambda: asyncio.sleep(0, time.monotonic() - began > 1.5)
+    )
+    # The first walk (two pages), then one more at once as the cursor moved to T1; no third.
+    assert len(harness.api.requests) == 4, harness.api.requests
+    assert "over 2 items share the cursor value" in caplog.text
