@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -26,6 +28,14 @@ def new() -> None:
     help="Where to create esb-NAME/.",
 )
 def new_adapter_command(name: str, parent: Path) -> None:
-    """A package for adapter NAME: entry point, settings, a working source and sink, tests."""
+    """A package for adapter NAME: entry point, settings, a polling source, a sink, tests.
+
+    It prints how to install it into esb's own environment (the interpreter
+    running this command), where ``esb run`` finds it.
+    """
     target = new_adapter(name, parent)
-    click.echo(f"created {target}: cd {target} && pip install -e '.[dev]' && pytest")
+    python = shlex.quote(sys.executable)
+    click.echo(
+        f"created {target}: cd {shlex.quote(str(target))} && "
+        f"{python} -m pip install -e '.[dev]' && {python} -m pytest"
+    )

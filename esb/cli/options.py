@@ -36,11 +36,17 @@ def routes_option(help_text: str, *, required: bool = False) -> Callable[[F], F]
 ROUTES_REQUIRED = routes_option("Routes directory (*.yaml).", required=True)
 
 QUEUE_OPTION = click.option("--queue", "queues", multiple=True, help="A work queue (repeatable).")
+SINK_OPTION = click.option(
+    "--sink",
+    "sinks",
+    multiple=True,
+    help="A sink's queue, by the sink's service name: <prefix>.sink.NAME (repeatable).",
+)
 BIND_OPTION = click.option(
     "--bind",
     "bindings",
     multiple=True,
-    help="Topic pattern for --queue on the events exchange (default: consume.bindings).",
+    help="Topic pattern for --queue and --sink on the events exchange (default: consume.bindings).",
 )
 QUEUES_OF_ROUTES = routes_option(
     "Also every queue this routes directory needs (router, transformers, sinks)."
@@ -52,12 +58,16 @@ def queue_specs(
     queues: tuple[str, ...],
     bindings: tuple[str, ...],
     routes_dir: Path | None = None,
+    sinks: tuple[str, ...] = (),
 ) -> list[QueueSpec]:
-    """The queues named by --queue (else consume.queue) and those the routes directory needs."""
-    names = list(queues) or ([settings.consume.queue] if settings.consume.queue else [])
+    """The queues named by --queue and --sink (else consume.queue) and those the routes
+    directory needs."""
+    queue_names = QueueNames(settings.broker.prefix)
+    names = [*queues, *(queue_names.sink(sink) for sink in sinks)]
+    if not names and settings.consume.queue:
+        names = [settings.consume.queue]
     patterns = list(bindings) or settings.consume.bindings
     specs = [QueueSpec(name, patterns) for name in names]
     if routes_dir is not None:
-        queue_names = QueueNames(settings.broker.prefix)
         specs.extend(routing_queues(load_routes(routes_dir), queue_names))
     return specs

@@ -25,7 +25,8 @@ WATCH_OPTION = click.option(
 
 @click.group(cls=EsbGroup)
 def run() -> None:
-    """Run one adapter as a long-lived process."""
+    """Run one esb process until SIGTERM: an adapter's source or sink, the router, a transformer or
+    the journal."""
 
 
 def _settings(model: type[AdapterSettings] | None, config_file: Path | None) -> ProcessSettings:

@@ -9,7 +9,14 @@ import click
 
 from esb.broker import Broker
 from esb.cli.common import EsbGroup, run_connected
-from esb.cli.options import BIND_OPTION, CONFIG_OPTION, QUEUE_OPTION, QUEUES_OF_ROUTES, queue_specs
+from esb.cli.options import (
+    BIND_OPTION,
+    CONFIG_OPTION,
+    QUEUE_OPTION,
+    QUEUES_OF_ROUTES,
+    SINK_OPTION,
+    queue_specs,
+)
 from esb.consumer import MIN_RETRY_LEVELS
 from esb.permissions import definitions, load_users, vhost_of, write_definitions
 from esb.retry import declare_retry_queues, retry_queue
@@ -26,6 +33,7 @@ def topology() -> None:
 @topology.command("declare")
 @CONFIG_OPTION
 @QUEUE_OPTION
+@SINK_OPTION
 @BIND_OPTION
 @QUEUES_OF_ROUTES
 @click.option(
@@ -44,6 +52,7 @@ def topology() -> None:
 def topology_declare(
     config_file: Path | None,
     queues: tuple[str, ...],
+    sinks: tuple[str, ...],
     bindings: tuple[str, ...],
     routes_dir: Path | None,
     users_file: Path | None,
@@ -55,7 +64,7 @@ def topology_declare(
         raise click.UsageError("--users and --definitions go together")
     settings = load_settings(None, config_file)
     broker_settings = settings.broker.model_copy(update={"declare": True})
-    specs = queue_specs(settings, queues, bindings, routes_dir)
+    specs = queue_specs(settings, queues, bindings, routes_dir, sinks)
     names = QueueNames(settings.broker.prefix)
     delays = max(settings.retry.max_retries, MIN_RETRY_LEVELS)
     document = None

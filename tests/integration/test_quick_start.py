@@ -63,18 +63,20 @@ def test_the_readme_quick_start_runs_a_sink_and_a_source_on_one_machine(
     prefixed: dict[str, str], tmp_path: Path
 ) -> None:
     readme = (ROOT / "README.md").read_text()
-    make_input, *commands = shell_commands(readme, 'echo \'{"order_id"')
+    declare, make_input, *commands = shell_commands(readme, "esb topology declare --sink")
     work = tmp_path / "work"
     work.mkdir()
     shell = Shell(work, prefixed, tmp_path)
     try:
+        declared = shell.run(declare)
+        assert declared.returncode == 0, declared.stderr
         assert shell.run(make_input).returncode == 0
         sink_then_source(shell, commands, "jsonl", work / "fulfilment.jsonl", ["SO-1"])
     finally:
         shell.kill_all()
 
 
-def test_the_generated_adapter_readme_runs_its_sink_and_source_on_one_machine(
+def test_the_generated_adapter_readme_runs_its_sink_and_polling_source_on_one_machine(
     prefixed: dict[str, str], tmp_path: Path
 ) -> None:
     created = CliRunner().invoke(main, ["new", "adapter", "help-desk", "--dir", str(tmp_path)])
@@ -89,10 +91,21 @@ def test_the_generated_adapter_readme_runs_its_sink_and_source_on_one_machine(
         timeout=300,
     )
     assert install.returncode == 0, install.stderr
-    commands = shell_commands((package / "README.md").read_text(), "ESB_ADAPTER__PATH=out.jsonl")
+    declare, sink_command, record, source_command = shell_commands(
+        (package / "README.md").read_text(), "esb topology declare --sink"
+    )
     shell = Shell(package, {**prefixed, "PYTHONPATH": f"{site}:{ROOT}"}, tmp_path)
     try:
-        ids = ["help-desk-0", "help-desk-1", "help-desk-2"]
-        sink_then_source(shell, commands, "help-desk", package / "out.jsonl", ids)
+        assert shell.run(declare).returncode == 0
+        sink = shell.start(sink_command)
+        [target] = advertised_targets(package / "esb-targets")
+        wait_for(lambda: is_ready(target), 30, lambda: shell.output(sink))
+        assert shell.run(record).returncode == 0
+        source = shell.start(source_command)  # it polls until stopped
+        out = package / "out.jsonl"
+        wait_for(lambda: read_ids(out) == ["help-desk-1"], 30, lambda: shell.output(source))
+        assert shell.stop(source) == 0, shell.output(source)
+        assert shell.stop(sink) == 0, shell.output(sink)
+        assert "Traceback" not in shell.output(source) + shell.output(sink)
     finally:
         shell.kill_all()

@@ -143,3 +143,10 @@ def test_a_config_file_mistake_on_any_esb_run_is_one_line(
     done = esb_cli(env, "run", *command, "--config", str(config))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"Error: {error.format(config=config)}\n"
+
+
+def test_run_help_names_every_kind_of_process_it_runs(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["run", "--help"])
+    assert result.exit_code == 0
+    summary = " ".join(result.output.split("Options:")[0].split())
+    assert "an adapter's source or sink, the router, a transformer or the journal" in summary

@@ -16,9 +16,12 @@ def test_the_generated_adapter_installs_and_passes_its_tests(tmp_path: Path) -> 
     result = CliRunner().invoke(main, ["new", "adapter", "help-desk", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     package = tmp_path / "esb-help-desk"
-    assert (
-        result.output == f"created {package}: cd {package} && pip install -e '.[dev]' && pytest\n"
+    python = sys.executable  # esb's own environment: the package is installed beside esb
+    assert result.output == (
+        f"created {package}: cd {package} && {python} -m pip install -e '.[dev]' && "
+        f"{python} -m pytest\n"
     )
+    assert 'filterwarnings = ["error"]' in (package / "pyproject.toml").read_text()
 
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
@@ -31,6 +34,7 @@ def test_the_generated_adapter_installs_and_passes_its_tests(tmp_path: Path) -> 
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "2 passed" in tests.stdout
+    assert "warning" not in tests.stdout.lower()
 
     site = tmp_path / "site"
     install = subprocess.run(
