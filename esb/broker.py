@@ -30,6 +30,7 @@ from esb.errors import (
     UnroutableError,
 )
 from esb.metrics import Metrics
+from esb.permissions import vhost_of
 from esb.settings import BrokerSettings, redact_url
 from esb.tls import verified_context
 from esb.topology import access_refused, declare_exchange
@@ -155,6 +156,13 @@ class Broker:
             )
         except aiormq.exceptions.ProbableAuthenticationError:
             raise ConfigError(f"broker {redact_url(url)} refused the credentials") from None
+        except aiormq.exceptions.InvalidFrameError:  # Connection.Close answering Connection.Open
+            vhost = vhost_of(url)
+            raise ConfigError(
+                f"broker {redact_url(url)} refused to open virtual host {vhost!r}: it does not "
+                f"exist or the user may not use it (rabbitmqctl add_vhost {vhost}; "
+                "rabbitmqctl set_permissions)"
+            ) from None
         except CONNECTION_ERRORS as exc:
             if _is_tls_failure(exc):
                 raise ConfigError(

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from esb.broker import Broker
-from esb.errors import EsbError
+from esb.errors import BrokerUnavailable, EsbError
 from esb.metrics import Metrics
 from esb.settings import ProcessSettings
 
@@ -36,7 +36,7 @@ def run_connected(
         broker = Broker(settings.broker, service, Metrics())
         try:
             await broker.connect()
-        except EsbError as exc:
+        except BrokerUnavailable as exc:  # nothing answers; a refusal is a ConfigError of its own
             raise click.ClickException(
                 f"{exc} (is RabbitMQ running? `make broker` starts one)"
             ) from None

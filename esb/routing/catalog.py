@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from esb.permissions import vhost_of
 from esb.routing.loader import CompiledRoute, RouteTable
 from esb.settings import BrokerSettings
 from esb.topic import topic_matches
@@ -54,7 +55,7 @@ def _message(name: str, title: str, payload: dict[str, Any] | None) -> dict[str,
     return message
 
 
-def _queue_channel(queue: str, description: str) -> dict[str, Any]:
+def _queue_channel(queue: str, description: str, vhost: str) -> dict[str, Any]:
     return {
         "address": queue,
         "description": description,
@@ -62,7 +63,13 @@ def _queue_channel(queue: str, description: str) -> dict[str, Any]:
         "bindings": {
             "amqp": {
                 "is": "queue",
-                "queue": {"name": queue, "durable": True, "exclusive": False, "autoDelete": False},
+                "queue": {
+                    "name": queue,
+                    "durable": True,
+                    "exclusive": False,
+                    "autoDelete": False,
+                    "vhost": vhost,
+                },
             }
         },
     }
@@ -89,12 +96,13 @@ def _event_channel(
 def catalog(table: RouteTable, broker: BrokerSettings, version: str) -> dict[str, Any]:
     """The AsyncAPI 3.0 document for ``table`` deployed with ``broker`` settings."""
     names = QueueNames(broker.prefix)
+    vhost = vhost_of(broker.url.get_secret_value())
     exchange = {
         "name": broker.exchange,
         "type": "topic",
         "durable": True,
         "autoDelete": False,
-        "vhost": "/",
+        "vhost": vhost,
     }
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -128,7 +136,9 @@ def catalog(table: RouteTable, broker: BrokerSettings, version: str) -> dict[str
     for sink_name, sink in sorted(table.sinks.items()):
         key = f"sink.{_key(sink_name)}"
         channels[key] = _queue_channel(
-            names.sink(sink_name), sink.description or f"Deliveries to the {sink_name} sink."
+            names.sink(sink_name),
+            sink.description or f"Deliveries to the {sink_name} sink.",
+            vhost,
         )
         operations[f"sink.{_key(sink_name)}.receive"] = {
             "action": "receive",
@@ -136,7 +146,7 @@ def catalog(table: RouteTable, broker: BrokerSettings, version: str) -> dict[str
             "summary": f"sink {sink_name} ({sink.adapter or 'any adapter'}) writes to its target",
         }
     channels["unrouted"] = _queue_channel(
-        names.unrouted, "Events no route matched, kept for inspection."
+        names.unrouted, "Events no route matched, kept for inspection.", vhost
     )
     channels["unrouted"]["messages"]["event"] = {"$ref": "#/components/messages/unrouted"}
     messages["unrouted"] = _message("unrouted", "An event no route matched", None)

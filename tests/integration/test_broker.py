@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import aiormq.abc
 import pytest
+from click.testing import CliRunner
 
 from esb import (
     Broker,
@@ -24,6 +25,7 @@ from esb import (
 )
 from esb.amqp_client import Delivery, RobustChannel
 from esb.broker import PUBLISH_WINDOW, Addressed
+from esb.cli import main
 from esb.topology import QueueSpec, declare_queue
 from tests.conftest import Names
 from tests.support.rabbit import queue_depth
@@ -280,3 +282,29 @@ async def test_a_bounded_channel_reads_bodies_over_its_limit_without_keeping_the
             await small.ack()
             if attempt == "first connection":
                 await reconnected(broker, channel, publisher)
+
+
+async def test_refused_credentials_and_an_unknown_vhost_are_one_line_each(
+    amqp_url: str, names: Names
+) -> None:
+    """The CLI adds "is RabbitMQ running?" only when nothing answers (tests/unit/test_cli.py)."""
+    url = aio_pika.connection.make_url(amqp_url)
+    wrong_password = str(url.with_password("not-the-password"))
+    with pytest.raises(ConfigError, match=r"refused the credentials$"):
+        await Broker(settings(wrong_password, names), "test", Metrics()).connect()
+    no_such_vhost = str(url.with_path("/esbt-no-such-vhost"))
+    with pytest.raises(
+        ConfigError, match="refused to open virtual host 'esbt-no-such-vhost': it does not exist"
+    ):
+        await Broker(settings(no_such_vhost, names), "test", Metrics()).connect()
+
+
+def test_the_cli_says_refused_credentials_without_suggesting_to_start_a_broker(
+    amqp_url: str,
+) -> None:
+    url = aio_pika.connection.make_url(amqp_url).with_password("Canary-S3cret")
+    result = CliRunner().invoke(main, ["topology", "show"], env={"ESB_BROKER__URL": str(url)})
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: broker {str(url).replace('Canary-S3cret', '***')} refused the credentials\n"
+    )

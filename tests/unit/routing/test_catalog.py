@@ -83,3 +83,12 @@ def test_cli_writes_the_document(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"wrote {out}: ")
     assert yaml.safe_load(out.read_text())["asyncapi"] == "3.0.0"
+
+
+def test_the_exchange_is_described_in_the_virtual_host_the_broker_url_names() -> None:
+    broker = BrokerSettings.model_validate({"url": "amqp://shop:secret@mq.example.com/shop%2Fprod"})
+    document = catalog(load_routes(REPO / "routes"), broker, __version__)
+    bound = [channel["bindings"]["amqp"] for channel in document["channels"].values()]
+    places = [amqp.get("exchange") or amqp["queue"] for amqp in bound]
+    assert {"exchange", "queue"} <= {amqp["is"].replace("routingKey", "exchange") for amqp in bound}
+    assert {place["vhost"] for place in places} == {"shop/prod"}
