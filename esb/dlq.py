@@ -34,7 +34,7 @@ from esb.parking import (
     REASON,
     copy_message,
 )
-from esb.topology import DLQ_SUFFIX, QueueNames, dlq_name
+from esb.topology import DLQ_SUFFIX, QueueNames, dlq_name, queue_counts
 
 
 @dataclass(frozen=True)
@@ -103,15 +103,9 @@ def printable(text: str) -> str:
 
 
 async def depth(broker: Broker, queue: str) -> int | None:
-    """Messages ready in ``queue``; None when it does not exist. On a channel of its own:
-    the broker closes the channel a missing queue was asked on."""
-    channel = await broker.connection.channel()
-    try:
-        declared = await channel.declare_queue(queue, passive=True)
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        return None
-    await channel.close()
-    return int(declared.declaration_result.message_count or 0)
+    """Messages ready in ``queue``; None when it does not exist."""
+    figures = await queue_counts(broker.connection, queue)
+    return None if figures is None else figures[0]
 
 
 async def browse(channel: AbstractChannel, lot: str) -> AsyncIterator[Parked]:

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 
 import aio_pika
 import aiohttp
-import aiormq.exceptions
 from prometheus_client.parser import text_string_to_metric_families
 
 from esb.broker import SENT_HEADER
 from esb.circuit import State
 from esb.retry import retry_queue
-from esb.topology import dlq_name
+from esb.topology import dlq_name, queue_counts
 
 #: Seconds a process's /metrics may take to answer.
 METRICS_TIMEOUT = 2.0
@@ -64,35 +63,20 @@ class Sample:
 async def queue_figures(
     connection: aio_pika.abc.AbstractConnection, queue: str, retry_levels: int
 ) -> QueueFigures:
-    depth = await _declared(connection, queue)
+    depth = await queue_counts(connection, queue)
     if depth is None:
         return QueueFigures(queue, None)
     figures = QueueFigures(queue, depth[0], depth[1])
     for level in range(1, retry_levels + 1):
-        delayed = await _declared(connection, retry_queue(queue, level))
+        delayed = await queue_counts(connection, retry_queue(queue, level))
         if delayed is None:
             break
         figures.delayed += delayed[0]
-    lot = await _declared(connection, dlq_name(queue))
+    lot = await queue_counts(connection, dlq_name(queue))
     if lot is not None and lot[0]:
         figures.parked = lot[0]
         figures.oldest_parked = await _head_age(connection, dlq_name(queue))
     return figures
-
-
-async def _declared(
-    connection: aio_pika.abc.AbstractConnection, queue: str
-) -> tuple[int, int] | None:
-    """Ready messages and consumers of ``queue``; None when it does not exist (which closes
-    the channel asked: each question gets its own)."""
-    channel = await connection.channel()
-    try:
-        declared = await channel.declare_queue(queue, passive=True)
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        return None
-    result = declared.declaration_result
-    await channel.close()
-    return int(result.message_count or 0), int(result.consumer_count or 0)
 
 
 async def _head_age(connection: aio_pika.abc.AbstractConnection, queue: str) -> float | None:

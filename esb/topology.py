@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import aio_pika
 import aiormq.exceptions
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 
 from esb.errors import ConfigError
 from esb.settings import BrokerSettings
@@ -171,3 +171,21 @@ async def check_queue(channel: AbstractChannel, name: str, work_queue: str) -> A
         return await channel.declare_queue(name, passive=True)
     except aiormq.exceptions.ChannelNotFoundEntity:
         raise not_declared("queue", name, work_queue) from None
+
+
+async def queue_counts(connection: AbstractConnection, name: str) -> tuple[int, int] | None:
+    """Ready messages and consumers of queue ``name``; None when it does not exist.
+
+    Asked on a channel of its own (the broker closes the channel a missing queue was asked
+    on) that is closed here however the question ends: aio-pika's robust channel reopens a
+    channel the broker closed, so one left alone is one more open channel per question.
+    """
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return None
+    finally:
+        await channel.close()
+    result = declared.declaration_result
+    return int(result.message_count or 0), int(result.consumer_count or 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiormq.exceptions
 import click
 
 from esb.broker import Broker
@@ -22,7 +21,7 @@ from esb.permissions import definitions, load_users, vhost_of, write_definitions
 from esb.retry import declare_retry_queues, retry_queue
 from esb.routing.loader import load_routes
 from esb.settings import load_settings
-from esb.topology import QueueNames, declare_exchange, declare_queue, dlq_name
+from esb.topology import QueueNames, declare_exchange, declare_queue, dlq_name, queue_counts
 
 
 @click.group(cls=EsbGroup)
@@ -115,15 +114,11 @@ def topology_show(
         )
         for spec in specs:
             for name in (spec.name, dlq_name(spec.name)):
-                channel = await broker.connection.channel()
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                except aiormq.exceptions.ChannelNotFoundEntity:
+                figures = await queue_counts(broker.connection, name)
+                if figures is None:
                     click.echo(f"queue {name}: not declared")
                     continue
-                depth = queue.declaration_result.message_count
-                consumers = queue.declaration_result.consumer_count
+                depth, consumers = figures
                 click.echo(f"queue {name}: {depth} ready, {consumers} consumers")
-                await channel.close()
 
     run_connected(settings, "esb-topology", go)

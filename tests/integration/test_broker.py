@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import aio_pika
 import aiormq.abc
+import aiormq.exceptions
 import pytest
 from click.testing import CliRunner
 
@@ -26,6 +27,7 @@ from esb import (
 from esb.amqp_client import Delivery, RobustChannel
 from esb.broker import PUBLISH_WINDOW, Addressed
 from esb.cli import main
+from esb.dlq import depth
 from esb.topology import QueueSpec, declare_queue
 from tests.conftest import Names
 from tests.support.rabbit import queue_depth
@@ -308,3 +310,20 @@ def test_the_cli_says_refused_credentials_without_suggesting_to_start_a_broker(
     assert result.output == (
         f"Error: broker {str(url).replace('Canary-S3cret', '***')} refused the credentials\n"
     )
+
+
+async def test_the_depth_of_a_queue_it_may_not_read_is_an_error_and_leaves_no_channel_open(
+    amqp_url: str, names: Names
+) -> None:
+    other = await aio_pika.connect(amqp_url)
+    async with other, connected(amqp_url, names) as broker:
+        locked = f"{names.prefix}.exclusive"  # another connection's: RESOURCE_LOCKED, not 404
+        await (await other.channel()).declare_queue(locked, exclusive=True)
+        channels = broker.connection.transport.connection.channels  # type: ignore[union-attr]
+        before = len(channels)
+        assert await depth(broker, names.queue) == 0
+        assert await depth(broker, f"{names.prefix}.missing") is None
+        with pytest.raises(aiormq.exceptions.ChannelLockedResource):
+            await depth(broker, locked)
+        await asyncio.sleep(0.1)
+        assert len(channels) == before
