@@ -327,3 +327,24 @@ async def test_the_depth_of_a_queue_it_may_not_read_is_an_error_and_leaves_no_ch
             await depth(broker, locked)
         await asyncio.sleep(0.1)
         assert len(channels) == before
+
+
+async def test_topology_show_prints_each_queue_and_lot_or_that_it_is_not_declared(
+    amqp_url: str, names: Names
+) -> None:
+    async with connected(amqp_url, names):
+        pass  # names.queue and its parking lot declared, then the connection closed
+    missing = f"{names.prefix}.missing"
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        main,
+        ["topology", "show", "--queue", names.queue, "--queue", missing],
+        env={"ESB_BROKER__URL": amqp_url, "ESB_BROKER__EXCHANGE": names.exchange},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == [
+        f"queue {names.queue}: 0 ready, 0 consumers",
+        f"queue {names.queue}.dlq: 0 ready, 0 consumers",
+        f"queue {missing}: not declared",
+        f"queue {missing}.dlq: not declared",
+    ]
