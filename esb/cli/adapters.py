@@ -8,6 +8,7 @@ from pydantic.fields import FieldInfo
 from esb.cli.common import EsbGroup
 from esb.registry import load_adapter, load_all
 from esb.settings import AdapterSettings
+from esb.settings_reference import default_text, example_text
 
 
 @click.group(cls=EsbGroup)
@@ -23,12 +24,12 @@ def adapters_list() -> None:
 
 
 def _describe_field(name: str, info: FieldInfo) -> str:
-    default = (
-        "required"
-        if info.is_required()
-        else f"default {info.get_default(call_default_factory=True)!r}"
-    )
-    return f"  {name}: {info.description or ''} ({default})"
+    """One setting as a terminal line: its variable, meaning, default and an example."""
+    default = default_text(info).strip("`")
+    default = default if default == "required" else f"default {default}"
+    example = f"; e.g. {example_text(info).strip('`')}" if info.examples else ""
+    description = " ".join((info.description or "").split())
+    return f"  {name} (ESB_ADAPTER__{name.upper()}): {description} ({default}{example})"
 
 
 @adapters.command("show")

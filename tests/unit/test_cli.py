@@ -44,8 +44,14 @@ def test_adapters_list_shows_the_builtin_adapters(runner: CliRunner) -> None:
 def test_adapters_show_prints_settings_from_the_model(runner: CliRunner) -> None:
     result = runner.invoke(main, ["adapters", "show", "jsonl"])
     assert result.exit_code == 0
-    assert "  path: File to append to. (required)" in result.output
-    assert "  window: Events in flight awaiting confirm. (default 256)" in result.output
+    lines = result.output.splitlines()
+    assert (
+        "  path (ESB_ADAPTER__PATH): File to append to. (required; e.g. /data/out.jsonl)" in lines
+    )
+    assert (
+        "  window (ESB_ADAPTER__WINDOW): Events in flight awaiting confirm. (default 256; e.g. 64)"
+        in lines
+    )
 
 
 def test_unknown_adapter_is_one_line(runner: CliRunner) -> None:
