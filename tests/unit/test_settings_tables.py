@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
-from pydantic_core import to_jsonable_python
 from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 from esb.registry import load_adapter
 from esb.settings import ProcessSettings
