@@ -150,8 +150,8 @@ async def run_journal(settings: ProcessSettings, stop: asyncio.Event | None = No
             channel = await process.broker.connection.channel()
             await channel.set_qos(prefetch_count=PREFETCH)
             queue = await declare_journal_queue(channel, queue_name, settings.journal)
-            storing = asyncio.create_task(store_every())
             tag = await queue.consume(take)
+            storing = asyncio.create_task(store_every())  # after consume: none left if it fails
             consuming = True
             log.info("journal: storing hop records from %s", queue_name)
             purging = asyncio.create_task(purge())
