@@ -4,15 +4,13 @@ broker, and print what the page shows (``...`` in a shown line stands for anythi
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from esb.teardown import delete_deployment
 from tests.support.doc_blocks import Block, commands, of_kind
-from tests.support.docs import Shell
+from tests.support.docs import Shell, prefixed_broker
 
 pytestmark = pytest.mark.integration
 
@@ -21,16 +19,9 @@ RUN = of_kind("run")
 
 @pytest.fixture
 async def prefixed(amqp_url: str) -> AsyncIterator[dict[str, str]]:
-    """Broker settings under names of this test, with one sink queue bound to shop.order.*,
-    deleted after it."""
-    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
-    env = {
-        "ESB_BROKER__URL": amqp_url,
-        "ESB_BROKER__PREFIX": prefix,
-        "ESB_BROKER__EXCHANGE": f"{prefix}.events",
-    }
-    yield env
-    await delete_deployment(amqp_url, prefix, env["ESB_BROKER__EXCHANGE"], ["docs"])
+    """Broker settings under names of this test (and its sink queue ``docs``), deleted after."""
+    async with prefixed_broker(amqp_url, ["docs"]) as env:
+        yield env
 
 
 def shown(block: Block) -> list[tuple[str, list[str]]]:

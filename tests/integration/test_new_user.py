@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
-from esb.teardown import delete_deployment
 from tests.support.doc_blocks import ROOT, of_kind
-from tests.support.docs import BIN
+from tests.support.docs import BIN, prefixed_broker
 from tests.support.processes import wait_for
 from tests.support.terminal import Terminal
 
@@ -56,14 +54,8 @@ def fresh_copy(target: Path) -> Path:
 @pytest.fixture
 async def prefixed(amqp_url: str) -> AsyncIterator[dict[str, str]]:
     """Broker settings under names of this test, deleted after it."""
-    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
-    env = {
-        "ESB_BROKER__URL": amqp_url,
-        "ESB_BROKER__PREFIX": prefix,
-        "ESB_BROKER__EXCHANGE": f"{prefix}.events",
-    }
-    yield env
-    await delete_deployment(amqp_url, prefix, env["ESB_BROKER__EXCHANGE"], SINKS)
+    async with prefixed_broker(amqp_url, SINKS) as env:
+        yield env
 
 
 def new_user_env(broker: dict[str, str]) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from esb.cli import main
-from esb.teardown import delete_deployment
-from tests.support.docs import Shell, advertised_targets, shell_commands
+from tests.support.docs import Shell, advertised_targets, prefixed_broker, shell_commands
 from tests.support.processes import is_ready, read_ids, scrape, wait_for
 from tests.support.prometheus import metric
 
@@ -24,15 +22,8 @@ ROOT = Path(__file__).parents[2]
 @pytest.fixture
 async def prefixed(amqp_url: str) -> AsyncIterator[dict[str, str]]:
     """The broker settings of a README run, under names of this test, deleted after it."""
-    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
-    env = {
-        "ESB_BROKER__URL": amqp_url,
-        "ESB_BROKER__PREFIX": prefix,
-        "ESB_BROKER__EXCHANGE": f"{prefix}.events",
-    }
-    yield env
-    sinks = ["jsonl-sink", "help-desk-sink"]
-    await delete_deployment(amqp_url, prefix, env["ESB_BROKER__EXCHANGE"], sinks)
+    async with prefixed_broker(amqp_url, ["jsonl-sink", "help-desk-sink"]) as env:
+        yield env
 
 
 def sink_then_source(

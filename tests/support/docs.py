@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import uuid
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
+from esb.teardown import delete_deployment
 from tests.support.processes import wait_for
 
 #: Where ``esb`` is installed beside this interpreter: the commands find it on PATH.
@@ -94,3 +98,17 @@ def advertised_targets(directory: Path, timeout: float = 30) -> list[str]:
         for group in json.loads(path.read_text())
         for target in group["targets"]
     ]
+
+
+@contextlib.asynccontextmanager
+async def prefixed_broker(url: str, sinks: Iterable[str]) -> AsyncIterator[dict[str, str]]:
+    """The ``ESB_BROKER__*`` settings of a page's commands, under names of one test; what
+    they declare (router, unrouted, ``sinks``' queues, the exchange) is deleted after it."""
+    prefix = f"esbt-{uuid.uuid4().hex[:10]}"
+    env = {
+        "ESB_BROKER__URL": url,
+        "ESB_BROKER__PREFIX": prefix,
+        "ESB_BROKER__EXCHANGE": f"{prefix}.events",
+    }
+    yield env
+    await delete_deployment(url, prefix, env["ESB_BROKER__EXCHANGE"], sinks)
