@@ -30,8 +30,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from esb.correlation import DataField
 from esb.errors import ConfigError
+from esb.event_paths import DataPath
 
 MaskPattern = Literal["card", "email"]
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -370,7 +370,7 @@ class JournalSettings(PostgresStoreSettings):
     @classmethod
     def _key_paths(cls, value: list[str]) -> list[str]:
         for path in value:
-            DataField(path)
+            DataPath.parse(path)
         return value
 
     @model_validator(mode="after")
@@ -428,7 +428,7 @@ class SourceSettings(BaseModel):
     @classmethod
     def _field_path(cls, value: str | None) -> str | None:
         if value is not None:
-            DataField(value)
+            DataPath.parse(value)
         return value
 
 

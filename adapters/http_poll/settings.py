@@ -8,14 +8,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from adapters.http.settings import Auth
-from esb import DEFAULT_MAX_BODY_BYTES, FIELD_PATH, PollingSettings
+from esb import DEFAULT_MAX_BODY_BYTES, DataPath, PollingSettings
 
 
 def _field_path(value: str | None) -> str | None:
-    if value is not None and not FIELD_PATH.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a field path: names of letters, digits, _ and -, joined by dots"
-        )
+    if value is not None:
+        DataPath.parse(value)
     return value
 
 

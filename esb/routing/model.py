@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from esb.event_paths import DataPath
 from esb.pools import POOL, RESERVED_POOLS
 from esb.settings import RetrySettings
 
@@ -123,8 +124,14 @@ class Conversion(Strict):
     number: Literal["int", "float"] | None = None
     unit: UnitConversion | None = None
     optional: bool = Field(
-        default=False, description="Skip, instead of failing, when the field is absent."
+        default=False, description="Skip, instead of failing, when the field is missing."
     )
+
+    @field_validator("field")
+    @classmethod
+    def _field_path(cls, value: str) -> str:
+        DataPath.parse(value)
+        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> Conversion:
