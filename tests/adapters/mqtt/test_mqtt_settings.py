@@ -94,6 +94,11 @@ def test_topics_come_from_the_event() -> None:
         render_topic(topic_template("wh/{data.site.name}"), event)
     with pytest.raises(PermanentError, match=r"topic: data\.site is not a single value"):
         render_topic(topic_template("wh/{data.site}"), event)
+    for data in ({"site": None}, {"site": {"name": None}}, {"site": ["BER"]}):
+        with pytest.raises(PermanentError, match=r"^topic: the event has no data\.site\.name$"):
+            render_topic(
+                topic_template("wh/{data.site.name}"), event.model_copy(update={"data": data})
+            )
     with pytest.raises(PermanentError, match="topic: the event has no subject"):
         render_topic(
             topic_template("wh/{source}/{subject}"), event.model_copy(update={"subject": None})
