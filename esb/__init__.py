@@ -23,7 +23,7 @@ from esb.errors import (
     TransientError,
     UnroutableError,
 )
-from esb.event_paths import FIELD_PATH, DataPath, EventRef, Template
+from esb.event_paths import FIELD_PATH, DataPath, EventRef, FieldPath, Template
 from esb.expressions import event_variables
 from esb.failures import http_error
 from esb.limits import DEFAULT_MAX_BODY_BYTES, MAX_ATTRIBUTE_BYTES, SHORT_STRING_BYTES
@@ -62,6 +62,7 @@ __all__ = [
     "EnvelopeError",
     "EsbError",
     "EventRef",
+    "FieldPath",
     "Metrics",
     "PermanentError",
     "PollingSettings",

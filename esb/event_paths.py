@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from esb.envelope import CloudEvent
 from esb.errors import PermanentError
@@ -63,6 +65,15 @@ class DataPath:
                 return None
             data = data.get(name)
         return data
+
+
+def _checked(text: str) -> str:
+    DataPath.parse(text)
+    return text
+
+
+#: A settings field that holds a dotted path: checked when the settings load, kept as text.
+FieldPath = Annotated[str, AfterValidator(_checked)]
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from esb import AdapterSettings, DataPath
+from esb import AdapterSettings, FieldPath
 
 
 class FileSourceSettings(AdapterSettings):
@@ -86,18 +86,11 @@ class BatchFileSinkSettings(AdapterSettings):
     format: Literal["csv", "jsonl"] = Field(
         examples=["jsonl"], default="csv", description="csv or jsonl."
     )
-    columns: list[str] = Field(
+    columns: list[FieldPath] = Field(
         examples=[["order_id", "total", "currency"]],
         default_factory=list,
         description="CSV columns, fields of each event's data (dotted paths); required for csv.",
     )
-
-    @field_validator("columns")
-    @classmethod
-    def _field_paths(cls, value: list[str]) -> list[str]:
-        for column in value:
-            DataPath.parse(column)
-        return value
 
     @model_validator(mode="after")
     def _columns_for_csv(self) -> BatchFileSinkSettings:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from esb.event_paths import DataPath
+from esb.event_paths import FieldPath
 from esb.pools import POOL, RESERVED_POOLS
 from esb.settings import RetrySettings
 
@@ -117,7 +117,7 @@ class UnitConversion(Strict):
 class Conversion(Strict):
     """One field's conversion; give ``field`` and exactly one kind."""
 
-    field: str = Field(description="Dotted path in data.")
+    field: FieldPath = Field(description="Dotted path in data.")
     date: DateConversion | None = None
     datetime: DateTimeConversion | None = None
     decimal: DecimalConversion | None = None
@@ -126,12 +126,6 @@ class Conversion(Strict):
     optional: bool = Field(
         default=False, description="Skip, instead of failing, when the field is missing."
     )
-
-    @field_validator("field")
-    @classmethod
-    def _field_path(cls, value: str) -> str:
-        DataPath.parse(value)
-        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> Conversion:
