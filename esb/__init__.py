@@ -11,7 +11,6 @@ from esb.amqp_binding import (
     to_message,
 )
 from esb.broker import Broker
-from esb.correlation import FIELD_PATH
 from esb.dsn import describe_dsn, dsn_backend, scrub_dsn
 from esb.envelope import CloudEvent, check_size, event_from_dict, loads_json, parse_structured
 from esb.errors import (
@@ -24,6 +23,7 @@ from esb.errors import (
     TransientError,
     UnroutableError,
 )
+from esb.event_paths import FIELD_PATH, DataPath, EventRef, FieldPath, Template
 from esb.expressions import event_variables
 from esb.failures import http_error
 from esb.limits import DEFAULT_MAX_BODY_BYTES, MAX_ATTRIBUTE_BYTES, SHORT_STRING_BYTES
@@ -57,9 +57,12 @@ __all__ = [
     "ConfigError",
     "CursorFile",
     "CursorStore",
+    "DataPath",
     "Emitter",
     "EnvelopeError",
     "EsbError",
+    "EventRef",
+    "FieldPath",
     "Metrics",
     "PermanentError",
     "PollingSettings",
@@ -68,6 +71,7 @@ __all__ = [
     "ProcessingError",
     "Sink",
     "Source",
+    "Template",
     "TransientError",
     "UnroutableError",
     "__version__",

@@ -11,34 +11,23 @@ them all.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from esb.envelope import CloudEvent
 from esb.errors import EnvelopeError
-
-#: ``order_id``, ``order.number``: names joined by dots, each a plain identifier.
-FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}(\.[A-Za-z_][A-Za-z0-9_-]{0,63}){0,7}")
+from esb.event_paths import DataPath
 
 
 class DataField:
     """A dotted path into an event's ``data``, read as a business key."""
 
     def __init__(self, path: str) -> None:
-        if not FIELD_PATH.fullmatch(path):
-            raise ValueError(
-                f"{path!r} is not a field path: names of letters, digits, _ and -, "
-                "joined by dots (order_id, order.number)"
-            )
         self.path = path
-        self._names = path.split(".")
+        self._path = DataPath.parse(path)
 
     def value(self, data: Any) -> str | None:
-        """The field's text: a non-empty string or an integer; None when absent or neither."""
-        for name in self._names:
-            if not isinstance(data, dict):
-                return None
-            data = data.get(name)
+        """The field's text: a non-empty string or an integer; None when missing or neither."""
+        data = self._path.value_in(data)
         if isinstance(data, str):
             return data or None
         if isinstance(data, int) and not isinstance(data, bool):

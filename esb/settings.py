@@ -20,7 +20,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
     create_model,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -30,8 +29,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from esb.correlation import DataField
 from esb.errors import ConfigError
+from esb.event_paths import FieldPath
 
 MaskPattern = Literal["card", "email"]
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -330,7 +329,7 @@ class JournalSettings(PostgresStoreSettings):
         description="Write a hop record of every event this process handles to the journal "
         "queue (<prefix>.journal); esb run journal stores them.",
     )
-    keys: list[str] = Field(
+    keys: list[FieldPath] = Field(
         default_factory=list,
         max_length=8,
         description="Data fields (dotted paths) whose values each record keeps as business "
@@ -365,13 +364,6 @@ class JournalSettings(PostgresStoreSettings):
     retention_hours: float = Field(
         examples=[24.0], default=168.0, gt=0, description="How long records are kept."
     )
-
-    @field_validator("keys")
-    @classmethod
-    def _key_paths(cls, value: list[str]) -> list[str]:
-        for path in value:
-            DataField(path)
-        return value
 
     @model_validator(mode="after")
     def _postgres_needs_a_dsn(self) -> JournalSettings:
@@ -416,20 +408,13 @@ class SourceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    correlation_field: str | None = Field(
+    correlation_field: FieldPath | None = Field(
         default=None,
         description="Dotted path into data (order_id, order.number) whose value becomes each "
         "event's correlationid, so every event of one order shares it across sources; an "
         "event without it keeps its own (counted as operation=correlate, result=missing).",
         examples=["order_id"],
     )
-
-    @field_validator("correlation_field")
-    @classmethod
-    def _field_path(cls, value: str | None) -> str | None:
-        if value is not None:
-            DataField(value)
-        return value
 
 
 class ProcessSettings(BaseSettings):

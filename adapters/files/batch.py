@@ -18,21 +18,13 @@ import io
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import orjson
 from croniter import CroniterBadCronError, croniter
 
 from adapters.files.settings import BatchFileSinkSettings
-from esb import AdapterSettings, CloudEvent, ConfigError, Sink, TransientError
-
-
-def field(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(data, dict):
-            return None
-        data = data.get(part)
-    return data
+from esb import AdapterSettings, CloudEvent, ConfigError, DataPath, Sink, TransientError
 
 
 class BatchFileSink(Sink[BatchFileSinkSettings]):
@@ -47,6 +39,7 @@ class BatchFileSink(Sink[BatchFileSinkSettings]):
             self._schedule = croniter(settings.schedule, datetime.now(UTC))
         except (CroniterBadCronError, ValueError) as exc:
             raise ConfigError(f"files batch sink: schedule {settings.schedule!r}: {exc}") from None
+        self._columns = [DataPath.parse(column) for column in settings.columns]
         self._events: dict[str, CloudEvent] = {}
         self._written: asyncio.Future[None] | None = None
         self._clock: asyncio.Task[None] | None = None
@@ -99,7 +92,8 @@ class BatchFileSink(Sink[BatchFileSinkSettings]):
             writer = csv.writer(buffer)
             writer.writerow(self.settings.columns)
             for event in events:
-                writer.writerow([field(event.data, column) for column in self.settings.columns])
+                # A missing value is an empty cell.
+                writer.writerow([column.value_in(event.data) for column in self._columns])
             content = buffer.getvalue().encode()
         else:
             content = b"".join(orjson.dumps(event.data) + b"\n" for event in events)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from esb import AdapterSettings
+from esb import AdapterSettings, FieldPath
 
 
 class FileSourceSettings(AdapterSettings):
@@ -86,7 +86,7 @@ class BatchFileSinkSettings(AdapterSettings):
     format: Literal["csv", "jsonl"] = Field(
         examples=["jsonl"], default="csv", description="csv or jsonl."
     )
-    columns: list[str] = Field(
+    columns: list[FieldPath] = Field(
         examples=[["order_id", "total", "currency"]],
         default_factory=list,
         description="CSV columns, fields of each event's data (dotted paths); required for csv.",

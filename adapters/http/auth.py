@@ -1,8 +1,7 @@
 """Request credentials from the ``auth`` settings of the http adapters (bearer, basic, API key,
 OAuth2 client credentials with its token cached until shortly before it expires).
 
-Used by the http-poll source; the http sink still builds the same headers itself (moving it
-onto this class is a follow-up).
+Used by the http sink and the http-poll source, so both read the same settings the same way.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from esb import AdapterSettings
+from esb import AdapterSettings, Template
+
+#: The attributes a URL placeholder may name, beside ``{data}`` and ``{data.<path>}``.
+URL_ATTRIBUTES = ("id", "type", "source", "subject")
 
 
 class _Auth(BaseModel):
@@ -48,8 +51,8 @@ class HttpSinkSettings(AdapterSettings):
     """Send each event to a REST API."""
 
     url: str = Field(
-        description="URL template: {id}, {type}, {subject} and {data.path} are filled from "
-        "the event and URL-quoted.",
+        description="URL template: {id}, {type}, {source}, {subject}, {data} and {data.path} "
+        "are filled from the event and URL-quoted; an event without one is parked.",
         examples=["https://shipping.example.com/api/shipments/{data.reference}"],
     )
     method: Literal["POST", "PUT", "PATCH", "DELETE"] = Field(
@@ -95,4 +98,5 @@ class HttpSinkSettings(AdapterSettings):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         if "{" in parts.netloc:
             raise ValueError("placeholders may fill the path or the query, not the host")
+        Template.compile(value, "url", attributes=URL_ATTRIBUTES, whole_roots=True)
         return value

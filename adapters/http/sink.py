@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -22,25 +21,21 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 from yarl import URL
 
-from adapters.http.settings import (
-    ApiKeyAuth,
-    BasicAuth,
-    BearerAuth,
-    HttpSinkSettings,
-    OAuth2ClientCredentials,
-)
+from adapters.http.auth import Credentials, retry_after_seconds
+from adapters.http.settings import URL_ATTRIBUTES, HttpSinkSettings
 from esb import (
     AdapterSettings,
     CloudEvent,
+    EventRef,
     PermanentError,
     Sink,
+    Template,
     TransientError,
     http_error,
     redact_url,
     trace_headers,
 )
 
-_PLACEHOLDER = re.compile(r"\{([a-z]+(?:\.[A-Za-z0-9_]+)*)\}")
 _MAX_ERROR_BODY = 300
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: What separates path parts for some server or proxy: Tomcat and Jetty read ``..;`` as ``..``,
@@ -52,8 +47,28 @@ _TEMPLATE_SAFE = "!#$%&'()*+,/:;=?@[]~"
 _DONE_ELSEWHERE = 303
 
 
-def render_url(template: str, event: CloudEvent) -> str:
-    """Fill ``{id}``, ``{type}``, ``{subject}`` and ``{data.a.b}``; every value URL-quoted.
+def url_template(url: str) -> Template:
+    """The ``url`` setting compiled, its own text percent-encoded once (placeholders are plain
+    ASCII names, which encoding leaves as they are)."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    rest = quote(url[len(origin) :], safe=_TEMPLATE_SAFE + "{}")
+    return Template.compile(
+        str(URL(origin)) + rest, "url", attributes=URL_ATTRIBUTES, whole_roots=True
+    )
+
+
+def _segment(ref: EventRef, text: str) -> str:
+    """A value as one path segment: quoted with nothing safe; refused with a dot part."""
+    if any(part in (".", "..") for part in _PART_SEPARATORS.split(text)):
+        raise PermanentError(
+            f"url: {{{ref}}} holds a . or .. part, which would move the path: {text[:200]!r}"
+        )
+    return quote(text, safe="")
+
+
+def render_url(template: Template, event: CloudEvent) -> str:
+    """The URL for ``event``: every value URL-quoted, so it fills exactly one path segment.
 
     A value is quoted with nothing safe, so ``/``, ``?``, ``#`` and ``%`` in it
     cannot start a segment, a query or a fragment. A value that holds a ``.``
@@ -62,35 +77,7 @@ def render_url(template: str, event: CloudEvent) -> str:
     path. The result is already encoded: send it with ``URL(url)``,
     as re-normalising it would decode ``%3B`` back to ``;``.
     """
-
-    def value(match: re.Match[str]) -> str:
-        name, *path = match.group(1).split(".")
-        if name in ("id", "type", "subject", "source") and not path:
-            found: Any = getattr(event, name)
-        elif name == "data":
-            found = event.data
-            for part in path:
-                if not isinstance(found, dict) or part not in found:
-                    raise PermanentError(f"url: the event has no data.{'.'.join(path)}")
-                found = found[part]
-        else:
-            raise PermanentError(f"url: unknown placeholder {{{match.group(1)}}}")
-        if found is None or found == "":
-            raise PermanentError(f"url: {{{match.group(1)}}} is empty")
-        if isinstance(found, dict | list):
-            raise PermanentError(f"url: {{{match.group(1)}}} is not a single value")
-        text = str(found)
-        if any(part in (".", "..") for part in _PART_SEPARATORS.split(text)):
-            raise PermanentError(
-                f"url: {{{match.group(1)}}} holds a . or .. part, which would move the path: "
-                f"{text[:200]!r}"
-            )
-        return quote(text, safe="")
-
-    parts = urlsplit(template)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    rest = quote(template[len(origin) :], safe=_TEMPLATE_SAFE + "{}")
-    url = str(URL(origin)) + _PLACEHOLDER.sub(value, rest)
+    url = template.render(event, _segment)
     path = urlsplit(url).path
     if any(segment in (".", "..") for segment in path.split("/")):
         raise PermanentError(f"url: a value makes a . or .. segment in the path {path[:200]!r}")
@@ -102,14 +89,6 @@ def check_header(name: str, value: str) -> str:
     if _CONTROL.search(value):
         raise PermanentError(f"header {name}: the value holds a control character (CR, LF, NUL)")
     return value
-
-
-def _retry_after(response: aiohttp.ClientResponse) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class HttpSink(Sink[HttpSinkSettings]):
@@ -128,7 +107,8 @@ class HttpSink(Sink[HttpSinkSettings]):
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._limiter = AsyncLimiter(settings.rate_limit, 1) if settings.rate_limit else None
-        self._token: tuple[str, float] | None = None
+        self._url = url_template(settings.url)
+        self.credentials = Credentials(settings.auth)
 
     async def open(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -142,7 +122,7 @@ class HttpSink(Sink[HttpSinkSettings]):
     async def write(self, event: CloudEvent) -> None:
         if self._session is None:
             raise RuntimeError("HttpSink.open() has not been called")
-        url = render_url(self.settings.url, event)
+        url = render_url(self._url, event)
         async with self._slots:
             if self._limiter is not None:
                 await self._limiter.acquire()
@@ -155,7 +135,7 @@ class HttpSink(Sink[HttpSinkSettings]):
         if self.settings.idempotency_header:
             name = self.settings.idempotency_header
             headers[name] = check_header(name, event.id)
-        headers.update(await self._auth_headers(session, refresh=refresh_token))
+        headers.update(await self.credentials.headers(session, refresh=refresh_token))
         kwargs: dict[str, Any] = {"headers": headers}
         if self.settings.body == "data":
             kwargs["json"] = event.data
@@ -177,65 +157,15 @@ class HttpSink(Sink[HttpSinkSettings]):
                         "(credentials go only where url says): set url to the new location",
                         status=response.status,
                     )
-                if (
-                    response.status == 401
-                    and isinstance(self.settings.auth, OAuth2ClientCredentials)
-                    and not refresh_token
-                ):
+                if response.status == 401 and self.credentials.refreshable and not refresh_token:
                     await self._send(session, url, event, refresh_token=True)
                     return
                 text = (await response.text())[:_MAX_ERROR_BODY]
-                raise http_error(response.status, f"{where}: {text}", _retry_after(response))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                raise http_error(response.status, f"{where}: {text}", retry_after)
         except TimeoutError:
             self.count("response", "timeout")
             raise TransientError(f"{where}: no answer within {self.settings.timeout} s") from None
         except aiohttp.ClientConnectionError as exc:
             self.count("response", "error")
             raise TransientError(f"{where}: {exc}") from None
-
-    async def _auth_headers(
-        self, session: aiohttp.ClientSession, *, refresh: bool
-    ) -> dict[str, str]:
-        auth = self.settings.auth
-        if auth is None:
-            return {}
-        if isinstance(auth, BearerAuth):
-            return {"Authorization": f"Bearer {auth.token.get_secret_value()}"}
-        if isinstance(auth, BasicAuth):
-            basic = aiohttp.encode_basic_auth(auth.username, auth.password.get_secret_value())
-            return {"Authorization": basic}
-        if isinstance(auth, ApiKeyAuth):
-            return {auth.header: auth.key.get_secret_value()}
-        return {"Authorization": f"Bearer {await self._oauth2_token(session, auth, refresh)}"}
-
-    async def _oauth2_token(
-        self, session: aiohttp.ClientSession, auth: OAuth2ClientCredentials, refresh: bool
-    ) -> str:
-        if self._token is not None and not refresh and time.monotonic() < self._token[1]:
-            return self._token[0]
-        form = {"grant_type": "client_credentials"}
-        if auth.scope:
-            form["scope"] = auth.scope
-        credentials = aiohttp.encode_basic_auth(
-            auth.client_id, auth.client_secret.get_secret_value()
-        )
-        try:
-            async with session.post(
-                auth.token_url,
-                data=form,
-                headers={"Authorization": credentials},
-                allow_redirects=False,
-            ) as response:
-                if response.status >= 300:
-                    raise http_error(
-                        response.status,
-                        f"token endpoint {redact_url(auth.token_url)}",
-                        _retry_after(response),
-                    )
-                doc = await response.json()
-        except aiohttp.ClientConnectionError as exc:
-            raise TransientError(f"token endpoint {redact_url(auth.token_url)}: {exc}") from None
-        token = str(doc["access_token"])
-        lifetime = float(doc.get("expires_in", 300))
-        self._token = (token, time.monotonic() + max(lifetime - 30, 1))
-        return token

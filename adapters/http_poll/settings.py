@@ -8,15 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from adapters.http.settings import Auth
-from esb import DEFAULT_MAX_BODY_BYTES, FIELD_PATH, PollingSettings
-
-
-def _field_path(value: str | None) -> str | None:
-    if value is not None and not FIELD_PATH.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a field path: names of letters, digits, _ and -, joined by dots"
-        )
-    return value
+from esb import DEFAULT_MAX_BODY_BYTES, FieldPath, PollingSettings
 
 
 class HttpPollSettings(PollingSettings):
@@ -42,12 +34,12 @@ class HttpPollSettings(PollingSettings):
         description="bearer, basic, api_key or oauth2, as in the http sink.",
         examples=[{"kind": "bearer", "token": "s3cr3t"}],
     )
-    items_field: str | None = Field(
+    items_field: FieldPath | None = Field(
         default=None,
         description="Dotted path to the list of items in the answer; none: the answer is the list.",
         examples=["data.contacts"],
     )
-    id_field: str = Field(
+    id_field: FieldPath = Field(
         default="id",
         description="Dotted path to an item's unique id (text or an integer).",
         examples=["contact.id"],
@@ -57,7 +49,7 @@ class HttpPollSettings(PollingSettings):
         description="Updated-since mode: the query parameter that carries the cursor.",
         examples=["updated_since"],
     )
-    cursor_field: str | None = Field(
+    cursor_field: FieldPath | None = Field(
         default=None,
         description="Dotted path to an item's change time or version; in updated-since mode "
         "the last item's value is the next cursor (items must come in its order). It also "
@@ -75,12 +67,12 @@ class HttpPollSettings(PollingSettings):
         description="Cursor-token mode: the query parameter that carries the token.",
         examples=["cursor"],
     )
-    token_field: str | None = Field(
+    token_field: FieldPath | None = Field(
         default=None,
         description="Cursor-token mode: dotted path to the next token in the answer.",
         examples=["meta.next_cursor"],
     )
-    next_field: str | None = Field(
+    next_field: FieldPath | None = Field(
         default=None,
         description="Pagination: dotted path to the next page's URL in the answer (absolute or "
         "relative; null or absent on the last page).",
@@ -119,10 +111,6 @@ class HttpPollSettings(PollingSettings):
         "page asked for again at the next poll.",
         examples=[1_048_576],
     )
-
-    _paths = field_validator(
-        "items_field", "id_field", "cursor_field", "token_field", "next_field"
-    )(_field_path)
 
     @field_validator("url")
     @classmethod

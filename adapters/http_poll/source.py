@@ -44,6 +44,7 @@ from esb import (
     Batch,
     CloudEvent,
     CursorFile,
+    DataPath,
     Emitter,
     EnvelopeError,
     PermanentError,
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 #: Ids kept of the items at the cursor's value (an API answering ``>=`` sends them again).
 MAX_SEEN = 1000
 _MAX_ERROR_TEXT = 200
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -86,15 +86,13 @@ class Position:
         return cls(**known)
 
 
-def walk(doc: Any, path: str | None) -> Any:
-    """The value at dotted ``path`` in ``doc`` (the whole document for None); _MISSING if absent."""
-    if path is None:
-        return doc
-    for name in path.split("."):
-        if not isinstance(doc, dict) or name not in doc:
-            return _MISSING
-        doc = doc[name]
-    return doc
+def _path(text: str | None) -> DataPath | None:
+    return DataPath.parse(text) if text is not None else None
+
+
+def walk(doc: Any, path: DataPath | None) -> Any:
+    """The value at ``path`` in ``doc`` (the whole document for None); None when missing."""
+    return doc if path is None else path.value_in(doc)
 
 
 def _key(value: Any) -> str | None:
@@ -120,6 +118,17 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
     return parts.scheme, parts.host, parts.port
 
 
+class Paths:
+    """The settings' dotted paths, parsed once (the settings checked them)."""
+
+    def __init__(self, settings: HttpPollSettings) -> None:
+        self.items = _path(settings.items_field)
+        self.next = _path(settings.next_field)
+        self.token = _path(settings.token_field)
+        self.id = DataPath.parse(settings.id_field)
+        self.cursor = _path(settings.cursor_field)
+
+
 @dataclass
 class Page:
     """What one answer said."""
@@ -139,6 +148,7 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
         super().__init__(settings, emitter, CursorFile(path, Position.to_json, Position.from_json))
         self.max_body_bytes = bus_max_body_bytes(emitter)
         self.credentials = Credentials(settings.auth)
+        self.paths = Paths(settings)
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
@@ -230,17 +240,17 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
         except EnvelopeError as exc:
             self.refuse_input(exc.code, f"{where}: {exc}")
             return None
-        items = walk(doc, s.items_field)
+        items = walk(doc, self.paths.items)
         if not isinstance(items, list):
-            shape = "absent" if items is _MISSING else type(items).__name__
+            shape = "missing" if items is None else type(items).__name__
             self.refuse_input(
                 "invalid_page", f"{where}: {s.items_field or 'the answer'} is not a list ({shape})"
             )
             return None
         if s.next_field is not None:
-            found = walk(doc, s.next_field)
+            found = walk(doc, self.paths.next)
             link = found if isinstance(found, str) and found else None
-        token = _key(walk(doc, s.token_field)) if s.token_field is not None else None
+        token = _key(walk(doc, self.paths.token)) if s.token_field is not None else None
         return Page(items, link, token)
 
     def follow(self, link: str, url: URL) -> str:
@@ -261,21 +271,21 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
 
     def _cursor_of(self, item: Any) -> Any:
         """The item's cursor value, or None when it has none usable."""
-        value = walk(item, self.settings.cursor_field)
-        return value if self.settings.cursor_field and _key(value) is not None else None
+        value = walk(item, self.paths.cursor)
+        return value if self.paths.cursor is not None and _key(value) is not None else None
 
     def to_event(self, item: Any) -> tuple[CloudEvent, str, Any]:
         """The item's event, its id and cursor value; EnvelopeError when it cannot be one."""
         s = self.settings
         if not isinstance(item, dict):
             raise EnvelopeError("item", f"is not an object ({type(item).__name__})", "invalid_item")
-        item_id = _key(walk(item, s.id_field))
+        item_id = _key(self.paths.id.value_in(item))
         if item_id is None:
             raise EnvelopeError(s.id_field, "is absent or not text or a number", "invalid_item")
         event_id = f"{s.event_type}:{item_id}"
         cursor: Any = None
         if s.cursor_field is not None:
-            cursor = walk(item, s.cursor_field)
+            cursor = walk(item, self.paths.cursor)
             if _key(cursor) is None:
                 raise EnvelopeError(
                     s.cursor_field, "is absent or not text or a number", "invalid_item"

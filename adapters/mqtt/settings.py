@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from adapters.mqtt.topics import check_filter, check_topic_template, check_type_template
+from adapters.mqtt.topics import check_filter, check_type_template, topic_template
 from esb import DEFAULT_MAX_BODY_BYTES, AdapterSettings
 
 
@@ -178,5 +178,5 @@ class MqttSinkSettings(MqttSettings):
     @field_validator("topic")
     @classmethod
     def _topic_template(cls, value: str) -> str:
-        check_topic_template(value)
+        topic_template(value)
         return value

@@ -17,7 +17,7 @@ import orjson
 
 from adapters.mqtt.connection import Connection
 from adapters.mqtt.settings import MqttSinkSettings
-from adapters.mqtt.topics import render_topic
+from adapters.mqtt.topics import render_topic, topic_template
 from esb import AdapterSettings, CloudEvent, Sink
 
 
@@ -29,6 +29,7 @@ class MqttSink(Sink[MqttSinkSettings]):
     def __init__(self, settings: MqttSinkSettings) -> None:
         super().__init__(settings)
         self.connection = Connection(settings, "mqtt sink", client_id=settings.client_id)
+        self._topic = topic_template(settings.topic)
 
     async def open(self) -> None:
         self.connection.start()
@@ -37,7 +38,7 @@ class MqttSink(Sink[MqttSinkSettings]):
         await self.connection.stop()
 
     async def write(self, event: CloudEvent) -> None:
-        topic = render_topic(self.settings.topic, event)
+        topic = render_topic(self._topic, event)
         if isinstance(event.data, bytes):
             payload = event.data
             content_type = event.datacontenttype or "application/octet-stream"

@@ -7,13 +7,13 @@ what only an event can tell (a missing field) fails that one message.
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from esb import SHORT_STRING_BYTES, CloudEvent, EnvelopeError, PermanentError
+from esb import SHORT_STRING_BYTES, CloudEvent, EnvelopeError, EventRef, PermanentError, Template
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _LEVEL = re.compile(r"[1-9][0-9]*")
-_EVENT_FIELD = re.compile(r"id|type|source|subject|data(\.[A-Za-z0-9_-]+)+")
+#: The attributes a topic placeholder may name, beside ``{data.<path>}``.
+_TOPIC_ATTRIBUTES = ("id", "type", "source", "subject")
 _WILDCARDS = ("+", "#", "\0")
 #: What an event's value may not hold in a topic: a level separator would move the message to
 #: other levels (another site's topic), wildcards and NUL are invalid in a topic name.
@@ -87,20 +87,30 @@ def event_type(template: str, topic: str) -> str:
     return filled
 
 
-def check_topic_template(template: str) -> None:
+def topic_template(template: str) -> Template:
+    """The ``topic`` setting compiled; ValueError for an unknown placeholder or a wildcard."""
     if not template:
         raise ValueError("the topic template is empty")
-    for name in _PLACEHOLDER.findall(template):
-        if not _EVENT_FIELD.fullmatch(name):
-            raise ValueError(
-                f"unknown placeholder {{{name}}}: use {{id}}, {{type}}, {{source}}, {{subject}} "
-                "or {data.path}"
-            )
-    if any(char in _PLACEHOLDER.sub("", template) for char in _WILDCARDS):
+    compiled = Template.compile(template, "topic", attributes=_TOPIC_ATTRIBUTES)
+    if any(char in literal for literal in compiled.literals for char in _WILDCARDS):
         raise ValueError(f"topic {template!r}: + and # are for subscriptions, not for publishing")
+    return compiled
 
 
-def render_topic(template: str, event: CloudEvent) -> str:
+def _level(ref: EventRef, text: str) -> str:
+    """A value as (part of) one topic level: refused, not escaped, if it would be more."""
+    shown = text if len(text) <= 80 else text[:80] + "..."
+    if any(char in text for char in _NOT_IN_A_VALUE):
+        raise PermanentError(f"topic: {ref} {shown!r} holds /, +, # or NUL (one topic level only)")
+    if _unfit(text):
+        raise PermanentError(
+            f"topic: {ref} {shown!r} holds a control character or a Unicode "
+            "noncharacter, which MQTT brokers refuse"
+        )
+    return text
+
+
+def render_topic(template: Template, event: CloudEvent) -> str:
     """The topic for ``event``; PermanentError names a field that is missing, empty or unfit.
 
     A value fills exactly one level, or part of one: ``/``, ``+``, ``#`` and NUL
@@ -110,32 +120,7 @@ def render_topic(template: str, event: CloudEvent) -> str:
     knock the sink offline again). A topic that would start with ``$``
     (reserved for the broker) or exceed 65,535 bytes is refused too.
     """
-
-    def value(match: re.Match[str]) -> str:
-        name, *path = match.group(1).split(".")
-        found: Any = event.data if name == "data" else getattr(event, name)
-        for part in path:
-            found = found.get(part) if isinstance(found, dict) else None
-        if found is None:
-            raise PermanentError(f"topic: the event has no {match.group(1)}")
-        if found == "":
-            raise PermanentError(f"topic: {match.group(1)} is empty")
-        if isinstance(found, dict | list):
-            raise PermanentError(f"topic: {match.group(1)} is not a single value")
-        text = str(found)
-        shown = text if len(text) <= 80 else text[:80] + "..."
-        if any(char in text for char in _NOT_IN_A_VALUE):
-            raise PermanentError(
-                f"topic: {match.group(1)} {shown!r} holds /, +, # or NUL (one topic level only)"
-            )
-        if _unfit(text):
-            raise PermanentError(
-                f"topic: {match.group(1)} {shown!r} holds a control character or a Unicode "
-                "noncharacter, which MQTT brokers refuse"
-            )
-        return text
-
-    topic = _PLACEHOLDER.sub(value, template)
+    topic = template.render(event, _level)
     if topic.startswith("$"):
         raise PermanentError(f"topic: {topic[:80]!r} starts with $, reserved for the broker")
     if len(topic.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:

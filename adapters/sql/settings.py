@@ -7,18 +7,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from esb import AdapterSettings
+from esb import AdapterSettings, EventRef
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
-ATTRIBUTES = ("id", "type", "source", "subject", "time")
 
 
-def _check_columns(value: dict[str, str], heads: tuple[str, ...], what: str) -> dict[str, str]:
+def column_ref(source: str, roots: tuple[str, ...] = ("data", "row")) -> EventRef:
+    """What a column takes: an attribute, ``data`` or ``row``, or a path in either."""
+    return EventRef.parse(source, roots=roots, whole_roots=True)
+
+
+def _check_columns(value: dict[str, str], roots: tuple[str, ...]) -> dict[str, str]:
     for column, source in value.items():
         if not re.match(IDENTIFIER, column):
             raise ValueError(f"{column!r} is not a plain column name")
-        if source.split(".", 1)[0] not in heads:
-            raise ValueError(f"{column}: {source!r} is not {what}")
+        try:
+            column_ref(source, roots)
+        except ValueError as exc:
+            raise ValueError(f"{column}: {exc}") from None
     if not value:
         raise ValueError("map at least one column")
     return value
@@ -40,7 +46,7 @@ class SqlOutboxSettings(BaseModel):
     @field_validator("columns")
     @classmethod
     def _column_names(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_columns(value, ("data", *ATTRIBUTES), "data.<path> or an attribute")
+        return _check_columns(value, ("data",))
 
 
 class SqlSinkSettings(AdapterSettings):
@@ -101,15 +107,16 @@ class SqlSinkSettings(AdapterSettings):
     @field_validator("columns")
     @classmethod
     def _column_names(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_columns(
-            value, ("data", "row", *ATTRIBUTES), "data.<path>, row.<path> or an attribute"
-        )
+        return _check_columns(value, ("data", "row"))
 
     @field_validator("rows")
     @classmethod
     def _rows_in_data(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("data."):
-            raise ValueError(f"rows {value!r} is not data.<path>")
+        if value is not None:
+            try:
+                EventRef.parse(value, attributes=())
+            except ValueError as exc:
+                raise ValueError(f"rows: {exc}") from None
         return value
 
     @model_validator(mode="after")
@@ -121,7 +128,7 @@ class SqlSinkSettings(AdapterSettings):
             raise ValueError(f"mode {self.mode} needs key columns")
         if self.mode == "increment" and set(self.columns) <= set(self.key):
             raise ValueError("mode increment needs a column besides the key to add to")
-        from_row = [c for c, source in self.columns.items() if source.split(".", 1)[0] == "row"]
+        from_row = [c for c, source in self.columns.items() if column_ref(source).head == "row"]
         if from_row and self.rows is None:
             raise ValueError(
                 f"columns {from_row} take row values: set rows to the list they come from"

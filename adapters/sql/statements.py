@@ -6,13 +6,15 @@ refuse the same events with the same messages.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import orjson
 
-from adapters.sql.settings import SqlSinkSettings
-from esb import CloudEvent, PermanentError
+from adapters.sql.settings import SqlSinkSettings, column_ref
+from esb import CloudEvent, EventRef, PermanentError
 
 #: The parameters of each row one event writes, in the order of ``columns``.
 Rows = list[list[Any]]
@@ -26,51 +28,44 @@ class Writes:
     outbox: Rows = field(default_factory=list)
 
 
-def _walk(value: Any, path: str) -> Any:
-    for part in path.split(".") if path else []:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
+@cache
+def _refs(sources: tuple[str, ...]) -> tuple[EventRef, ...]:
+    """The columns' references, parsed once per configuration (the settings checked them)."""
+    return tuple(column_ref(source) for source in sources)
 
 
-def column_value(event: CloudEvent, source: str, element: Any = None) -> Any:
-    """The value for one column: an attribute, or a path in data or in the row's element.
+def _row(event: CloudEvent, sources: Iterable[str], element: Any = None) -> list[Any]:
+    """The value for each column: an attribute, or a path in data or in the row's element.
 
-    A missing path is None; objects and lists are stored as JSON text.
+    A missing value is NULL; objects and lists are stored as JSON text.
     """
-    head, _, path = source.partition(".")
-    if head == "data":
-        value = _walk(event.data, path)
-    elif head == "row":
-        value = _walk(element, path)
-    else:
-        return getattr(event, head)
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return value
+    row = []
+    for ref in _refs(tuple(sources)):
+        value = ref.value_of(event, row=element)
+        row.append(orjson.dumps(value).decode() if isinstance(value, dict | list) else value)
+    return row
 
 
 def event_rows(settings: SqlSinkSettings, event: CloudEvent) -> Rows:
     """The rows of ``event``: one, or one per element of the ``rows`` list."""
     sources = settings.columns.values()
     if settings.rows is None:
-        rows = [[column_value(event, source) for source in sources]]
+        rows = [_row(event, sources)]
     else:
-        elements = _walk(event.data, settings.rows.removeprefix("data."))
+        (items,) = _refs((settings.rows,))
+        elements = items.require(event, "sql sink")
         if not isinstance(elements, list):
-            found = "missing" if elements is None else f"a {type(elements).__name__}"
-            raise PermanentError(f"sql sink: {settings.rows} is {found}, not a list")
-        rows = [
-            [column_value(event, source, element) for source in sources] for element in elements
-        ]
+            raise PermanentError(
+                f"sql sink: {settings.rows} is a {type(elements).__name__}, not a list"
+            )
+        rows = [_row(event, sources, element) for element in elements]
     if settings.mode == "increment":
         # Adding NULL would set the column to NULL, silently losing the count it held.
         for column, index in _indexes(settings, added(settings)):
             if any(row[index] is None for row in rows):
+                (ref,) = _refs((settings.columns[column],))
                 raise PermanentError(
-                    f"sql sink: {settings.table}: no value to add to {column} "
-                    f"({settings.columns[column]} is missing)"
+                    f"sql sink: {settings.table}: no value to add to {column} ({ref.missing})"
                 )
     return rows
 
@@ -80,8 +75,7 @@ def event_writes(settings: SqlSinkSettings, event: CloudEvent) -> Writes:
     outbox = settings.outbox
     if outbox is None:
         return Writes(event_rows(settings, event))
-    row = [column_value(event, source) for source in outbox.columns.values()]
-    return Writes(event_rows(settings, event), [row])
+    return Writes(event_rows(settings, event), [_row(event, outbox.columns.values())])
 
 
 def added(settings: SqlSinkSettings) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from esb.event_paths import FieldPath
 from esb.pools import POOL, RESERVED_POOLS
 from esb.settings import RetrySettings
 
@@ -116,14 +117,14 @@ class UnitConversion(Strict):
 class Conversion(Strict):
     """One field's conversion; give ``field`` and exactly one kind."""
 
-    field: str = Field(description="Dotted path in data.")
+    field: FieldPath = Field(description="Dotted path in data.")
     date: DateConversion | None = None
     datetime: DateTimeConversion | None = None
     decimal: DecimalConversion | None = None
     number: Literal["int", "float"] | None = None
     unit: UnitConversion | None = None
     optional: bool = Field(
-        default=False, description="Skip, instead of failing, when the field is absent."
+        default=False, description="Skip, instead of failing, when the field is missing."
     )
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from esb.cel_engine import Context
 from esb.envelope import CloudEvent
 from esb.errors import ConfigError, PermanentError
+from esb.event_paths import DataPath
 from esb.expressions import Expression, ExpressionError, Reads, event_variables
 from esb.pools import TRANSFORMER
 from esb.routing.conversions import Converter, compile_conversion
@@ -30,17 +31,7 @@ TRANSFORMERS_GROUP = "esb.transformers"
 ROUTER_SAFE = "esb_router_safe"
 SCHEMAS_GROUP = "esb.schemas"
 
-_MISSING = object()
-
 T = TypeVar("T")
-
-
-def get_path(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return _MISSING
-        data = data[part]
-    return data
 
 
 class Output:
@@ -171,8 +162,8 @@ def _compile_map(spec: MapSpec) -> Callable[[CloudEvent], Any]:
 
 def _compile_convert(conversions: list[Conversion]) -> Callable[[CloudEvent], Any]:
     try:
-        compiled: list[tuple[Conversion, Converter]] = [
-            (c, compile_conversion(c)) for c in conversions
+        compiled: list[tuple[Conversion, DataPath, Converter]] = [
+            (c, DataPath.parse(c.field), compile_conversion(c)) for c in conversions
         ]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -181,12 +172,12 @@ def _compile_convert(conversions: list[Conversion]) -> Callable[[CloudEvent], An
         if not isinstance(event.data, dict):
             raise PermanentError("convert needs object data")
         out = Output(event.data)
-        for conversion, convert in compiled:
-            value = get_path(out.data, conversion.field)
-            if value is _MISSING or value is None:
+        for conversion, path, convert in compiled:
+            value = path.value_in(out.data)
+            if value is None:
                 if conversion.optional:
                     continue
-                raise PermanentError(f"field {conversion.field}: missing")
+                raise PermanentError(f"the event has no data.{path}")
             try:
                 out.set(conversion.field, convert(value))
             except (ValueError, ArithmeticError) as exc:

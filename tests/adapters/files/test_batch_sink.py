@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -56,6 +57,30 @@ async def test_writes_return_when_the_period_file_is_written(tmp_path: Path) -> 
     assert report.name.startswith("sales-2")
     assert report.name.endswith("Z.csv")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_missing_value_is_an_empty_cell(tmp_path: Path) -> None:
+    """Absent, null, or under a non-object: the one rule for a missing value, as in every
+    adapter; here the cell is left empty and the event is written."""
+    sink = BatchFileSink(
+        BatchFileSinkSettings(directory=tmp_path, schedule="0 2 * * *", columns=["n", "client.id"])
+    )
+    datas = [{"n": 1}, {"n": 2, "client": None}, {"n": 3, "client": {"id": None}}]
+    datas += [{"n": 4, "client": ["C-4"]}, {"n": 0, "client": {"id": "C-5"}}]
+    events = [CloudEvent.new("sale", "urn:acc", data) for data in datas]
+    report = sink.write_file(datetime(2026, 12, 1, 2, tzinfo=UTC), events)
+    assert list(csv.reader(report.read_text().splitlines()))[1:] == [
+        ["1", ""],
+        ["2", ""],
+        ["3", ""],
+        ["4", ""],
+        ["0", "C-5"],
+    ]
+
+
+def test_a_column_that_is_no_path_is_refused_when_the_settings_load(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"'client\.\.id' is not a field path"):
+        BatchFileSinkSettings(directory=tmp_path, schedule="0 2 * * *", columns=["client..id"])
 
 
 async def test_jsonl_periods_and_empty_periods(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from adapters.http import HttpSink
 from adapters.http.settings import HttpSinkSettings
@@ -197,11 +198,21 @@ async def test_timeouts_and_refused_connections_are_transient(target: Target) ->
     assert http.counted == {("response", "error"): 1}
 
 
-async def test_a_missing_url_field_parks_the_event(target: Target) -> None:
-    http = await sink(url=target.url + "/orders/{data.nothing}")
-    with pytest.raises(PermanentError, match=r"url: the event has no data\.nothing"):
-        await http.write(ORDER)
+async def test_a_missing_url_field_parks_the_event_unsent(target: Target) -> None:
+    """Absent, null or under a non-object: one rule, and the words every template uses."""
+    http = await sink(url=target.url + "/orders/{data.reference.id}")
+    for data in ({}, {"reference": None}, {"reference": {"id": None}}, {"reference": "SO-1"}):
+        with pytest.raises(PermanentError, match=r"^url: the event has no data\.reference\.id$"):
+            await http.write(ORDER.model_copy(update={"data": data}))
     await http.close()
+    assert target.requests == []
+
+
+def test_an_unknown_url_placeholder_is_refused_when_the_settings_load() -> None:
+    """It was sent as it stood, or refused per event ({time}), instead of failing at start."""
+    for url in ("https://x.example/{time}", "https://x.example/{data.a b}"):
+        with pytest.raises(ValidationError, match=r"unknown placeholder \{.*\}: use \{id\}"):
+            HttpSinkSettings(url=url)
 
 
 async def test_concurrency_and_rate_are_bounded(target: Target) -> None:

@@ -303,7 +303,7 @@ async def test_a_refused_credential_is_one_line_error_and_polled_again(
 async def test_malformed_pages_and_items_are_refused_counted_and_not_fatal(
     start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A page that is not JSON, one without a list of items, one over max_page_bytes, one
+    """A page that is not JSON, two without a list of items, one over max_page_bytes, one
     nested deeper than the envelope allows, and on
     the good page an item without an id: each is refused with its reason, the source goes on
     and publishes the rest."""
@@ -315,6 +315,7 @@ async def test_malformed_pages_and_items_are_refused_counted_and_not_fatal(
         [
             (200, {}, b"<html>Bad gateway</html>"),
             (200, {}, b'{"data": {"oops": 1}}'),
+            (200, {}, b'{"data": null}'),
             (200, {}, b'{"data": [' + b'{"id": 1},' * 400 + b'{"id": 2}]}'),
             (200, {}, b"[" * 200 + b"]" * 200),
         ]
@@ -323,12 +324,13 @@ async def test_malformed_pages_and_items_are_refused_counted_and_not_fatal(
     assert numbers(await h.run_until_events(source, 2)) == [1, 2]
     assert source.refused == {
         "invalid_json": 1,
-        "invalid_page": 1,
+        "invalid_page": 2,
         "too_large": 1,
         "too_deep": 1,
         "invalid_item": 1,
     }
     assert "data is not a list (dict)" in caplog.text
+    assert "data is not a list (missing)" in caplog.text
     assert "item 0: id: is absent or not text or a number" in caplog.text
 
 

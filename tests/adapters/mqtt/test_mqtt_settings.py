@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from adapters.mqtt.settings import MqttSinkSettings, MqttSourceSettings
-from adapters.mqtt.topics import event_type, render_topic
+from adapters.mqtt.topics import event_type, render_topic, topic_template
 from esb import CloudEvent, ConfigError, EnvelopeError, PermanentError, load_settings
 
 SOURCE = {"host": "mqtt", "client_id": "esb-1", "topics": ["a/#"], "event_type": "a.b"}
@@ -86,13 +86,23 @@ def test_event_types_come_from_topic_levels() -> None:
 
 def test_topics_come_from_the_event() -> None:
     event = CloudEvent.new("pick", "urn:shop", {"site": {"code": "BER"}, "n": 7}, subject="SO-1")
-    assert render_topic("wh/{data.site.code}/{subject}/{data.n}", event) == "wh/BER/SO-1/7"
+    assert (
+        render_topic(topic_template("wh/{data.site.code}/{subject}/{data.n}"), event)
+        == "wh/BER/SO-1/7"
+    )
     with pytest.raises(PermanentError, match=r"topic: the event has no data\.site\.name"):
-        render_topic("wh/{data.site.name}", event)
+        render_topic(topic_template("wh/{data.site.name}"), event)
     with pytest.raises(PermanentError, match=r"topic: data\.site is not a single value"):
-        render_topic("wh/{data.site}", event)
+        render_topic(topic_template("wh/{data.site}"), event)
+    for data in ({"site": None}, {"site": {"name": None}}, {"site": ["BER"]}):
+        with pytest.raises(PermanentError, match=r"^topic: the event has no data\.site\.name$"):
+            render_topic(
+                topic_template("wh/{data.site.name}"), event.model_copy(update={"data": data})
+            )
     with pytest.raises(PermanentError, match="topic: the event has no subject"):
-        render_topic("wh/{source}/{subject}", event.model_copy(update={"subject": None}))
+        render_topic(
+            topic_template("wh/{source}/{subject}"), event.model_copy(update={"subject": None})
+        )
 
 
 def test_an_event_type_is_made_of_whole_topic_words_within_255_bytes() -> None:

@@ -175,7 +175,7 @@ def test_settings_refuse_unsafe_names_and_an_upsert_without_key() -> None:
 def test_settings_refuse_row_values_without_rows_and_an_increment_with_nothing_to_add() -> None:
     with pytest.raises(ValueError, match=r"columns \['sku'\] take row values: set rows"):
         SqlSinkSettings(dsn="sqlite:///x.db", table="t", columns={"sku": "row.sku"}, key=["sku"])
-    with pytest.raises(ValueError, match=r"rows 'items' is not data\.<path>"):
+    with pytest.raises(ValueError, match=r"rows: 'items' is not data\.<path>"):
         SqlSinkSettings(
             dsn="sqlite:///x.db", table="t", columns={"sku": "row.sku"}, key=["sku"], rows="items"
         )

@@ -245,6 +245,22 @@ def test_bad_step_configs_are_refused(tmp_path: Path) -> None:
     assert found[3].startswith("routes.yaml:10: route orders: step 4: field x: unknown name 'nope'")
 
 
+def test_a_converted_field_that_is_no_path_is_refused_at_load(tmp_path: Path) -> None:
+    [found] = faults(
+        tmp_path,
+        """\
+        routes:
+          - name: orders
+            from: shop.#
+            steps:
+              - convert: [{field: "total..net", number: float}]
+            to: crm
+        """,
+    )
+    assert found.startswith("routes.yaml:")
+    assert "'total..net' is not a field path" in found
+
+
 def test_all_faults_of_all_files_are_reported_together(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("routes:\n  - {name: x, from: a.#, to: nowhere}\n")
     found = faults(tmp_path, "routes:\n  - {name: y, from: b.#, to: nowhere}\n")
