@@ -36,6 +36,7 @@ from esb.settings import (
     load_settings,
     redact_url,
 )
+from esb.sql_db import SqlDatabase, SqlStatements, sql_database
 from esb.tls import verified_context
 from esb.tracing import continue_trace, trace_headers
 
@@ -68,6 +69,8 @@ __all__ = [
     "ProcessingError",
     "Sink",
     "Source",
+    "SqlDatabase",
+    "SqlStatements",
     "TransientError",
     "UnroutableError",
     "__version__",
@@ -86,6 +89,7 @@ __all__ = [
     "parse_structured",
     "redact_url",
     "scrub_dsn",
+    "sql_database",
     "to_message",
     "trace_headers",
     "verified_context",
