@@ -16,7 +16,9 @@ SQLite runs on the calling thread, as the stores and adapters always ran
 it: a statement on a local file costs less than a hop to a worker thread.
 What may block the event loop is a lock another process holds, so a
 statement waits at most :data:`SQLITE_BUSY_SECONDS` for it and then fails
-as transient, and the caller's retry waits without blocking.
+as transient, and the caller's retry waits without blocking. The journal,
+whose batches are large, runs its statements in a worker thread
+(``threaded``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from esb.dsn import describe_dsn, dsn_backend, scrub_dsn
 from esb.errors import ConfigError, ProcessingError, TransientError
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 #: A row as column name to value.
 Row = dict[str, Any]
 Params = Sequence[Any]
+T = TypeVar("T")
 
 #: Longest a SQLite statement waits for another process's lock, blocking the event loop.
 SQLITE_BUSY_SECONDS = 1.0
@@ -119,31 +122,41 @@ class SqlDatabase(ABC):
 
 
 class _SqliteStatements(SqlStatements):
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, threaded: bool) -> None:
         self._db = db
+        self._threaded = threaded
+
+    async def call(self, work: Callable[[], T]) -> T:
+        return await asyncio.to_thread(work) if self._threaded else work()
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return int(self._db.execute(sql, params).rowcount)
+        return await self.call(lambda: int(self._db.execute(sql, params).rowcount))
 
     async def fetch(self, sql: str, params: Params = ()) -> list[Row]:
-        return [dict(row) for row in self._db.execute(sql, params).fetchall()]
+        return await self.call(
+            lambda: [dict(row) for row in self._db.execute(sql, params).fetchall()]
+        )
 
     async def execute_many(
         self, sql: str, rows: Sequence[Params], *, counts: bool = False
     ) -> list[int]:
         if not counts:
-            self._db.executemany(sql, rows)
+            await self.call(lambda: self._db.executemany(sql, rows))
             return []
-        return [int(self._db.execute(sql, row).rowcount) for row in rows]
+        return await self.call(lambda: [int(self._db.execute(sql, row).rowcount) for row in rows])
 
 
 class SqliteDatabase(SqlDatabase):
+    """A SQLite file; ``threaded`` runs each statement in a worker thread instead, for large
+    batches that would hold the event loop (the journal's)."""
+
     dialect: Literal["sqlite", "postgresql"] = "sqlite"
     mark = "?"
 
-    def __init__(self, path: Path, label: str) -> None:
+    def __init__(self, path: Path, label: str, *, threaded: bool = False) -> None:
         super().__init__(label)
         self.path = path
+        self.threaded = threaded
         self._db: sqlite3.Connection | None = None
 
     @property
@@ -154,7 +167,12 @@ class SqliteDatabase(SqlDatabase):
         if not self.path.parent.is_dir():
             raise ConfigError(f"{self.label}: directory of {self.path} does not exist")
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=SQLITE_BUSY_SECONDS)
+            db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                timeout=SQLITE_BUSY_SECONDS,
+                check_same_thread=not self.threaded,
+            )
         except sqlite3.Error as exc:
             raise ConfigError(f"{self.label}: cannot open {self.path}: {exc}") from None
         db.row_factory = sqlite3.Row
@@ -171,18 +189,20 @@ class SqliteDatabase(SqlDatabase):
         if self._db is None:
             raise RuntimeError(f"{self.label}: open() has not been called")
         db = self._db
+        statements = _SqliteStatements(db, self.threaded)
         async with self._turn:
             try:
                 if not transaction:
-                    yield _SqliteStatements(db)
+                    yield statements
                     return
-                db.execute("BEGIN IMMEDIATE")  # the write lock now, not at the first write
+                # The write lock now, not at the first write.
+                await statements.call(lambda: db.execute("BEGIN IMMEDIATE"))
                 try:
-                    yield _SqliteStatements(db)
-                    db.execute("COMMIT")
+                    yield statements
+                    await statements.call(lambda: db.execute("COMMIT"))
                 except BaseException:
                     if db.in_transaction:  # a COMMIT refused (busy) leaves it open too
-                        db.execute("ROLLBACK")
+                        await statements.call(lambda: db.execute("ROLLBACK"))
                     raise
             except sqlite3.Error as exc:
                 raise self._failure(exc) from None
