@@ -19,9 +19,9 @@ table) and say what the position is after it. The base does the rest:
   4xx) is logged as an error and retried the same way: the system may be
   fixed without restarting the source. An acknowledgement the system fails
   (an outbox's ``DELETE``) is retried the same way, alone: its events are
-  already published. Errors of the bus (an unroutable
-  event) and setup errors (:class:`~esb.ConfigError`) are not the system's
-  and end :meth:`run` as before.
+  already published. Errors of the bus (an unroutable event) and setup
+  errors (:class:`~esb.ConfigError`) are not the system's and end
+  :meth:`run` as before.
 
 The position lives in a :class:`CursorStore`; :class:`CursorFile` keeps it in
 a small JSON file replaced atomically.

@@ -102,12 +102,14 @@ class SqlDatabase(ABC):
         what the driver raises inside it; with ``transaction``, all or nothing."""
 
     async def execute(self, sql: str, params: Params = ()) -> int:
+        """One statement in autocommit; the rows it changed."""
         async with self._session() as statements:
-            return int(await statements.execute(sql, params))
+            return await statements.execute(sql, params)
 
     async def fetch(self, sql: str, params: Params = ()) -> list[Row]:
+        """One statement in autocommit; the rows it returned."""
         async with self._session() as statements:
-            return list(await statements.fetch(sql, params))
+            return await statements.fetch(sql, params)
 
     def transaction(self) -> AbstractAsyncContextManager[SqlStatements]:
         """``async with db.transaction() as tx:`` commits when the block ends, rolls back

@@ -7,6 +7,11 @@ repeats rows, but for a batch in flight at a crash, which is emitted again
 with the same event ids for the sinks to de-duplicate. Outbox mode emits
 every row and then deletes or marks it, in the source's own database.
 
+When the database goes away (a lost PostgreSQL connection, a SQLite file
+locked by another process) a poll fails as a TransientError and the
+polling loop backs off; the next poll connects again and reads on from the
+kept position.
+
 A row that cannot make a publishable event (an id too long for AMQP, JSON
 nested too deep, a value that is not UTF-8 or cannot be encoded, data over
 the body limit) is refused: logged and counted with its reason, and the
