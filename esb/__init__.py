@@ -36,6 +36,7 @@ from esb.settings import (
     load_settings,
     redact_url,
 )
+from esb.sql_db import SqlDatabase, SqlStatements, sql_database
 from esb.tls import verified_context
 from esb.tracing import continue_trace, trace_headers
 
@@ -71,6 +72,8 @@ __all__ = [
     "ProcessingError",
     "Sink",
     "Source",
+    "SqlDatabase",
+    "SqlStatements",
     "Template",
     "TransientError",
     "UnroutableError",
@@ -90,6 +93,7 @@ __all__ = [
     "parse_structured",
     "redact_url",
     "scrub_dsn",
+    "sql_database",
     "to_message",
     "trace_headers",
     "verified_context",

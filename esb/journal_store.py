@@ -10,17 +10,15 @@ a flow's records are few, and the path is built from them in memory
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
-from esb.dsn import describe_dsn, scrub_dsn
-from esb.errors import ConfigError
+from esb.errors import ConfigError, ProcessingError
 from esb.journal import HopRecord
 from esb.settings import JournalSettings
+from esb.sql_db import PostgresDatabase, SqlDatabase, SqliteDatabase
 
 #: Records read for one trace at most: a correlation holding more is shown in part.
 MAX_RECORDS = 5_000
@@ -48,64 +46,39 @@ def correlation_of(record: HopRecord) -> str:
 
 
 class JournalStore:
-    """Hop records in SQL, through one blocking DB-API connection used off the event loop."""
+    """Hop records in SQL: a SQLite file (its statements in a worker thread, off the event
+    loop) or PostgreSQL, reconnected after a lost connection."""
 
     def __init__(self, settings: JournalSettings) -> None:
         self.settings = settings
-        self._db: Any = None
-        self._mark = "?"
-        self._lock = asyncio.Lock()
+        if settings.backend == "postgres":
+            dsn = settings.dsn.get_secret_value() if settings.dsn else ""
+            self.db: SqlDatabase = PostgresDatabase(dsn, "journal")
+        else:
+            self.db = SqliteDatabase(settings.path, "journal", threaded=True)
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
-
-    def _open(self) -> None:
-        if self.settings.backend == "postgres":
-            dsn = self.settings.dsn.get_secret_value() if self.settings.dsn else ""
-            try:
-                import psycopg
-            except ImportError:
-                raise ConfigError(
-                    "journal backend postgres needs the postgres extra: pip install 'esb[postgres]'"
-                ) from None
-            try:
-                self._db = psycopg.connect(dsn, autocommit=True)
-            except psycopg.Error as exc:
-                raise ConfigError(
-                    f"journal: cannot connect to {describe_dsn(dsn)}: {scrub_dsn(str(exc), dsn)}"
-                ) from None
-            self._mark = "%s"
-        else:
-            try:
-                self._db = sqlite3.connect(
-                    self.settings.path, isolation_level=None, check_same_thread=False
-                )
-            except sqlite3.Error as exc:
-                raise ConfigError(f"journal: cannot open {self.settings.path}: {exc}") from None
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # A commit survives a crash of the process, not of the machine: the last records
-            # before a power cut may go, at a fraction of FULL's cost (a sync per batch).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _TABLES:
-            self._db.execute(statement)
+        await self.db.open()
+        try:
+            if self.db.dialect == "sqlite":
+                await self.db.execute("PRAGMA journal_mode=WAL")
+                # A commit survives a crash of the process, not of the machine: the last
+                # records before a power cut may go, at a fraction of FULL's cost (a sync per
+                # batch).
+                await self.db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _TABLES:
+                await self.db.execute(statement)
+        except ProcessingError as exc:
+            raise ConfigError(str(exc)) from None
 
     async def close(self) -> None:
-        if self._db is not None:
-            await asyncio.to_thread(self._db.close)
-            self._db = None
+        await self.db.close()
 
     def _sql(self, text: str) -> str:
-        return text.replace("?", self._mark)
-
-    async def _run(self, work: Any, *args: Any) -> Any:
-        async with self._lock:  # one connection: one statement at a time
-            return await asyncio.to_thread(work, *args)
+        return text.replace("?", self.db.mark)
 
     async def add(self, records: Sequence[HopRecord]) -> None:
         """Store ``records`` in one transaction."""
-        await self._run(self._add, records)
-
-    def _add(self, records: Sequence[HopRecord]) -> None:
         hops: list[tuple[str, str, float, str]] = []
         outputs: list[tuple[str, str, float]] = []
         keys: list[tuple[str, str, str, float]] = []
@@ -116,42 +89,34 @@ class JournalStore:
             keys.extend(
                 (name, value, correlation, record.at) for name, value in record.keys.items()
             )
-        cursor = self._db.cursor()
-        cursor.execute("BEGIN")
-        try:
-            cursor.executemany(self._sql("INSERT INTO esb_hops VALUES (?, ?, ?, ?)"), hops)
+        async with self.db.transaction() as tx:
+            await tx.execute_many(self._sql("INSERT INTO esb_hops VALUES (?, ?, ?, ?)"), hops)
             if outputs:
-                cursor.executemany(
+                await tx.execute_many(
                     self._sql("INSERT INTO esb_hop_outputs VALUES (?, ?, ?)"), outputs
                 )
             if keys:
-                cursor.executemany(self._sql("INSERT INTO esb_hop_keys VALUES (?, ?, ?, ?)"), keys)
-        except Exception:
-            cursor.execute("ROLLBACK")
-            raise
-        cursor.execute("COMMIT")
+                await tx.execute_many(
+                    self._sql("INSERT INTO esb_hop_keys VALUES (?, ?, ?, ?)"), keys
+                )
 
     async def purge(self, before: float) -> int:
         """Delete records older than ``before`` (Unix seconds); how many hop records went."""
-        return int(await self._run(self._purge, before))
-
-    def _purge(self, before: float) -> int:
-        cursor = self._db.cursor()
-        for table in ("esb_hop_outputs", "esb_hop_keys"):
-            cursor.execute(self._sql(f"DELETE FROM {table} WHERE at < ?"), (before,))  # noqa: S608
-        cursor.execute(self._sql("DELETE FROM esb_hops WHERE at < ?"), (before,))
-        return int(cursor.rowcount)
+        async with self.db.transaction() as tx:
+            for table in ("esb_hop_outputs", "esb_hop_keys"):
+                await tx.execute(self._sql(f"DELETE FROM {table} WHERE at < ?"), (before,))  # noqa: S608
+            return await tx.execute(self._sql("DELETE FROM esb_hops WHERE at < ?"), (before,))
 
     async def correlations_of_event(self, event: str) -> list[str]:
         """The correlations holding ``event``: handled by a hop, or sent on by one."""
-        return await self._column(
+        return await self._correlations(
             "SELECT correlation FROM esb_hops WHERE event = ? "
             "UNION SELECT correlation FROM esb_hop_outputs WHERE event = ?",
             (event, event),
         )
 
     async def correlations_of_key(self, name: str, value: str) -> list[str]:
-        return await self._column(
+        return await self._correlations(
             "SELECT DISTINCT correlation FROM esb_hop_keys WHERE name = ? AND value = ?",
             (name, value),
         )
@@ -160,18 +125,12 @@ class JournalStore:
         """Every record of ``correlations`` (up to :data:`MAX_RECORDS`), oldest first."""
         found: list[HopRecord] = []
         for correlation in correlations:
-            rows = await self._run(
-                self._fetch,
-                "SELECT record FROM esb_hops WHERE correlation = ? ORDER BY at LIMIT ?",
+            rows = await self.db.fetch(
+                self._sql("SELECT record FROM esb_hops WHERE correlation = ? ORDER BY at LIMIT ?"),
                 (correlation, MAX_RECORDS),
             )
-            found.extend(HopRecord.model_validate(orjson.loads(row[0])) for row in rows)
+            found.extend(HopRecord.model_validate(orjson.loads(row["record"])) for row in rows)
         return sorted(found, key=lambda r: r.at)[:MAX_RECORDS]
 
-    async def _column(self, sql: str, params: tuple[Any, ...]) -> list[str]:
-        return [row[0] for row in await self._run(self._fetch, sql, params)]
-
-    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        cursor = self._db.cursor()
-        cursor.execute(self._sql(sql), params)
-        return list(cursor.fetchall())
+    async def _correlations(self, sql: str, params: tuple[Any, ...]) -> list[str]:
+        return [row["correlation"] for row in await self.db.fetch(self._sql(sql), params)]

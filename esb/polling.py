@@ -17,9 +17,11 @@ table) and say what the position is after it. The base does the rest:
   capped pause (tenacity, as the broker emitter's retries), never less than
   ``retry_after``. A :class:`~esb.PermanentError` (a refused credential, a
   4xx) is logged as an error and retried the same way: the system may be
-  fixed without restarting the source. Errors of the bus (an unroutable
-  event) and setup errors (:class:`~esb.ConfigError`) are not the system's
-  and end :meth:`run` as before.
+  fixed without restarting the source. An acknowledgement the system fails
+  (an outbox's ``DELETE``) is retried the same way, alone: its events are
+  already published. Errors of the bus (an unroutable event) and setup
+  errors (:class:`~esb.ConfigError`) are not the system's and end
+  :meth:`run` as before.
 
 The position lives in a :class:`CursorStore`; :class:`CursorFile` keeps it in
 a small JSON file replaced atomically.
@@ -32,8 +34,9 @@ import contextlib
 import logging
 import os
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -54,6 +57,7 @@ from esb.settings import AdapterSettings
 log = logging.getLogger(__name__)
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 #: The longest a ``Retry-After`` is honoured: a system asking for more is asked again then.
 MAX_RETRY_AFTER = 3600.0
@@ -186,9 +190,12 @@ class PollingSource(Source[P], Generic[P, C]):
 
     async def deliver(self, batch: Batch[C]) -> None:
         """Publish ``batch``'s events and, once all are confirmed, acknowledge it."""
-        if batch.events and await self.emit_all(batch.events) < len(batch.events):
-            return  # stopping: emit_all took no more events, so keep nothing of this batch
-        await self.acknowledge(batch)
+        if await self._emitted(batch):
+            await self.acknowledge(batch)
+
+    async def _emitted(self, batch: Batch[C]) -> bool:
+        """Publish ``batch``'s events; False when stopping cut it short (keep nothing of it)."""
+        return not batch.events or await self.emit_all(batch.events) == len(batch.events)
 
     async def poll_batch(self) -> Batch[C]:
         """One poll: fetch after the kept position, publish, keep the new position."""
@@ -202,20 +209,30 @@ class PollingSource(Source[P], Generic[P, C]):
 
     async def run(self) -> None:
         while not self.stopping.is_set():
-            batch = await self._fetch_until_answered()
-            if batch is None:
+            batch = await self._until_answered(
+                lambda: self.fetch(self.cursor.load() if self.cursor is not None else None)
+            )
+            if batch is None or not await self._emitted(batch):
                 return
-            await self.deliver(batch)
+            # The events are out: an acknowledgement the system fails (an outbox's DELETE)
+            # is retried, not the batch, which would publish them again.
+            if await self._until_answered(partial(self._acknowledged, batch)) is None:
+                return
             if not batch.more:
                 await self.pause(self.settings.poll_seconds)
+
+    async def _acknowledged(self, batch: Batch[C]) -> bool:
+        await self.acknowledge(batch)
+        return True
 
     async def pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less when the source is stopping."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
-    async def _fetch_until_answered(self) -> Batch[C] | None:
-        """``fetch``, retried with backoff while the system fails; None once stopping."""
+    async def _until_answered(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """``call`` (a fetch or an acknowledgement), retried with backoff while the system
+        fails; None once stopping."""
         s = self.settings
         backoff = wait_exponential_jitter(
             multiplier=s.backoff_seconds, max=s.backoff_max_seconds, jitter=s.backoff_seconds
@@ -241,11 +258,9 @@ class PollingSource(Source[P], Generic[P, C]):
                 with attempt:
                     if self.stopping.is_set():
                         return None
-                    batch = await self.fetch(
-                        self.cursor.load() if self.cursor is not None else None
-                    )
+                    answer = await call()
                     self.failures = 0
-                    return batch
+                    return answer
         except ProcessingError:
             if self.stopping.is_set():
                 return None

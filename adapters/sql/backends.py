@@ -1,27 +1,20 @@
-"""PostgreSQL (psycopg 3) and SQLite: one transaction that records event ids and writes rows.
+"""One transaction that records event ids and writes rows, on PostgreSQL or SQLite.
 
 Each event's id goes into ``esb_applied`` in the same transaction as its
 rows (and its outbox row, with ``outbox``); an id already there (a
 redelivery, a replay) writes nothing. Events applied together share the
-``at`` of their transaction.
+``at`` of their transaction. The database (connections, reconnecting, which
+errors are transient) is the SDK's :func:`esb.sql_database`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from adapters.sql.settings import SqlSinkSettings
 from adapters.sql.statements import Rows, RowStatement, Writes, insert_sql
-from esb import ConfigError, PermanentError, TransientError, describe_dsn, scrub_dsn
-
-if TYPE_CHECKING:
-    import psycopg
+from esb import ConfigError, ProcessingError, SqlStatements, sql_database
 
 APPLIED = "esb_applied"
 APPLICATION_NAME = "esb-sql-sink"
@@ -35,182 +28,80 @@ RECORD_POSTGRES = (
 Batch = Sequence[tuple[str, Writes]]
 
 
-class Backend(ABC):
-    @abstractmethod
-    async def open(self) -> None: ...
+class Backend:
+    """The sink's database: ``esb_applied`` and the tables the settings name."""
 
-    @abstractmethod
-    async def close(self) -> None: ...
+    def __init__(self, dsn: str, settings: SqlSinkSettings) -> None:
+        self.settings = settings
+        self.db = sql_database(
+            dsn, f"sql sink: {settings.table}", application_name=APPLICATION_NAME
+        )
+        self.statement = RowStatement(settings, self.db.mark)
+        self.outbox = outbox_sql(settings, self.db.mark)
 
-    @abstractmethod
+    async def open(self) -> None:
+        """Connect, create ``esb_applied``, and check the tables: ConfigError at start."""
+        db = self.db
+        await db.open()
+        try:
+            if db.dialect == "sqlite":
+                await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(
+                f"CREATE TABLE IF NOT EXISTS {APPLIED} (scope TEXT NOT NULL, key TEXT NOT NULL, "
+                "at DOUBLE PRECISION NOT NULL, PRIMARY KEY (scope, key))"
+            )
+            for table, columns in tables(self.settings):
+                check_columns(table, columns, await self._columns(table))
+        except ProcessingError as exc:
+            raise ConfigError(str(exc)) from None
+
+    async def _columns(self, table: str) -> set[str]:
+        if self.db.dialect == "sqlite":
+            return {row["name"] for row in await self.db.fetch(f'PRAGMA table_info("{table}")')}
+        rows = await self.db.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,)
+        )
+        return {row["column_name"] for row in rows}
+
+    async def close(self) -> None:
+        await self.db.close()
+
     async def apply(self, events: Batch) -> set[str]:
         """Record the ids and write the rows (and outbox rows) of events not applied before,
         all or nothing; the ids that were applied before (skipped: redeliveries, replays).
 
         Raises PermanentError when the database refuses a row (a constraint, a type, a
-        missing row to increment), TransientError when it cannot be reached or is locked.
+        missing row to increment), TransientError when it cannot be reached or is locked
+        (the next call reconnects).
         """
+        statement = self.statement
+        ids = [event_id for event_id, _ in events]
+        async with self.db.transaction() as tx:
+            fresh = await self._record(tx, ids, time.time())
+            skipped = set(ids) - fresh
+            todo: Rows = []
+            outbox: Rows = []
+            for event_id, writes in events:
+                if event_id in fresh:
+                    fresh.discard(event_id)  # an id twice in the batch writes once
+                    todo.extend(writes.rows)
+                    outbox.extend(writes.outbox)
+            if todo:
+                params = [statement.params(row) for row in todo]
+                counts = await tx.execute_many(statement.sql, params, counts=statement.increment)
+                if statement.increment:  # a rowcount for each increment
+                    for row, rowcount in zip(todo, counts, strict=True):
+                        statement.check(row, rowcount)
+            if outbox and self.outbox:
+                await tx.execute_many(self.outbox, outbox)
+        return skipped
 
-
-class SqliteBackend(Backend):
-    def __init__(self, path: Path, settings: SqlSinkSettings) -> None:
-        self.path = path
-        self.settings = settings
-        self.statement = RowStatement(settings, "?")
-        self.outbox = outbox_sql(settings, "?")
-        self._db: sqlite3.Connection | None = None
-
-    async def open(self) -> None:
-        if not self.path.parent.is_dir():
-            raise ConfigError(f"sql sink: directory of {self.path} does not exist")
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            f"CREATE TABLE IF NOT EXISTS {APPLIED} (scope TEXT NOT NULL, key TEXT NOT NULL, "
-            "at REAL NOT NULL, PRIMARY KEY (scope, key))"
-        )
-        for table, columns in tables(self.settings):
-            found = {row[1] for row in self._db.execute(f'PRAGMA table_info("{table}")')}
-            check_columns(table, columns, found)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-
-    async def apply(self, events: Batch) -> set[str]:
-        # Synchronous on purpose: the loop runs nothing else meanwhile, so transactions
-        # never interleave on the one connection.
-        if self._db is None:
-            raise RuntimeError("open() has not been called")
-        db, table, statement = self._db, self.settings.table, self.statement
-        at = time.time()
-        skipped = set()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for event_id, writes in events:
-                    if not db.execute(RECORD_SQLITE, (table, event_id, at)).rowcount:
-                        skipped.add(event_id)
-                        continue
-                    for row in writes.rows:
-                        statement.check(
-                            row, db.execute(statement.sql, statement.params(row)).rowcount
-                        )
-                    for row in writes.outbox:
-                        db.execute(self.outbox, row)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return skipped
-        except sqlite3.IntegrityError as exc:
-            raise PermanentError(f"sql sink: {table}: {exc}") from None
-        except sqlite3.OperationalError as exc:
-            raise TransientError(f"sql sink: {table}: {exc}") from None
-
-
-class PostgresBackend(Backend):
-    def __init__(self, dsn: str, settings: SqlSinkSettings) -> None:
-        self.dsn = dsn
-        self.settings = settings
-        self.statement = RowStatement(settings, "%s")
-        self.outbox = outbox_sql(settings, "%s")
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        # One connection holds one transaction at a time: concurrent writes take turns.
-        self._turn = asyncio.Lock()
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        import psycopg
-
-        if self._conn is None or self._conn.closed:
-            try:
-                self._conn = await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, application_name=APPLICATION_NAME
-                )
-            except psycopg.OperationalError as exc:
-                raise TransientError(
-                    f"sql sink: cannot reach {describe_dsn(self.dsn)}: "
-                    f"{scrub_dsn(str(exc), self.dsn)}"
-                ) from None
-            except psycopg.Error as exc:  # a DSN libpq refuses: retrying cannot help
-                raise ConfigError(
-                    f"sql sink: dsn {describe_dsn(self.dsn)}: {scrub_dsn(str(exc), self.dsn)}"
-                ) from None
-        return self._conn
-
-    async def open(self) -> None:
-        try:
-            import psycopg  # noqa: F401 - fail early with the install hint
-        except ImportError:
-            raise ConfigError(
-                "the sql sink on PostgreSQL needs: pip install 'esb[postgres]'"
-            ) from None
-        try:
-            conn = await self._connect()
-        except TransientError as exc:
-            raise ConfigError(str(exc)) from None
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {APPLIED} (scope text NOT NULL, key text NOT NULL, "
-            "at double precision NOT NULL, PRIMARY KEY (scope, key))"
-        )
-        for table, columns in tables(self.settings):
-            cursor = await conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
-                (table,),
-            )
-            check_columns(table, columns, {row[0] for row in await cursor.fetchall()})
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-
-    async def apply(self, events: Batch) -> set[str]:
-        import psycopg
-
-        # What the event holds can never fit: a constraint, a bad value, a value of the wrong
-        # type for its column (a number for a text key: no operator text = smallint).
-        refused = (
-            psycopg.errors.IntegrityError,
-            psycopg.errors.DataError,
-            psycopg.errors.DatatypeMismatch,
-            psycopg.errors.UndefinedFunction,
-        )
-        table, statement = self.settings.table, self.statement
-        async with self._turn:
-            conn = await self._connect()
-            at = time.time()
-            try:
-                async with conn.transaction(), conn.cursor() as cursor:
-                    # Two statements whatever the batch holds: record every id, then write
-                    # the rows of the events not applied before, pipelined.
-                    ids = [event_id for event_id, _ in events]
-                    await cursor.execute(RECORD_POSTGRES, (table, ids, at))
-                    fresh = {key for (key,) in await cursor.fetchall()}
-                    skipped = set(ids) - fresh
-                    todo: Rows = []
-                    outbox: Rows = []
-                    for event_id, writes in events:
-                        if event_id in fresh:
-                            fresh.discard(event_id)  # an id twice in the batch writes once
-                            todo.extend(writes.rows)
-                            outbox.extend(writes.outbox)
-                    if todo:
-                        await cursor.executemany(
-                            statement.sql,
-                            [statement.params(row) for row in todo],
-                            returning=statement.increment,  # a rowcount for each increment
-                        )
-                    if todo and statement.increment:
-                        results = [result.rowcount async for result in cursor.results()]
-                        for row, rowcount in zip(todo, results, strict=True):
-                            statement.check(row, rowcount)
-                    if outbox and self.outbox:
-                        await cursor.executemany(self.outbox, outbox)
-                    return skipped
-            except refused as exc:
-                raise PermanentError(f"sql sink: {table}: {exc}") from None
-            except psycopg.OperationalError as exc:
-                raise TransientError(f"sql sink: {table}: {exc}") from None
+    async def _record(self, tx: SqlStatements, ids: list[str], at: float) -> set[str]:
+        """Record ``ids`` in ``esb_applied``; the ones not there before."""
+        scope = self.settings.table
+        if self.db.dialect == "postgresql":  # one statement whatever the batch holds
+            return {row["key"] for row in await tx.fetch(RECORD_POSTGRES, (scope, ids, at))}
+        return {key for key in ids if await tx.execute(RECORD_SQLITE, (scope, key, at))}
 
 
 def outbox_sql(settings: SqlSinkSettings, placeholder: str) -> str:

@@ -11,14 +11,13 @@ is naturally idempotent and the runtime keeps no separate store for it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
-from adapters.sql.backends import Backend, PostgresBackend, SqliteBackend
+from adapters.sql.backends import Backend
 from adapters.sql.batch import Batcher
 from adapters.sql.settings import SqlSinkSettings
 from adapters.sql.statements import event_writes
-from esb import AdapterSettings, CloudEvent, Sink, dsn_backend
+from esb import AdapterSettings, CloudEvent, Sink
 
 
 class SqlSink(Sink[SqlSinkSettings]):
@@ -29,11 +28,7 @@ class SqlSink(Sink[SqlSinkSettings]):
 
     def __init__(self, settings: SqlSinkSettings) -> None:
         super().__init__(settings)
-        dsn = settings.dsn.get_secret_value()
-        if dsn_backend(dsn, "sql sink") == "sqlite":
-            self.backend: Backend = SqliteBackend(Path(dsn.removeprefix("sqlite://")), settings)
-        else:
-            self.backend = PostgresBackend(dsn, settings)
+        self.backend = Backend(settings.dsn.get_secret_value(), settings)
         self.batcher = (
             Batcher(self.backend.apply, settings.batch_size, settings.batch_wait)
             if settings.transaction == "batch"

@@ -7,6 +7,11 @@ repeats rows, but for a batch in flight at a crash, which is emitted again
 with the same event ids for the sinks to de-duplicate. Outbox mode emits
 every row and then deletes or marks it, in the source's own database.
 
+When the database goes away (a lost PostgreSQL connection, a SQLite file
+locked by another process) a poll fails as a TransientError and the
+polling loop backs off; the next poll connects again and reads on from the
+kept position.
+
 A row that cannot make a publishable event (an id too long for AMQP, JSON
 nested too deep, a value that is not UTF-8 or cannot be encoded, data over
 the body limit) is refused: logged and counted with its reason, and the
@@ -17,7 +22,6 @@ row never stops the table.
 from __future__ import annotations
 
 import base64
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -36,11 +40,11 @@ from esb import (
     Emitter,
     EnvelopeError,
     PollingSource,
-    describe_dsn,
-    dsn_backend,
     loads_json,
-    scrub_dsn,
+    sql_database,
 )
+
+APPLICATION_NAME = "esb-sql-source"
 
 
 def plain(value: Any) -> Any:
@@ -76,8 +80,8 @@ def json_column(value: bytes | bytearray | memoryview | str) -> Any:
 
 
 def sqlite_text(value: bytes) -> str:
-    """SQLite text that is not UTF-8 is kept (undecodable bytes as surrogates) so only its row
-    is refused; sqlite3's default would fail the whole query."""
+    """Text as the database layer reads SQLite text that is not UTF-8: undecodable bytes as
+    surrogates, so only its row is refused."""
     return value.decode("utf-8", "surrogateescape")
 
 
@@ -159,13 +163,14 @@ class SqlSource(PollingSource[SqlSourceSettings, tuple[Any, Any]]):
         super().__init__(settings, emitter, cursor)
         #: What every consumer accepts; an event over it is refused here, at the edge.
         self.max_body_bytes = bus_max_body_bytes(emitter)
-        self.scheme = dsn_backend(settings.dsn.get_secret_value(), "sql source")
-        self._sqlite: sqlite3.Connection | None = None
-        self._pg: Any = None
-
-    @property
-    def _mark(self) -> str:
-        return "?" if self.scheme == "sqlite" else "%s"
+        #: Its errors are TransientError (the database down, the file locked: the poll is
+        #: retried with backoff, and a lost connection made again) or PermanentError.
+        self.db = sql_database(
+            settings.dsn.get_secret_value(),
+            f"sql source: {settings.table}",
+            application_name=APPLICATION_NAME,
+            json_loads=json_column,
+        )
 
     def _bind(self, values: tuple[Any, ...]) -> tuple[list[str], tuple[Any, ...]]:
         """Placeholders and parameters for row values read back into a statement.
@@ -177,49 +182,18 @@ class SqlSource(PollingSource[SqlSourceSettings, tuple[Any, Any]]):
         marks, params = [], []
         for value in values:
             if isinstance(value, str) and not _is_utf8(value):
-                marks.append(f"CAST({self._mark} AS TEXT)")
+                marks.append(f"CAST({self.db.mark} AS TEXT)")
                 params.append(value.encode("utf-8", "surrogateescape"))
             else:
-                marks.append(self._mark)
+                marks.append(self.db.mark)
                 params.append(value)
         return marks, tuple(params)
 
     async def open(self) -> None:
-        dsn = self.settings.dsn.get_secret_value()
-        if self.scheme == "sqlite":
-            self._sqlite = sqlite3.connect(dsn.removeprefix("sqlite://"), isolation_level=None)
-            self._sqlite.row_factory = sqlite3.Row
-            self._sqlite.text_factory = sqlite_text
-            return
-        try:
-            import psycopg
-            from psycopg.rows import dict_row
-            from psycopg.types.json import set_json_loads
-        except ImportError:
-            raise ConfigError(
-                "the sql source on PostgreSQL needs: pip install 'esb[postgres]'"
-            ) from None
-        try:
-            self._pg = await psycopg.AsyncConnection.connect(
-                dsn, autocommit=True, row_factory=dict_row
-            )
-        except psycopg.Error as exc:
-            raise ConfigError(
-                f"sql source: cannot connect to {describe_dsn(dsn)}: {scrub_dsn(str(exc), dsn)}"
-            ) from None
-        set_json_loads(json_column, self._pg)
+        await self.db.open()
 
     async def close(self) -> None:
-        if self._sqlite is not None:
-            self._sqlite.close()
-        if self._pg is not None:
-            await self._pg.close()
-
-    async def _query(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        if self._sqlite is not None:
-            return [dict(row) for row in self._sqlite.execute(sql, params).fetchall()]
-        cursor = await self._pg.execute(sql, params)
-        return list(await cursor.fetchall()) if cursor.description else []
+        await self.db.close()
 
     def _select(self, after: tuple[Any, Any] | None) -> tuple[str, tuple[Any, ...]]:
         s = self.settings
@@ -277,7 +251,7 @@ class SqlSource(PollingSource[SqlSourceSettings, tuple[Any, Any]]):
         """One batch of rows after ``cursor`` (cursor mode) or at the head of the outbox."""
         s = self.settings
         sql, params = self._select(cursor)
-        rows = self._settled(await self._query(sql, params))
+        rows = self._settled(await self.db.fetch(sql, params))
         self.count("poll", "rows" if rows else "empty")
         if not rows:
             return Batch([])
@@ -299,13 +273,13 @@ class SqlSource(PollingSource[SqlSourceSettings, tuple[Any, Any]]):
         marks = ", ".join(places)
         if s.outbox_done == "delete":
             done = f'DELETE FROM "{s.table}" WHERE "{s.id_column}" IN ({marks})'  # noqa: S608
-            await self._query(done, ids)
+            await self.db.execute(done, ids)
         else:
             done = (
-                f'UPDATE "{s.table}" SET "{s.mark_column}" = {self._mark} '  # noqa: S608
+                f'UPDATE "{s.table}" SET "{s.mark_column}" = {self.db.mark} '  # noqa: S608
                 f'WHERE "{s.id_column}" IN ({marks})'
             )
-            await self._query(done, (datetime.now(UTC).isoformat(), *ids))
+            await self.db.execute(done, (datetime.now(UTC).isoformat(), *ids))
 
     def _settled(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows older than ``delay_seconds``; the rest wait for a later poll.

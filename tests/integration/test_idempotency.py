@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from esb import CloudEvent
+from esb import CloudEvent, TransientError
 from esb.idempotency import IdempotencyStore, PostgresStore, SqliteStore
 from esb.runtime import write_to
 from esb.testing import RecordingSink
-from tests.support.postgres import PG_DSN, pg, require_postgres
+from tests.support.postgres import PG_DSN, pg, require_postgres, terminate_backend
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -76,3 +78,43 @@ async def test_postgres_store_is_shared_by_replicas() -> None:
         await first.close()
         await second.close()
     pg(f"DELETE FROM esb_applied WHERE scope = '{scope}'")
+
+
+async def test_a_lost_postgres_connection_is_transient_and_the_next_call_reconnects() -> None:
+    """Its server process terminated (a restart, a failover): the call in flight fails as
+    transient, so the runtime retries the message, and the retry runs on a new connection."""
+    scope = f"lost-{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(require_postgres(), scope, 3600)
+    await store.open()
+    try:
+        await store.remember("id-1")
+        await terminate_backend(store.db)
+        with pytest.raises(TransientError, match=r"^idempotency store: PostgreSQL host="):
+            await store.seen("id-1")
+        assert await store.seen("id-1")
+        await terminate_backend(store.db)
+        with pytest.raises(TransientError):
+            await store.remember("id-2")
+        await store.remember("id-2")
+        assert await store.seen("id-2")
+    finally:
+        await store.close()
+        pg(f"DELETE FROM esb_applied WHERE scope = '{scope}'")
+
+
+async def test_a_sqlite_file_of_an_older_release_keeps_its_ids(tmp_path: Path) -> None:
+    """Before the stores shared ``esb_applied``, SQLite kept ids in ``applied`` (no scope)."""
+    path = tmp_path / "ids.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE applied (key TEXT PRIMARY KEY, at REAL NOT NULL)")
+        db.execute("INSERT INTO applied VALUES ('id-old', ?)", (time.time(),))
+    store = SqliteStore(path, ttl=3600)
+    await store.open()
+    try:
+        assert await store.seen("id-old")
+        assert not await store.seen("id-new")
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    assert tables == [("esb_applied",)]

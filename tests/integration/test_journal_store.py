@@ -13,11 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from esb import TransientError
 from esb.journal import HopRecord
 from esb.journal_store import JournalStore
 from esb.settings import JournalSettings
 from esb.trace import render
-from tests.support.postgres import pg, require_postgres
+from tests.support.postgres import pg, require_postgres, terminate_backend
 
 T0 = 1_800_000_000.0
 
@@ -280,3 +281,20 @@ def test_the_documented_trace_is_what_esb_trace_prints() -> None:
     block = doc[start : doc.index("```", start)].splitlines()
     assert block[1] == f"order_id SO-7: {len(FLOW)} hop records, correlation SO-7"
     assert block[2:] == render(list(reversed(FLOW)))
+
+
+async def test_a_lost_postgres_connection_fails_one_batch_and_the_next_reconnects(
+    postgres_settings: JournalSettings,
+) -> None:
+    """Before, the journal's one connection stayed dead: every batch after failed for good."""
+    store = JournalStore(postgres_settings)
+    await store.open()
+    try:
+        await store.add(FLOW[:2])
+        await terminate_backend(store.db)
+        with pytest.raises(TransientError, match=r"^journal: PostgreSQL host="):
+            await store.add(FLOW[2:])
+        await store.add(FLOW[2:])  # the batch again, as the journal service redelivers it
+        assert len(await store.records(["SO-7"])) == len(FLOW)
+    finally:
+        await store.close()

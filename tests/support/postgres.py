@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from esb import SqlDatabase
 from tests.support.rabbit import port_open
 
 PG_DSN = os.environ.get("ESB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -25,3 +26,10 @@ def pg(sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         cursor = conn.execute(sql)
         return cursor.fetchall() if cursor.description else []
+
+
+async def terminate_backend(db: SqlDatabase) -> None:
+    """End ``db``'s server process from another connection, as a restart or an operator's
+    ``pg_terminate_backend`` would, and return once it is gone."""
+    (row,) = await db.fetch("SELECT pg_backend_pid() AS pid")
+    assert pg(f"SELECT pg_terminate_backend({row['pid']}, 5000)") == [(True,)]
