@@ -113,8 +113,9 @@ def esb(
     )
 
 
-@pytest.fixture
-def deployment(rabbit: PrivateRabbit, tmp_path: Path) -> Iterator[Deployment]:
+@contextlib.contextmanager
+def deployed(rabbit: PrivateRabbit, tmp_path: Path) -> Iterator[Deployment]:
+    """A vhost of its own (a tenant) with esb's topology and its users, deleted after."""
     vhost = f"esbp-{uuid.uuid4().hex[:8]}"
     rabbit.ctl("add_vhost", vhost)
     rabbit.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
@@ -154,6 +155,21 @@ def deployment(rabbit: PrivateRabbit, tmp_path: Path) -> Iterator[Deployment]:
             with contextlib.suppress(Exception):
                 rabbit.ctl("delete_user", deployment.user(role))
         rabbit.ctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def deployment(rabbit: PrivateRabbit, tmp_path: Path) -> Iterator[Deployment]:
+    with deployed(rabbit, tmp_path) as one:
+        yield one
+
+
+@pytest.fixture
+def other_tenant(rabbit: PrivateRabbit, tmp_path: Path) -> Iterator[Deployment]:
+    """A second tenant on the same broker: the same routes and queue names in its own vhost."""
+    place = tmp_path / "other-tenant"
+    place.mkdir()
+    with deployed(rabbit, place) as other:
+        yield other
 
 
 def refused(exc: pytest.ExceptionInfo[BaseException], resource: str) -> None:
@@ -469,3 +485,61 @@ def test_every_process_runs_with_its_own_least_privilege_user(
     finally:
         for process in running:
             process.stop()
+
+
+def test_a_tenants_users_cannot_open_another_tenants_vhost_and_esb_says_so_in_one_line(
+    deployment: Deployment, other_tenant: Deployment, tmp_path: Path
+) -> None:
+    """Tenant A's sink and source users pointed at tenant B's vhost: the broker refuses the
+    connection itself, before any queue or exchange is named."""
+    write_orders(tmp_path / "orders.jsonl", 1)
+    trespass = deployment.url("sink").rsplit("/", 1)[0] + f"/{other_tenant.vhost}"
+    sink = esb(
+        "run",
+        "sink",
+        "jsonl",
+        env={
+            **deployment.env("sink", ESB_BROKER__DECLARE="false", ESB_SERVICE__NAME="crm"),
+            "ESB_BROKER__URL": trespass,
+            "ESB_ADAPTER__PATH": str(tmp_path / "out.jsonl"),
+        },
+        timeout=30,
+    )
+    source_url = deployment.url("source").rsplit("/", 1)[0] + f"/{other_tenant.vhost}"
+    source = esb(
+        "publish",
+        "--type",
+        "shop.order.created",
+        env={**deployment.env("source"), "ESB_BROKER__URL": source_url},
+        timeout=30,
+    )
+    for result in (sink, source):
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output
+        assert "Traceback" not in output, output
+        [line] = [line for line in output.splitlines() if "virtual host" in line]
+        assert f"refused to open virtual host '{other_tenant.vhost}'" in line
+        assert deployment.passwords["sink"] not in output
+        assert deployment.passwords["source"] not in output
+    assert read_ids(tmp_path / "out.jsonl") == []  # nothing of B's reached A's sink
+
+
+async def test_tenants_share_queue_names_but_never_each_others_events(
+    deployment: Deployment, other_tenant: Deployment, tmp_path: Path
+) -> None:
+    """The same routes in two vhosts: tenant A's event reaches A's router queue only."""
+    write_orders(tmp_path / "orders.jsonl", 3)
+    published = esb(
+        "run",
+        "source",
+        "jsonl",
+        env=deployment.env(
+            "source",
+            ESB_BROKER__DECLARE="false",
+            ESB_ADAPTER__PATH=str(tmp_path / "orders.jsonl"),
+            ESB_ADAPTER__EVENT_TYPE="shop.order.created",
+        ),
+    )
+    assert published.returncode == 0, published.stderr
+    assert await deployment.depth(ROUTER) == 3
+    assert await other_tenant.depth(ROUTER) == 0
