@@ -12,7 +12,7 @@ from esb.amqp_binding import (
 )
 from esb.broker import Broker
 from esb.correlation import FIELD_PATH
-from esb.dsn import describe_dsn, dsn_backend, scrub_dsn
+from esb.dsn import connect_postgres, describe_dsn, dsn_backend, scrub_dsn
 from esb.envelope import CloudEvent, check_size, event_from_dict, loads_json, parse_structured
 from esb.errors import (
     BrokerUnavailable,
@@ -72,6 +72,7 @@ __all__ = [
     "UnroutableError",
     "__version__",
     "check_size",
+    "connect_postgres",
     "continue_trace",
     "decode_binary",
     "describe_dsn",

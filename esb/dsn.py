@@ -10,9 +10,13 @@ DSN libpq cannot parse is never quoted at all.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from esb.errors import ConfigError
+from esb.errors import ConfigError, TransientError
+
+if TYPE_CHECKING:
+    import psycopg
 
 #: Parameters shown in messages; every other one (password, sslpassword, passfile, ...) is not.
 SHOWN = ("host", "hostaddr", "port", "dbname", "user")
@@ -71,3 +75,25 @@ def scrub_dsn(text: str, dsn: str) -> str:
             for form in {secret, quote(secret, safe=""), quote(secret)}:
                 text = text.replace(form, "***")
     return text
+
+
+async def connect_postgres(dsn: str, what: str, **options: Any) -> psycopg.AsyncConnection[Any]:
+    """A psycopg connection to ``dsn`` (``options`` as psycopg takes them), for ``what``.
+
+    :class:`TransientError` when the server cannot take it now (down, starting up, a host
+    name that does not resolve yet, a login it refuses): the runtime retries an ``open()``
+    that raises it. :class:`ConfigError` for what no retry fixes: a DSN libpq refuses, the
+    postgres extra missing. Messages name the server, never a secret.
+    """
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError(f"{what} on PostgreSQL needs: pip install 'esb[postgres]'") from None
+    try:
+        return await psycopg.AsyncConnection.connect(dsn, **options)
+    except psycopg.OperationalError as exc:
+        raise TransientError(
+            f"{what}: cannot reach {describe_dsn(dsn)}: {scrub_dsn(str(exc), dsn)}"
+        ) from None
+    except psycopg.Error as exc:
+        raise ConfigError(f"{what}: dsn {describe_dsn(dsn)}: {scrub_dsn(str(exc), dsn)}") from None

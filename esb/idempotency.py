@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from esb.dsn import describe_dsn, scrub_dsn
+from esb.dsn import connect_postgres
 from esb.errors import ConfigError, TransientError
 from esb.settings import IdempotencySettings
 
@@ -119,19 +119,7 @@ class PostgresStore(IdempotencyStore):
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def open(self) -> None:
-        try:
-            import psycopg
-        except ImportError:
-            raise ConfigError(
-                "the postgres idempotency store needs: pip install 'esb[postgres]'"
-            ) from None
-        try:
-            conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-        except psycopg.Error as exc:
-            raise ConfigError(
-                f"idempotency store: cannot connect to PostgreSQL {describe_dsn(self._dsn)}: "
-                f"{scrub_dsn(str(exc), self._dsn)}"
-            ) from None
+        conn = await connect_postgres(self._dsn, "idempotency store", autocommit=True)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS esb_applied ("
             " scope text NOT NULL, key text NOT NULL, at double precision NOT NULL,"

@@ -33,6 +33,7 @@ from esb.idempotency import IdempotencyStore, build_store
 from esb.journal import Journal, note_outcome
 from esb.masking import Masker
 from esb.metrics import Bound, FewValues, Metrics
+from esb.opening import Opening
 from esb.pools import ROUTER, TRANSFORMER
 from esb.reloading import reloading
 from esb.routing.loader import load_routes
@@ -299,14 +300,25 @@ async def run_source(
     source.count_refusals(lambda why: refused.labels(process.service, adapter.name, why).inc())
     report_counts(source, process, adapter.name)
 
+    opening = Opening(
+        "source",
+        [(f"{adapter.name} source", source.open)],
+        process.stop,
+        settings.service.open_backoff_max,
+    )
+
     def readiness() -> Readiness:
-        parts = [process.broker.readiness(), f"source: {'' if source.ready else 'not '}ready"]
-        return process.broker.ready and source.ready, parts
+        opened, line = opening.readiness()
+        parts = [process.broker.readiness(), line]
+        if opened:
+            parts.append(f"source: {'' if source.ready else 'not '}ready")
+        return process.broker.ready and opened and source.ready, parts
 
     async with process.running(readiness):
         await process.connect()
-        await source.open()
         try:
+            if not await opening.open():
+                return
             run = asyncio.create_task(source.run())
             stopped = asyncio.create_task(process.stop.wait())
             await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -359,11 +371,11 @@ async def run_sink(
         journal=process.journal,
         tracer=process.tracer,
     )
-    if store is not None:
-        await store.open()
-    await sink.open()
+    parts = [] if store is None else [("idempotency store", store.open)]
+    parts.append((f"{adapter.name} sink", sink.open))
+    opening = Opening("sink", parts, process.stop, settings.service.open_backoff_max)
     try:
-        await serve(process, [consumer])
+        await serve(process, [consumer], opening=opening)
     finally:
         await sink.close()
         if store is not None:
@@ -390,11 +402,15 @@ async def serve(
     process: Process,
     consumers: list[Consumer],
     on_connect: Callable[[], Awaitable[None]] | None = None,
+    opening: Opening | None = None,
 ) -> None:
-    """Connect, start ``consumers`` and run until stopped; then drain them within the grace."""
+    """Connect, open what ``opening`` holds (waiting while its target is down), start
+    ``consumers`` and run until stopped; then drain them within the grace."""
 
     def readiness() -> Readiness:
         states = [c.readiness() for c in consumers]
+        if opening is not None:
+            states.insert(0, opening.readiness())
         parts = [process.broker.readiness(), *(text for _, text in states)]
         return process.broker.ready and all(ready for ready, _ in states), parts
 
@@ -404,6 +420,8 @@ async def serve(
         gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
         if on_connect is not None:
             await on_connect()
+        if opening is not None and not await opening.open():
+            return
         for consumer in consumers:
             await consumer.start()
             log.info("consuming %s", consumer.spec.name, extra={"queue": consumer.spec.name})

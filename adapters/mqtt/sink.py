@@ -31,7 +31,7 @@ class MqttSink(Sink[MqttSinkSettings]):
         self.connection = Connection(settings, "mqtt sink", client_id=settings.client_id)
 
     async def open(self) -> None:
-        self.connection.start()
+        await self.connection.open()
 
     async def close(self) -> None:
         await self.connection.stop()

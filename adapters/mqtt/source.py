@@ -74,7 +74,7 @@ class MqttSource(Source[MqttSourceSettings]):
         )
 
     async def open(self) -> None:
-        self.connection.start()
+        await self.connection.open()
 
     async def close(self) -> None:
         await self.connection.stop()

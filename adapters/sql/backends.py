@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.sql.settings import SqlSinkSettings
 from adapters.sql.statements import Rows, RowStatement, Writes, insert_sql
-from esb import ConfigError, PermanentError, TransientError, describe_dsn, scrub_dsn
+from esb import ConfigError, PermanentError, TransientError, connect_postgres
 
 if TYPE_CHECKING:
     import psycopg
@@ -120,35 +120,14 @@ class PostgresBackend(Backend):
         self._turn = asyncio.Lock()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        import psycopg
-
         if self._conn is None or self._conn.closed:
-            try:
-                self._conn = await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, application_name=APPLICATION_NAME
-                )
-            except psycopg.OperationalError as exc:
-                raise TransientError(
-                    f"sql sink: cannot reach {describe_dsn(self.dsn)}: "
-                    f"{scrub_dsn(str(exc), self.dsn)}"
-                ) from None
-            except psycopg.Error as exc:  # a DSN libpq refuses: retrying cannot help
-                raise ConfigError(
-                    f"sql sink: dsn {describe_dsn(self.dsn)}: {scrub_dsn(str(exc), self.dsn)}"
-                ) from None
+            self._conn = await connect_postgres(
+                self.dsn, "sql sink", autocommit=True, application_name=APPLICATION_NAME
+            )
         return self._conn
 
     async def open(self) -> None:
-        try:
-            import psycopg  # noqa: F401 - fail early with the install hint
-        except ImportError:
-            raise ConfigError(
-                "the sql sink on PostgreSQL needs: pip install 'esb[postgres]'"
-            ) from None
-        try:
-            conn = await self._connect()
-        except TransientError as exc:
-            raise ConfigError(str(exc)) from None
+        conn = await self._connect()
         await conn.execute(
             f"CREATE TABLE IF NOT EXISTS {APPLIED} (scope text NOT NULL, key text NOT NULL, "
             "at double precision NOT NULL, PRIMARY KEY (scope, key))"

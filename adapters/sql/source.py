@@ -36,10 +36,9 @@ from esb import (
     Emitter,
     EnvelopeError,
     PollingSource,
-    describe_dsn,
+    connect_postgres,
     dsn_backend,
     loads_json,
-    scrub_dsn,
 )
 
 
@@ -191,22 +190,11 @@ class SqlSource(PollingSource[SqlSourceSettings, tuple[Any, Any]]):
             self._sqlite.row_factory = sqlite3.Row
             self._sqlite.text_factory = sqlite_text
             return
-        try:
-            import psycopg
-            from psycopg.rows import dict_row
-            from psycopg.types.json import set_json_loads
-        except ImportError:
-            raise ConfigError(
-                "the sql source on PostgreSQL needs: pip install 'esb[postgres]'"
-            ) from None
-        try:
-            self._pg = await psycopg.AsyncConnection.connect(
-                dsn, autocommit=True, row_factory=dict_row
-            )
-        except psycopg.Error as exc:
-            raise ConfigError(
-                f"sql source: cannot connect to {describe_dsn(dsn)}: {scrub_dsn(str(exc), dsn)}"
-            ) from None
+        self._pg = await connect_postgres(dsn, "sql source", autocommit=True)
+        from psycopg.rows import dict_row  # psycopg is there: connect_postgres needs it
+        from psycopg.types.json import set_json_loads
+
+        self._pg.row_factory = dict_row
         set_json_loads(json_column, self._pg)
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ class GatedEmitter:
 
     def __init__(self, fail: str = "", refuse: str = "") -> None:
         self.gates: dict[str, asyncio.Event] = {}
+        self.arrived = asyncio.Condition()
         self.fail = fail
         self.refuse = refuse
 
@@ -23,7 +24,10 @@ class GatedEmitter:
         self.gates.setdefault(event_id, asyncio.Event()).set()
 
     async def emit(self, event: CloudEvent) -> None:
-        await self.gates.setdefault(event.id, asyncio.Event()).wait()
+        gate = self.gates.setdefault(event.id, asyncio.Event())
+        async with self.arrived:
+            self.arrived.notify_all()
+        await gate.wait()
         if event.id == self.fail:
             raise TransientError("broker: not confirmed")
         if event.id == self.refuse:
@@ -55,9 +59,8 @@ async def settle() -> None:
 
 async def in_flight(emitter: GatedEmitter, *ids: str) -> None:
     """Wait until each of ``ids`` is being emitted."""
-    async with asyncio.timeout(5):
-        while not all(event_id in emitter.gates for event_id in ids):
-            await asyncio.sleep(0)
+    async with asyncio.timeout(5), emitter.arrived:
+        await emitter.arrived.wait_for(lambda: all(event_id in emitter.gates for event_id in ids))
 
 
 async def test_each_event_is_reported_as_soon_as_it_is_confirmed_in_any_order() -> None:
