@@ -62,13 +62,13 @@ class Opening:
     async def _open(self, name: str, opener: Callable[[], Awaitable[None]]) -> bool:
         def log_retry(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
-            self._waiting_for = f"{name}: {error}"
+            self._waiting_for = " ".join(str(error).split())  # one line, as libpq's are not
             log.warning(
                 "%s cannot open, not ready; retrying in %.1f s (attempt %d): %s",
                 name,
                 state.upcoming_sleep,
                 state.attempt_number,
-                error,
+                self._waiting_for,
             )
 
         try:
