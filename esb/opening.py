@@ -46,9 +46,9 @@ class Opening:
         self._waiting_for = "opening"
 
     def readiness(self) -> tuple[bool, str]:
-        if self.opened:
-            return True, f"{self.role}: open"
-        return False, f"{self.role}: not open yet: {self._waiting_for}"
+        """Its line in ``/readyz`` while it is not open; once open, the parts it opened say
+        how they are (a queue consuming)."""
+        return self.opened, f"{self.role}: not open yet: {self._waiting_for}"
 
     async def open(self) -> bool:
         """Open each ``(name, open)`` part in turn; False when stopped before all of them

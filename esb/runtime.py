@@ -308,11 +308,9 @@ async def run_source(
     )
 
     def readiness() -> Readiness:
-        opened, line = opening.readiness()
-        parts = [process.broker.readiness(), line]
-        if opened:
-            parts.append(f"source: {'' if source.ready else 'not '}ready")
-        return process.broker.ready and opened and source.ready, parts
+        opened, waiting = opening.readiness()
+        state = f"source: {'' if source.ready else 'not '}ready" if opened else waiting
+        return process.broker.ready and opened and source.ready, [process.broker.readiness(), state]
 
     async with process.running(readiness):
         await process.connect()
@@ -409,7 +407,7 @@ async def serve(
 
     def readiness() -> Readiness:
         states = [c.readiness() for c in consumers]
-        if opening is not None:
+        if opening is not None and not opening.opened:
             states.insert(0, opening.readiness())
         parts = [process.broker.readiness(), *(text for _, text in states)]
         return process.broker.ready and all(ready for ready, _ in states), parts

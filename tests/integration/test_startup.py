@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -24,23 +22,20 @@ from tests.support.processes import EsbProcess, connected_broker, esb_cli, wait_
 RETRYING = "cannot open, not ready; retrying"
 
 
-def get(process: EsbProcess, path: str) -> tuple[int, str]:
-    """Status and body of one health endpoint."""
-    try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{process.health_port}{path}", timeout=2
-        ) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def declared(esb_env: dict[str, str], names: Names, tmp_path: Path) -> None:
     """The sink's queue, declared beforehand as `esb topology declare` does for operators."""
     declare = EsbProcess(
         ["topology", "declare", "--queue", names.queue], esb_env, tmp_path / "declare.log"
     )
     assert declare.wait(timeout=30) == 0, declare.tail()
+
+
+def stops_cleanly(sink: EsbProcess) -> None:
+    """Still running, SIGTERM ends it with status 0, and it never wrote a traceback."""
+    assert sink.popen.poll() is None
+    sink.signal(signal.SIGTERM)
+    assert sink.wait(timeout=15) == 0
+    assert "Traceback" not in sink.tail()
 
 
 async def queue_state(amqp_url: str, queue: str) -> tuple[int, int]:
@@ -69,18 +64,15 @@ def test_a_sql_sink_whose_database_is_down_waits_alive_not_ready_and_stops_clean
     sink = EsbProcess(["run", "sink", "sql"], env, tmp_path / "sink.log")
     try:
         wait_for(lambda: sink.tail().count(RETRYING) >= 3, 30, sink.tail)
-        assert get(sink, "/healthz") == (200, "ok\n")
-        status, body = get(sink, "/readyz")
+        assert sink.health("/healthz") == (200, "ok\n")
+        status, body = sink.health()
         assert status == 503
         assert f"sink: not open yet: sql sink: cannot reach host=127.0.0.1 port={port} " in body
         assert f"{names.queue}: not consuming" in body
         assert asyncio.run(queue_state(amqp_url, names.queue))[1] == 0
         warnings = [line for line in sink.tail().splitlines() if RETRYING in line]
         assert all(f"port={port}" in line and "Connection refused" in line for line in warnings)
-        assert sink.popen.poll() is None
-        sink.signal(signal.SIGTERM)
-        assert sink.wait(timeout=15) == 0
-        assert "Traceback" not in sink.tail()
+        stops_cleanly(sink)
     finally:
         sink.stop()
 
@@ -114,7 +106,7 @@ def test_an_mqtt_sink_started_before_its_broker_delivers_once_the_broker_is_up(
     sink = EsbProcess(["run", "sink", "mqtt"], env, tmp_path / "sink.log")
     try:
         wait_for(lambda: sink.tail().count(RETRYING) >= 2, 30, sink.tail)
-        status, body = get(sink, "/readyz")
+        status, body = sink.health()
         assert status == 503
         assert f"mqtt sink: not connected to 127.0.0.1:{mosquitto.port}" in body
         assert asyncio.run(queue_state(amqp_url, names.queue)) == (1, 0)  # held, not consumed
@@ -125,10 +117,7 @@ def test_an_mqtt_sink_started_before_its_broker_delivers_once_the_broker_is_up(
             [message] = asyncio.run(received.wait(1))
         assert orjson.loads(message.payload) == {"order": "SO-1"}
         assert asyncio.run(queue_state(amqp_url, names.queue))[0] == 0
-        assert sink.popen.poll() is None
-        sink.signal(signal.SIGTERM)
-        assert sink.wait(timeout=15) == 0
-        assert "Traceback" not in sink.tail()
+        stops_cleanly(sink)
     finally:
         sink.stop()
         mosquitto.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -52,6 +53,22 @@ async def quiet_after(*ids: str) -> AsyncIterator[CloudEvent]:
     await asyncio.Event().wait()
 
 
+@dataclass
+class Running:
+    """An ``emit_all`` in progress, with the ids it reported confirmed."""
+
+    source: Emitting
+    task: asyncio.Task[int]
+    confirmed: list[str]
+
+
+def running(events: list[CloudEvent] | AsyncIterator[CloudEvent], emitter: GatedEmitter) -> Running:
+    source = Emitting(AdapterSettings(), emitter)
+    confirmed: list[str] = []
+    task = asyncio.create_task(source.emit_all(events, confirmed=lambda e: confirmed.append(e.id)))
+    return Running(source, task, confirmed)
+
+
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
@@ -65,21 +82,15 @@ async def in_flight(emitter: GatedEmitter, *ids: str) -> None:
 
 async def test_each_event_is_reported_as_soon_as_it_is_confirmed_in_any_order() -> None:
     emitter = GatedEmitter()
-    source = Emitting(AdapterSettings(), emitter)
-    confirmed: list[str] = []
-    run = asyncio.create_task(
-        source.emit_all(
-            [event("a"), event("b"), event("c")], confirmed=lambda e: confirmed.append(e.id)
-        )
-    )
+    run = running([event("a"), event("b"), event("c")], emitter)
     await in_flight(emitter, "a", "b", "c")
     emitter.release("b")
     await settle()
-    assert confirmed == ["b"]  # before a and c: the callback is per event, not per batch
+    assert run.confirmed == ["b"]  # before a and c: the callback is per event, not per batch
     emitter.release("c")
     emitter.release("a")
-    assert await run == 3
-    assert confirmed == ["b", "c", "a"]
+    assert await run.task == 3
+    assert run.confirmed == ["b", "c", "a"]
 
 
 async def test_a_refused_event_goes_to_its_callback_and_the_run_goes_on() -> None:
@@ -108,51 +119,39 @@ async def test_without_a_refused_callback_an_envelope_error_fails_the_run() -> N
 
 async def test_a_failure_ends_a_run_waiting_on_a_quiet_input_after_the_others_settle() -> None:
     emitter = GatedEmitter(fail="a")
-    source = Emitting(AdapterSettings(), emitter)
-    confirmed: list[str] = []
-    run = asyncio.create_task(
-        source.emit_all(quiet_after("a", "b"), confirmed=lambda e: confirmed.append(e.id))
-    )
+    run = running(quiet_after("a", "b"), emitter)
     await in_flight(emitter, "a", "b")
     emitter.release("a")
     await settle()
-    assert not run.done()  # b is still in flight: the failure waits for it
+    assert not run.task.done()  # b is still in flight: the failure waits for it
     emitter.release("b")
     with pytest.raises(TransientError):
-        await asyncio.wait_for(run, 5)
-    assert confirmed == ["b"]
+        await asyncio.wait_for(run.task, 5)
+    assert run.confirmed == ["b"]
 
 
 async def test_stopping_ends_a_run_waiting_on_a_quiet_input_and_confirms_what_was_in_flight() -> (
     None
 ):
     emitter = GatedEmitter()
-    source = Emitting(AdapterSettings(), emitter)
-    confirmed: list[str] = []
-    run = asyncio.create_task(
-        source.emit_all(quiet_after("a"), confirmed=lambda e: confirmed.append(e.id))
-    )
+    run = running(quiet_after("a"), emitter)
     await in_flight(emitter, "a")
     await settle()
-    source.stopping.set()
+    run.source.stopping.set()
     emitter.release("a")
-    assert await asyncio.wait_for(run, 5) == 1
-    assert confirmed == ["a"]
+    assert await asyncio.wait_for(run.task, 5) == 1
+    assert run.confirmed == ["a"]
 
 
 async def test_cancelled_past_the_grace_nothing_unconfirmed_is_reported() -> None:
     emitter = GatedEmitter()
-    source = Emitting(AdapterSettings(), emitter)
-    confirmed: list[str] = []
-    run = asyncio.create_task(
-        source.emit_all(quiet_after("a", "b"), confirmed=lambda e: confirmed.append(e.id))
-    )
+    run = running(quiet_after("a", "b"), emitter)
     await in_flight(emitter, "a", "b")
     emitter.release("a")
     await settle()
-    run.cancel()
+    run.task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await run
+        await run.task
     emitter.release("b")
     await settle()
-    assert confirmed == ["a"]
+    assert run.confirmed == ["a"]
