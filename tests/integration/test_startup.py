@@ -30,12 +30,12 @@ def declared(esb_env: dict[str, str], names: Names, tmp_path: Path) -> None:
     assert declare.wait(timeout=30) == 0, declare.tail()
 
 
-def stops_cleanly(sink: EsbProcess) -> None:
+def stops_cleanly(process: EsbProcess) -> None:
     """Still running, SIGTERM ends it with status 0, and it never wrote a traceback."""
-    assert sink.popen.poll() is None
-    sink.signal(signal.SIGTERM)
-    assert sink.wait(timeout=15) == 0
-    assert "Traceback" not in sink.tail()
+    assert process.popen.poll() is None
+    process.signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    assert "Traceback" not in process.tail()
 
 
 async def queue_state(amqp_url: str, queue: str) -> tuple[int, int]:
@@ -75,6 +75,32 @@ def test_a_sql_sink_whose_database_is_down_waits_alive_not_ready_and_stops_clean
         stops_cleanly(sink)
     finally:
         sink.stop()
+
+
+def test_a_sql_source_whose_database_is_down_waits_alive_not_ready_and_stops_cleanly(
+    esb_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **esb_env,
+        "ESB_ADAPTER__DSN": f"postgresql://postgres@127.0.0.1:{port}/test",
+        "ESB_ADAPTER__TABLE": "deals",
+        "ESB_ADAPTER__ID_COLUMN": "id",
+        "ESB_ADAPTER__CURSOR_COLUMN": "id",
+        "ESB_ADAPTER__EVENT_TYPE": "crm.deal.won",
+        "ESB_ADAPTER__CURSOR_FILE": str(tmp_path / "deals.cursor.json"),
+        "ESB_SERVICE__OPEN_BACKOFF_MAX": "1",
+    }
+    source = EsbProcess(["run", "source", "sql"], env, tmp_path / "source.log")
+    try:
+        wait_for(lambda: source.tail().count(RETRYING) >= 2, 30, source.tail)
+        assert source.health("/healthz") == (200, "ok\n")
+        status, body = source.health()
+        assert status == 503
+        assert f"source: not open yet: sql source: cannot reach host=127.0.0.1 port={port} " in body
+        stops_cleanly(source)
+    finally:
+        source.stop()
 
 
 def test_an_mqtt_sink_started_before_its_broker_delivers_once_the_broker_is_up(
