@@ -53,14 +53,6 @@ def _until(stop: asyncio.Event) -> Any:
     return should_stop
 
 
-def _log_retry(what: str) -> Any:
-    def before_sleep(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        log.warning("%s failed (attempt %d), retrying: %s", what, state.attempt_number, error)
-
-    return before_sleep
-
-
 class BrokerEmitter:
     """A source's emitter: publishes with confirm, retrying the same event until confirmed.
 
@@ -164,21 +156,18 @@ class Process:
         )
         self.tracer = tracer_for(self.service)
 
-    async def connect(self) -> None:
-        """Connect to the broker, retrying with backoff until it answers or we are told to stop."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(BrokerUnavailable),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
-            stop=_until(self.stop),
-            before_sleep=_log_retry(f"connect to {self.settings.broker.redacted_url()}"),
-            reraise=True,
-        ):
-            with attempt:
-                await self.broker.connect()
+    async def connect(self) -> bool:
+        """Connect to the broker, retried with backoff while it is down, as any target down at
+        start is (:mod:`esb.opening`); False when told to stop first."""
+        url = self.settings.broker.redacted_url()
+        broker = Opening("broker", [(f"broker {url}", self.broker.connect)], self.stop, 5.0)
+        if not await broker.open():
+            return False
         if self.journal is not None:
             await self.journal.declare()
             self.journal.start()
         freeze_startup_heap()
+        return True
 
     @contextlib.asynccontextmanager
     async def running(self, is_ready: Callable[[], Readiness]) -> AsyncIterator[HealthServer]:
@@ -313,7 +302,8 @@ async def run_source(
         return process.broker.ready and opened and source.ready, [process.broker.readiness(), state]
 
     async with process.running(readiness):
-        await process.connect()
+        if not await process.connect():
+            return
         try:
             if not await opening.open():
                 return
@@ -413,7 +403,8 @@ async def serve(
         return process.broker.ready and all(ready for ready, _ in states), parts
 
     async with process.running(readiness):
-        await process.connect()
+        if not await process.connect():
+            return
         _, middle, old = gc.get_threshold()
         gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
         if on_connect is not None:

@@ -149,6 +149,26 @@ def test_an_mqtt_sink_started_before_its_broker_delivers_once_the_broker_is_up(
         mosquitto.kill()
 
 
+def test_a_process_whose_broker_is_down_waits_alive_not_ready_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    """The broker is the first target: the same rule, from the first attempt to SIGTERM."""
+    port = free_port()
+    env = {
+        "ESB_BROKER__URL": f"amqp://guest:guest@127.0.0.1:{port}/",
+        "ESB_ADAPTER__PATH": str(tmp_path / "out.jsonl"),
+    }
+    sink = EsbProcess(["run", "sink", "jsonl"], env, tmp_path / "sink.log")
+    try:
+        wait_for(lambda: sink.tail().count(RETRYING) >= 2, 30, sink.tail)
+        assert f"broker amqp://guest:***@127.0.0.1:{port}/ {RETRYING}" in sink.tail()
+        assert sink.health("/healthz") == (200, "ok\n")
+        assert sink.health()[0] == 503
+        stops_cleanly(sink)
+    finally:
+        sink.stop()
+
+
 def test_a_wrong_setting_found_at_open_is_one_line_and_exit_1(esb_env: dict[str, str]) -> None:
     require_postgres()
     table = f"esbt_{uuid.uuid4().hex[:8]}"
