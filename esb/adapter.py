@@ -7,15 +7,17 @@ metrics and signals, so an adapter only speaks to its own system.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from esb.correlation import DataField
 from esb.envelope import CloudEvent
+from esb.errors import EnvelopeError
 from esb.settings import AdapterSettings
 
 S = TypeVar("S", bound=AdapterSettings)
@@ -117,52 +119,99 @@ class Source(Counting, ABC, Generic[S]):
         self._on_refused = callback
 
     async def emit_all(
-        self, events: Iterable[CloudEvent] | AsyncIterable[CloudEvent], window: int = DEFAULT_WINDOW
+        self,
+        events: Iterable[CloudEvent] | AsyncIterable[CloudEvent],
+        window: int = DEFAULT_WINDOW,
+        *,
+        confirmed: Callable[[CloudEvent], None] | None = None,
+        refused: Callable[[CloudEvent, EnvelopeError], None] | None = None,
     ) -> int:
-        """Emit many events with up to ``window`` unconfirmed at once; returns how many.
+        """Emit many events with up to ``window`` unconfirmed at once; returns how many it took.
 
-        Returns once every emitted event is confirmed; the first failure is
-        raised after the others in flight have settled. Stops taking new
-        events when ``stopping`` is set.
+        ``confirmed(event)`` is called as soon as the broker confirmed ``event``:
+        the place to acknowledge its input one by one. With ``refused``, an
+        event the bus cannot encode (:class:`EnvelopeError`) goes to
+        ``refused(event, error)`` and the run goes on; without it, that is a
+        failure like any other. The first failure ends the run, raised once
+        the events in flight have settled. Stops taking new events when
+        ``stopping`` is set or an event failed, even while waiting for the
+        next one. Cancelled, it cancels what is in flight: nothing unconfirmed
+        reaches ``confirmed``.
         """
         slots = asyncio.Semaphore(window)
+        halt = asyncio.get_running_loop().create_future()
         failures: list[BaseException] = []
         tasks: set[asyncio.Task[None]] = set()
+
+        def end() -> None:
+            if not halt.done():
+                halt.set_result(None)
 
         async def emit_one(event: CloudEvent) -> None:
             try:
                 await self.emit(event)
+            except EnvelopeError as exc:
+                if refused is None:
+                    failures.append(exc)
+                    end()
+                else:
+                    refused(event, exc)
             except Exception as exc:
                 failures.append(exc)
+                end()
+            else:
+                if confirmed is not None:
+                    confirmed(event)
             finally:
                 slots.release()
 
+        iterator = aiter(events) if isinstance(events, AsyncIterable) else _aiter(events)
+        watch = asyncio.create_task(self.stopping.wait())
+        watch.add_done_callback(lambda _: end())
         count = 0
         try:
-            async for event in _aiter(events):
+            while True:
                 await slots.acquire()
-                if failures or self.stopping.is_set():
+                if halt.done() or self.stopping.is_set():
+                    break
+                event = await _next_unless(iterator, halt)
+                if event is None or halt.done() or self.stopping.is_set():
                     break
                 task = asyncio.create_task(emit_one(event))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 count += 1
+        except asyncio.CancelledError:  # past the shutdown grace: what is unconfirmed stays so
+            for task in tasks:
+                task.cancel()
+            raise
         finally:
-            await asyncio.gather(*tasks)
+            watch.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         if failures:
             raise failures[0]
         return count
 
 
-async def _aiter(
-    events: Iterable[CloudEvent] | AsyncIterable[CloudEvent],
-) -> AsyncIterable[CloudEvent]:
-    if isinstance(events, AsyncIterable):
-        async for event in events:
-            yield event
-    else:
-        for event in events:
-            yield event
+async def _next_unless(
+    iterator: AsyncIterator[CloudEvent], halt: asyncio.Future[None]
+) -> CloudEvent | None:
+    """The next event; None at the end, or once ``halt`` is done while waiting for it (a quiet
+    input must not hold a stopping or failed run)."""
+    step = asyncio.ensure_future(anext(iterator, None))
+    either: list[asyncio.Future[Any]] = [step, halt]
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if step.done():
+        return step.result()
+    step.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await step
+    return None
+
+
+async def _aiter(events: Iterable[CloudEvent]) -> AsyncIterator[CloudEvent]:
+    for event in events:
+        yield event
 
 
 class Sink(Counting, ABC, Generic[S]):

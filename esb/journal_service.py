@@ -146,7 +146,8 @@ async def run_journal(settings: ProcessSettings, stop: asyncio.Event | None = No
     await store.open()
     try:
         async with process.running(readiness):
-            await process.connect()
+            if not await process.connect():
+                return
             channel = await process.broker.connection.channel()
             await channel.set_qos(prefetch_count=PREFETCH)
             queue = await declare_journal_queue(channel, queue_name, settings.journal)

@@ -33,6 +33,7 @@ from esb.idempotency import IdempotencyStore, build_store
 from esb.journal import Journal, note_outcome
 from esb.masking import Masker
 from esb.metrics import Bound, FewValues, Metrics
+from esb.opening import Opening
 from esb.pools import ROUTER, TRANSFORMER
 from esb.reloading import reloading
 from esb.routing.loader import load_routes
@@ -50,14 +51,6 @@ def _until(stop: asyncio.Event) -> Any:
         return stop.is_set()
 
     return should_stop
-
-
-def _log_retry(what: str) -> Any:
-    def before_sleep(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        log.warning("%s failed (attempt %d), retrying: %s", what, state.attempt_number, error)
-
-    return before_sleep
 
 
 class BrokerEmitter:
@@ -163,21 +156,18 @@ class Process:
         )
         self.tracer = tracer_for(self.service)
 
-    async def connect(self) -> None:
-        """Connect to the broker, retrying with backoff until it answers or we are told to stop."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(BrokerUnavailable),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
-            stop=_until(self.stop),
-            before_sleep=_log_retry(f"connect to {self.settings.broker.redacted_url()}"),
-            reraise=True,
-        ):
-            with attempt:
-                await self.broker.connect()
+    async def connect(self) -> bool:
+        """Connect to the broker, retried with backoff while it is down, as any target down at
+        start is (:mod:`esb.opening`); False when told to stop first."""
+        url = self.settings.broker.redacted_url()
+        broker = Opening("broker", [(f"broker {url}", self.broker.connect)], self.stop, 5.0)
+        if not await broker.open():
+            return False
         if self.journal is not None:
             await self.journal.declare()
             self.journal.start()
         freeze_startup_heap()
+        return True
 
     @contextlib.asynccontextmanager
     async def running(self, is_ready: Callable[[], Readiness]) -> AsyncIterator[HealthServer]:
@@ -299,14 +289,24 @@ async def run_source(
     source.count_refusals(lambda why: refused.labels(process.service, adapter.name, why).inc())
     report_counts(source, process, adapter.name)
 
+    opening = Opening(
+        "source",
+        [(f"{adapter.name} source", source.open)],
+        process.stop,
+        settings.service.open_backoff_max,
+    )
+
     def readiness() -> Readiness:
-        parts = [process.broker.readiness(), f"source: {'' if source.ready else 'not '}ready"]
-        return process.broker.ready and source.ready, parts
+        opened, waiting = opening.readiness()
+        state = f"source: {'' if source.ready else 'not '}ready" if opened else waiting
+        return process.broker.ready and opened and source.ready, [process.broker.readiness(), state]
 
     async with process.running(readiness):
-        await process.connect()
-        await source.open()
+        if not await process.connect():
+            return
         try:
+            if not await opening.open():
+                return
             run = asyncio.create_task(source.run())
             stopped = asyncio.create_task(process.stop.wait())
             await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -359,11 +359,11 @@ async def run_sink(
         journal=process.journal,
         tracer=process.tracer,
     )
-    if store is not None:
-        await store.open()
-    await sink.open()
+    parts = [] if store is None else [("idempotency store", store.open)]
+    parts.append((f"{adapter.name} sink", sink.open))
+    opening = Opening("sink", parts, process.stop, settings.service.open_backoff_max)
     try:
-        await serve(process, [consumer])
+        await serve(process, [consumer], opening=opening)
     finally:
         await sink.close()
         if store is not None:
@@ -390,20 +390,27 @@ async def serve(
     process: Process,
     consumers: list[Consumer],
     on_connect: Callable[[], Awaitable[None]] | None = None,
+    opening: Opening | None = None,
 ) -> None:
-    """Connect, start ``consumers`` and run until stopped; then drain them within the grace."""
+    """Connect, open what ``opening`` holds (waiting while its target is down), start
+    ``consumers`` and run until stopped; then drain them within the grace."""
 
     def readiness() -> Readiness:
         states = [c.readiness() for c in consumers]
+        if opening is not None and not opening.opened:
+            states.insert(0, opening.readiness())
         parts = [process.broker.readiness(), *(text for _, text in states)]
         return process.broker.ready and all(ready for ready, _ in states), parts
 
     async with process.running(readiness):
-        await process.connect()
+        if not await process.connect():
+            return
         _, middle, old = gc.get_threshold()
         gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
         if on_connect is not None:
             await on_connect()
+        if opening is not None and not await opening.open():
+            return
         for consumer in consumers:
             await consumer.start()
             log.info("consuming %s", consumer.spec.name, extra={"queue": consumer.spec.name})

@@ -177,6 +177,14 @@ class ServiceSettings(BaseModel):
         ge=0,
         description="Seconds to finish in-flight work after SIGTERM.",
     )
+    open_backoff_max: float = Field(
+        examples=[60.0],
+        default=30.0,
+        gt=0,
+        description="Longest pause in seconds between two attempts to open a sink's or "
+        "source's target (or the idempotency store) that is down at start; the process is "
+        "not ready meanwhile.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Least severe log records written.", examples=["DEBUG"]
     )

@@ -257,7 +257,8 @@ class PostgresDatabase(SqlDatabase):
         return f"PostgreSQL {describe_dsn(self._dsn)}"
 
     def _scrub(self, text: str) -> str:
-        return scrub_dsn(text, self._dsn)
+        """``text`` without the DSN's secrets, on one line (libpq's hints follow a newline)."""
+        return " ".join(scrub_dsn(text, self._dsn).split())
 
     async def open(self) -> None:
         try:
@@ -266,10 +267,7 @@ class PostgresDatabase(SqlDatabase):
             raise ConfigError(
                 f"{self.label}: PostgreSQL needs the postgres extra: pip install 'esb[postgres]'"
             ) from None
-        try:
-            await self._connection()
-        except TransientError as exc:  # at start an unreachable database is a setup fault
-            raise ConfigError(str(exc)) from None
+        await self._connection()  # unreachable: TransientError, which the runtime retries
 
     async def close(self) -> None:
         if self._conn is not None:

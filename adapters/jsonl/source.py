@@ -49,10 +49,13 @@ class JsonLinesSource(Source[JsonLinesSourceSettings]):
 
     async def run(self) -> None:
         if self.settings.path is None:
-            await self.emit_all(self._events(self._piped_lines()), window=self.settings.window)
+            await self._emit_all(self._piped_lines())
             return
         with self._open(self.settings.path) as stream:
-            await self.emit_all(self._events(self._file_lines(stream)), window=self.settings.window)
+            await self._emit_all(self._file_lines(stream))
+
+    async def _emit_all(self, lines: AsyncIterator[bytes | None]) -> None:
+        await self.emit_all(self._events(lines), self.settings.window, refused=self._refused)
 
     async def _file_lines(self, stream: IO[bytes]) -> AsyncIterator[bytes | None]:
         for number, line in enumerate(self._lines(stream), start=1):
@@ -149,9 +152,6 @@ class JsonLinesSource(Source[JsonLinesSourceSettings]):
             self.settings.event_type, self.settings.event_source, doc, **attributes
         )
 
-    async def emit(self, event: CloudEvent) -> None:
-        """Publish; an event the broker layer cannot encode is refused, not retried."""
-        try:
-            await super().emit(event)
-        except EnvelopeError as exc:
-            self.refuse_input(exc.code, f"event {event.id[:80]}: {exc}")
+    def _refused(self, event: CloudEvent, error: EnvelopeError) -> None:
+        """The broker layer cannot encode it: refused, not retried."""
+        self.refuse_input(error.code, f"event {event.id[:80]}: {error}")

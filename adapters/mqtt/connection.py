@@ -94,6 +94,7 @@ class Connection:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._connection = 0
+        self._was_connected = False
         self._waiting: dict[int, asyncio.Future[ReasonCode]] = {}
         persistent = session_expiry is not None
         client = _Client(
@@ -136,10 +137,22 @@ class Connection:
         client.on_publish = self._on_publish
         self._client = client
 
-    def start(self) -> None:
-        """Connect in the background, retrying until :meth:`stop`."""
-        self._loop = asyncio.get_running_loop()
-        self._client.loop_start()
+    async def open(self) -> None:
+        """Connect in the background, retrying until :meth:`stop`, and wait ``timeout`` seconds
+        for the broker: TransientError naming it and why when it has not answered, so the
+        runtime tries again (the background thread goes on trying meanwhile)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._client.loop_start()
+        await self._wait_connected()
+
+    async def _wait_connected(self) -> None:
+        try:
+            await asyncio.wait_for(self.connected.wait(), self.settings.timeout)
+        except TimeoutError:
+            raise TransientError(
+                f"{self.name}: not connected to {self.where}: {self.problem}"
+            ) from None
 
     async def stop(self) -> None:
         """Disconnect (a persistent session stays on the broker) and end the network thread."""
@@ -171,13 +184,7 @@ class Connection:
     ) -> None:
         """Return once the broker has the message: PUBACK (QoS 1), PUBCOMP (QoS 2), or the
         packet written (QoS 0). TransientError when not connected or no answer in time."""
-        timeout = self.settings.timeout
-        try:
-            await asyncio.wait_for(self.connected.wait(), timeout)
-        except TimeoutError:
-            raise TransientError(
-                f"{self.name}: not connected to {self.where}: {self.problem}"
-            ) from None
+        await self._wait_connected()
         properties = None
         if self._v5:
             properties = _properties(PacketTypes.PUBLISH)
@@ -190,6 +197,7 @@ class Connection:
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise TransientError(f"{self.name}: {topic}: {paho.error_string(info.rc)}")
         answer = self._waiting[info.mid] = asyncio.get_running_loop().create_future()
+        timeout = self.settings.timeout
         try:
             reason = await asyncio.wait_for(answer, timeout)
         except TimeoutError:
@@ -229,6 +237,7 @@ class Connection:
             self.problem = f"connection refused: {reason}"
             log.error("%s: %s refused the connection: %s", self.name, self.where, reason)
             return
+        self._was_connected = True
         session = "session resumed" if flags.session_present else "new session"
         log.info("%s: connected to %s (%s)", self.name, self.where, session)
         if self._deliver is not None:
@@ -236,8 +245,12 @@ class Connection:
         self._call(self.connected.set)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        """Warns once it had been connected; before that, the runtime's retried open says it."""
         self.problem = self._client.last_error
-        log.warning("%s: cannot connect to %s: %s; retrying", self.name, self.where, self.problem)
+        level = logging.WARNING if self._was_connected else logging.DEBUG
+        log.log(
+            level, "%s: cannot connect to %s: %s; retrying", self.name, self.where, self.problem
+        )
 
     def _on_disconnect(
         self,

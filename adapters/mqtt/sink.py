@@ -32,7 +32,7 @@ class MqttSink(Sink[MqttSinkSettings]):
         self._topic = topic_template(settings.topic)
 
     async def open(self) -> None:
-        self.connection.start()
+        await self.connection.open()
 
     async def close(self) -> None:
         await self.connection.stop()

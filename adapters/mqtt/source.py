@@ -24,6 +24,7 @@ import asyncio
 import base64
 import logging
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Unacked:
     delivery: Delivery
+    event: CloudEvent | None = None
     settled: bool = False
 
 
@@ -59,7 +61,7 @@ class MqttSource(Source[MqttSourceSettings]):
         super().__init__(settings, emitter)
         #: What every consumer accepts; an event over it is refused here, at the edge.
         self.max_body_bytes = bus_max_body_bytes(emitter)
-        self._inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._unacked: deque[_Unacked] = deque()
         self.connection = Connection(
             settings,
@@ -72,57 +74,30 @@ class MqttSource(Source[MqttSourceSettings]):
         )
 
     async def open(self) -> None:
-        self.connection.start()
+        await self.connection.open()
 
     async def close(self) -> None:
         await self.connection.stop()
 
     async def run(self) -> None:
         """Emit up to ``window`` messages at once; the first failure ends the run, unacked."""
-        slots = asyncio.Semaphore(self.settings.window)
-        failures: list[BaseException] = []
-        tasks: set[asyncio.Task[None]] = set()
+        await self.emit_all(
+            self._events(), self.settings.window, confirmed=self._confirmed, refused=self._refused
+        )
 
-        async def emit_one(event: CloudEvent, entry: _Unacked) -> None:
+    async def _events(self) -> AsyncIterator[CloudEvent]:
+        """Each message's event, in order; a message that cannot be one is refused here."""
+        while True:
+            entry = _Unacked(await self._inbox.get())
+            self._unacked.append(entry)
             try:
-                await self.emit(event)
-            except EnvelopeError as exc:  # no retry can publish it: refuse, and acknowledge
+                event = self.to_event(entry.delivery)
+            except EnvelopeError as exc:
                 self._reject(entry.delivery, exc)
                 self._settle(entry)
-            except Exception as exc:
-                failures.append(exc)
-                self._inbox.put_nowait(None)
-            else:
-                self._settle(entry)
-            finally:
-                slots.release()
-
-        waker = asyncio.create_task(self._wake_when_stopping())
-        try:
-            while (delivery := await self._inbox.get()) is not None:
-                if self.stopping.is_set() or failures:
-                    break
-                entry = _Unacked(delivery)
-                self._unacked.append(entry)
-                try:
-                    event = self.to_event(delivery)
-                except EnvelopeError as exc:
-                    self._reject(delivery, exc)
-                    self._settle(entry)
-                    continue
-                await slots.acquire()
-                task = asyncio.create_task(emit_one(event, entry))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        except asyncio.CancelledError:  # past the shutdown grace: unconfirmed ones stay unacked
-            for task in tasks:
-                task.cancel()
-            raise
-        finally:
-            waker.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if failures:
-            raise failures[0]
+                continue
+            entry.event = event
+            yield event
 
     def to_event(self, delivery: Delivery) -> CloudEvent:
         """The event for one message; EnvelopeError when it cannot be one or be published."""
@@ -152,9 +127,17 @@ class MqttSource(Source[MqttSourceSettings]):
         check_publishable(event, self.max_body_bytes)
         return event
 
-    async def _wake_when_stopping(self) -> None:
-        await self.stopping.wait()
-        self._inbox.put_nowait(None)
+    def _confirmed(self, event: CloudEvent) -> None:
+        self._settle(self._entry(event))
+
+    def _refused(self, event: CloudEvent, error: EnvelopeError) -> None:
+        """The bus's encoder refused it: no retry can publish it, so refuse and acknowledge."""
+        entry = self._entry(event)
+        self._reject(entry.delivery, error)
+        self._settle(entry)
+
+    def _entry(self, event: CloudEvent) -> _Unacked:
+        return next(entry for entry in self._unacked if entry.event is event)
 
     def _settle(self, entry: _Unacked) -> None:
         """Mark ``entry`` done and acknowledge every done message at the head, in order."""

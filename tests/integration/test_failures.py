@@ -6,8 +6,6 @@ import asyncio
 import random
 import re
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -358,14 +356,14 @@ async def test_readyz_says_a_circuit_is_open_and_when_it_probes(
         sink.wait_ready()
         node = urlsplit(amqp_url)
         connected = f"broker: connected to {node.hostname}:{node.port or 5672}"
-        assert readyz(sink) == (200, f"ready\n{connected}\n{names.queue}: consuming\n")
+        assert sink.health() == (200, f"ready\n{connected}\n{names.queue}: consuming\n")
         broker = await connected_broker(esb_env)
         try:
             await broker.publish(CloudEvent.new("t.order", "urn:t", {"n": 1}))
         finally:
             await broker.close()
-        wait_for(lambda: "circuit open" in readyz(sink)[1], 30, sink.tail)
-        status, text = readyz(sink)
+        wait_for(lambda: "circuit open" in sink.health()[1], 30, sink.tail)
+        status, text = sink.health()
         assert status == 200
         assert re.search(
             rf"^{re.escape(names.queue)}: circuit open \(its target fails\); "
@@ -375,16 +373,6 @@ async def test_readyz_says_a_circuit_is_open_and_when_it_probes(
         ), text
     finally:
         sink.stop()
-
-
-def readyz(process: EsbProcess) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{process.health_port}/readyz", timeout=2
-        ) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 class Unprintable(Exception):

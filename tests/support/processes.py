@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,16 @@ class EsbProcess:
 
     def metrics(self) -> str:
         return scrape(f"127.0.0.1:{self.health_port}")
+
+    def health(self, path: str = "/readyz") -> tuple[int, str]:
+        """Status and body of a health endpoint, a 503 included."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}{path}", timeout=2
+            ) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
 
     def wait_ready(self, timeout: float = 30) -> None:
         wait_for(self.ready, timeout, lambda: f"esb process not ready; log:\n{self.tail()}")

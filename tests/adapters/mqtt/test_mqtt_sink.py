@@ -152,12 +152,20 @@ async def test_a_value_cannot_add_topic_levels_it_is_parked_with_the_reason(
         await top.write(pick("$SYS", "SO-2"))
 
 
-async def test_an_unreachable_broker_is_transient(sinks: OpenSink, prefix: str) -> None:
+async def test_an_unreachable_broker_fails_the_open_transiently_naming_it_and_why(
+    prefix: str,
+) -> None:
+    """So the runtime retries the open with backoff, not ready meanwhile (esb.opening)."""
     port = free_port()
-    sink = await sinks(port=port, topic=prefix + "/x", timeout=1)
+    sink = MqttSink(MqttSinkSettings(host="127.0.0.1", port=port, topic=prefix + "/x", timeout=1))
     refused = rf"^mqtt sink: not connected to 127\.0\.0\.1:{port}: \[Errno 111\] Connection refused"
-    with pytest.raises(TransientError, match=refused):
-        await sink.write(pick("berlin", "SO-1"))
+    try:
+        with pytest.raises(TransientError, match=refused):
+            await sink.open()
+        with pytest.raises(TransientError, match=refused):  # a second open waits again
+            await sink.open()
+    finally:
+        await sink.close()
 
 
 async def test_writes_fail_transiently_while_the_broker_is_down_and_work_again_after(

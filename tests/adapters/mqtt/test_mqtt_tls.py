@@ -77,10 +77,9 @@ async def test_a_broker_the_ca_does_not_vouch_for_is_refused(
     tls_mosquitto: PrivateMosquitto,
 ) -> None:
     sink = MqttSink(settings(tls_mosquitto, timeout=1))  # the system's CAs only
-    await sink.open()
     try:
         with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED"):
-            await sink.write(EVENT)
+            await sink.open()
     finally:
         await sink.close()
 
