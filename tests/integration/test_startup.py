@@ -67,7 +67,8 @@ def test_a_sql_sink_whose_database_is_down_waits_alive_not_ready_and_stops_clean
         assert sink.health("/healthz") == (200, "ok\n")
         status, body = sink.health()
         assert status == 503
-        assert f"sink: not open yet: sql sink: orders: cannot connect to PostgreSQL host=127.0.0.1 port={port} " in body
+        cause = f"sql sink: orders: cannot connect to PostgreSQL host=127.0.0.1 port={port} "
+        assert f"sink: not open yet: {cause}" in body
         assert f"{names.queue}: not consuming" in body
         assert asyncio.run(queue_state(amqp_url, names.queue))[1] == 0
         warnings = [line for line in sink.tail().splitlines() if RETRYING in line]
@@ -97,7 +98,8 @@ def test_a_sql_source_whose_database_is_down_waits_alive_not_ready_and_stops_cle
         assert source.health("/healthz") == (200, "ok\n")
         status, body = source.health()
         assert status == 503
-        assert f"source: not open yet: sql source: deals: cannot connect to PostgreSQL host=127.0.0.1 port={port} " in body
+        cause = f"sql source: deals: cannot connect to PostgreSQL host=127.0.0.1 port={port} "
+        assert f"source: not open yet: {cause}" in body
         stops_cleanly(source)
     finally:
         source.stop()
