@@ -336,7 +336,11 @@ async def test_malformed_pages_and_items_are_refused_counted_and_not_fatal(
     ("style", "link", "why"),
     [
         ("next_field", "http://198.51.100.7/steal", "is at another origin (http://198.51.100.7/"),
-        ("next_field", "http://user:pw@API/contacts", "carries a user or password (http://user:***@"),
+        (
+            "next_field",
+            "http://user:pw@API/contacts",
+            "carries a user or password (http://user:***@",
+        ),
         ("next_field", "http://[::1/contacts", "is not a URL: 'http://[::1/contacts'"),
         ("link_header", '<http://[::1>; rel="next"', "the Link header holds no valid URL"),
         ("link_header", '<http://a:b@API/x>; rel="next"', "carries a user or password"),
