@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 C = TypeVar("C")
 
+
 class PollingSettings(AdapterSettings):
     """Settings every polling source shares: its interval and its backoff."""
 

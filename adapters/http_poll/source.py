@@ -16,15 +16,16 @@ published again.
 Answers are hostile input. 429, 408 and 5xx, timeouts and refused
 connections are retried with backoff (a ``Retry-After`` honoured); another
 4xx (a revoked token), a redirect or a 1xx as the final answer is logged as
-a one-line error and retried the same way. An answer over ``max_page_bytes``, not JSON (or beyond the envelope's
-limits) or without a list of items where one should be is refused (logged,
-counted in ``esb_source_refused_total``) and asked for again at the next
-poll; an item without an id, or one that cannot be an event, is refused
-alone and the walk moves past it. A next-page link to another origin, one
-carrying a user or password, or one that is not a URL (a malformed ``Link``
-header) is never followed: credentials only go where ``url`` says. The link
-is refused (``invalid_link``), the page's items are published and the walk
-ends there; an updated-since cursor resumes after them at the next walk.
+a one-line error and retried the same way. An answer over
+``max_page_bytes``, not JSON (or beyond the envelope's limits) or without a
+list of items where one should be is refused (logged, counted in
+``esb_source_refused_total``) and asked for again at the next poll; an item
+without an id, or one that cannot be an event, is refused alone and the walk
+moves past it. A next-page link to another origin, one carrying a user or
+password, or one that is not a URL (a malformed ``Link`` header) is never
+followed: credentials only go where ``url`` says. The link is refused
+(``invalid_link``), the page's items are published and the walk ends there;
+an updated-since cursor resumes after them at the next walk.
 """
 
 from __future__ import annotations
@@ -271,28 +272,28 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
     def follow(self, link: Link, url: URL) -> str | None:
         """``link`` resolved against the page it came from; None at the end of the walk, and
         when the link is refused (not a URL, credentials in it, another origin)."""
-        if link.malformed is not None:
-            return self._refuse_link(url, link.malformed)
-        if link.url is None:
+        if link.url is None and link.malformed is None:
             return None
-        try:
-            target = url.join(URL(link.url))
-        except ValueError:
-            return self._refuse_link(url, f"is not a URL: {link.url[:_MAX_ERROR_TEXT]!r}")
-        if target.user is not None or target.password is not None:
-            shown = redact_url(str(target.with_query(None)))[:_MAX_ERROR_TEXT]
-            return self._refuse_link(url, f"carries a user or password ({shown})")
-        if _origin(str(target)) != _origin(self.settings.url):
-            shown = redact_url(str(target.with_query(None)))[:_MAX_ERROR_TEXT]
-            return self._refuse_link(url, f"is at another origin ({shown})")
-        return str(target)
-
-    def _refuse_link(self, url: URL, why: str) -> None:
+        problem = link.malformed
+        if link.url is not None:
+            try:
+                target = url.join(URL(link.url))
+            except ValueError:
+                problem = f"is not a URL: {link.url[:_MAX_ERROR_TEXT]!r}"
+            else:
+                shown = redact_url(str(target.with_query(None)))[:_MAX_ERROR_TEXT]
+                if target.user is not None or target.password is not None:
+                    problem = f"carries a user or password ({shown})"
+                elif _origin(str(target)) != _origin(self.settings.url):
+                    problem = f"is at another origin ({shown})"
+                else:
+                    return str(target)
         self.refuse_input(
             "invalid_link",
-            f"{self._where(url)}: the next-page link {why}: not followed (credentials go only "
-            "where url says); the walk ends at this page",
+            f"{self._where(url)}: the next-page link {problem}: not followed (credentials go "
+            "only where url says); the walk ends at this page",
         )
+        return None
 
     def _cursor_of(self, item: Any) -> Any:
         """The item's cursor value, or None when it has none usable."""

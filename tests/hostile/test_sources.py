@@ -1070,27 +1070,29 @@ async def test_http_poll_source_publishes_or_counts_every_page_and_item_refused(
         await until_started(process)
         started = time.monotonic()
         ledger = Ledger("http-poll source", cases, counts_refusals=True)
-        watcher = Watcher({"http-poll": process}, tmp_path / "watch.json")
+        # Off the event loop, which serves the API: a blocked loop would time the source out.
+        watcher = await asyncio.to_thread(Watcher, {"http-poll": process}, tmp_path / "watch.json")
 
-        def page_refusals() -> int:
-            """Refused pages and items: every refusal but of next links."""
+        async def scrape() -> str:
             try:
-                text = process.metrics()
+                return await asyncio.to_thread(process.metrics)
             except OSError:
-                return 0
+                return ""
+
+        def page_refusals(text: str) -> int:
+            """Refused pages and items: every refusal but of next links."""
             total = metric_total(text, "esb_source_refused_total")
-            return int(
-                total - metric_total(text, "esb_source_refused_total", reason="invalid_link")
-            )
+            links = metric_total(text, "esb_source_refused_total", reason="invalid_link")
+            return int(total - links)
 
         async def settled() -> int:
             if api.served() < len(api.script):
                 return api.served() // 2  # moving, never done before the script is
-            return len({p.number for p in bus.seen}) + page_refusals()
+            return len({p.number for p in bus.seen}) + page_refusals(await scrape())
 
         await settle(settled, len(cases), lambda: process.popen.poll() is None)
-        ledger.refused_count = page_refusals()
-        metrics = process.metrics() if process.popen.poll() is None else ""
+        metrics = await scrape()
+        ledger.refused_count = page_refusals(metrics)
         bus.record_into(ledger)
         if api.served() < len(api.script):
             ledger.process_faults.append(
