@@ -15,13 +15,14 @@ table) and say what the position is after it. The base does the rest:
   a lost connection, with ``retry_after`` when the system says when to come
   back) is logged in one line and retried after an exponential, jittered,
   capped pause (tenacity, as the broker emitter's retries), never less than
-  ``retry_after``. A :class:`~esb.PermanentError` (a refused credential, a
-  4xx) is logged as an error and retried the same way: the system may be
-  fixed without restarting the source. An acknowledgement the system fails
-  (an outbox's ``DELETE``) is retried the same way, alone: its events are
-  already published. Errors of the bus (an unroutable event) and setup
-  errors (:class:`~esb.ConfigError`) are not the system's and end
-  :meth:`run` as before.
+  ``retry_after`` (honoured up to ``retry_after_max_seconds``). A
+  :class:`~esb.PermanentError` (a refused credential, a 4xx) is logged as
+  an error and retried the same way: the system may be fixed without
+  restarting the source. An acknowledgement the system fails (an outbox's
+  ``DELETE``) is retried the same way, alone: its events are already
+  published. Errors of the bus (an unroutable event) and setup errors
+  (:class:`~esb.ConfigError`) are not the system's and end :meth:`run` as
+  before.
 
 The position lives in a :class:`CursorStore`; :class:`CursorFile` keeps it in
 a small JSON file replaced atomically.
@@ -59,9 +60,6 @@ log = logging.getLogger(__name__)
 C = TypeVar("C")
 T = TypeVar("T")
 
-#: The longest a ``Retry-After`` is honoured: a system asking for more is asked again then.
-MAX_RETRY_AFTER = 3600.0
-
 
 class PollingSettings(AdapterSettings):
     """Settings every polling source shares: its interval and its backoff."""
@@ -84,8 +82,15 @@ class PollingSettings(AdapterSettings):
         default=60.0,
         gt=0,
         description="Longest pause between failed polls (a Retry-After asking for more is "
-        "honoured up to an hour).",
+        "honoured up to retry_after_max_seconds).",
         examples=[300.0],
+    )
+    retry_after_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest Retry-After honoured: a system asking for more (a huge number, a "
+        "date years ahead) is asked again then.",
+        examples=[600.0],
     )
 
     @model_validator(mode="after")
@@ -243,7 +248,7 @@ class PollingSource(Source[P], Generic[P, C]):
             asked = getattr(error, "retry_after", None)
             pause = backoff(state)
             if isinstance(asked, int | float):
-                pause = max(pause, min(float(asked), MAX_RETRY_AFTER))
+                pause = max(pause, min(float(asked), s.retry_after_max_seconds))
             return pause
 
         try:

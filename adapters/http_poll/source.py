@@ -15,13 +15,17 @@ published again.
 
 Answers are hostile input. 429, 408 and 5xx, timeouts and refused
 connections are retried with backoff (a ``Retry-After`` honoured); another
-4xx (a revoked token) is logged as a one-line error and retried the same
-way. An answer over ``max_page_bytes``, not JSON (or beyond the envelope's
-limits) or without a list of items where one should be is refused (logged,
-counted in ``esb_source_refused_total``) and asked for again at the next
-poll; an item without an id, or one that cannot be an event, is refused
-alone and the walk moves past it. A next-page link to another origin is
-never followed: credentials only go where ``url`` says.
+4xx (a revoked token), a redirect or a 1xx as the final answer is logged as
+a one-line error and retried the same way. An answer over
+``max_page_bytes``, not JSON (or beyond the envelope's limits) or without a
+list of items where one should be is refused (logged, counted in
+``esb_source_refused_total``) and asked for again at the next poll; an item
+without an id, or one that cannot be an event, is refused alone and the walk
+moves past it. A next-page link to another origin, one carrying a user or
+password, or one that is not a URL (a malformed ``Link`` header) is never
+followed: credentials only go where ``url`` says. The link is refused
+(``invalid_link``), the page's items are published and the walk ends there;
+an updated-since cursor resumes after them at the next walk.
 """
 
 from __future__ import annotations
@@ -130,11 +134,19 @@ class Paths:
 
 
 @dataclass
+class Link:
+    """The next-page link an answer gave: its text, or why it is not one (a malformed header)."""
+
+    url: str | None = None
+    malformed: str | None = None
+
+
+@dataclass
 class Page:
     """What one answer said."""
 
     items: list[Any]
-    next: str | None
+    next: Link
     token: str | None
 
 
@@ -180,7 +192,7 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
     def _where(self, url: URL) -> str:
         return f"http-poll: GET {redact_url(str(url.with_query(None)))}"
 
-    async def get(self, url: URL, *, refresh: bool = False) -> tuple[bytes, str | None] | None:
+    async def get(self, url: URL, *, refresh: bool = False) -> tuple[bytes, Link] | None:
         """The body of a 2xx answer and its next-page link; None when the answer was refused
         (too large). Raises TransientError or PermanentError for the others."""
         if self._session is None:
@@ -193,6 +205,11 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
                 self.count("response", f"{min(max(answer.status // 100, 1), 5)}xx")
                 if answer.status == 401 and self.credentials.refreshable and not refresh:
                     return await self.get(url, refresh=True)
+                if answer.status < 200:
+                    raise TransientError(
+                        f"HTTP {answer.status}: {where}: an interim status as the answer",
+                        status=answer.status,
+                    )
                 if 300 <= answer.status < 400:
                     raise PermanentError(
                         f"HTTP {answer.status}: {where}: redirect not followed (credentials "
@@ -207,14 +224,23 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
                 body = await self._read(answer, where)
                 if body is None:
                     return None
-                link = answer.links.get("next") if self.settings.link_header else None
-                return body, str(link["url"]) if link is not None else None
+                return body, self._link_header(answer)
         except TimeoutError:
             self.count("response", "timeout")
             raise TransientError(f"{where}: no answer within {self.settings.timeout} s") from None
         except aiohttp.ClientError as exc:
             self.count("response", "error")
             raise TransientError(f"{where}: {exc}") from None
+
+    def _link_header(self, answer: aiohttp.ClientResponse) -> Link:
+        """The ``Link`` header's rel="next" URL (with ``link_header``)."""
+        if not self.settings.link_header:
+            return Link()
+        try:
+            found = answer.links.get("next")
+        except ValueError as exc:  # aiohttp builds each URL: an invalid one raises
+            return Link(malformed=f"the Link header holds no valid URL ({exc})")
+        return Link(str(found["url"]) if found is not None else None)
 
     async def _read(self, answer: aiohttp.ClientResponse, where: str) -> bytes | None:
         limit = self.settings.max_page_bytes
@@ -231,7 +257,7 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
 
     # -- one page ---------------------------------------------------------------------------
 
-    def parse(self, body: bytes, link: str | None, url: URL) -> Page | None:
+    def parse(self, body: bytes, link: Link, url: URL) -> Page | None:
         """The items, next link and token of an answer; None (refused) when it has no items."""
         s = self.settings
         where = self._where(url)
@@ -249,25 +275,35 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
             return None
         if s.next_field is not None:
             found = walk(doc, self.paths.next)
-            link = found if isinstance(found, str) and found else None
+            link = Link(found if isinstance(found, str) and found else None)
         token = _key(walk(doc, self.paths.token)) if s.token_field is not None else None
         return Page(items, link, token)
 
-    def follow(self, link: str, url: URL) -> str:
-        """``link`` resolved against the page it came from; PermanentError for another origin."""
-        try:
-            target = url.join(URL(link))
-        except ValueError:
-            raise PermanentError(
-                f"{self._where(url)}: the next-page link is not a URL: {link[:_MAX_ERROR_TEXT]!r}"
-            ) from None
-        if _origin(str(target)) != _origin(self.settings.url):
-            raise PermanentError(
-                f"{self._where(url)}: the next page is at another origin "
-                f"({redact_url(str(target.with_query(None)))[:_MAX_ERROR_TEXT]}); not followed, "
-                "credentials go only where url says"
-            )
-        return str(target)
+    def follow(self, link: Link, url: URL) -> str | None:
+        """``link`` resolved against the page it came from; None at the end of the walk, and
+        when the link is refused (not a URL, credentials in it, another origin)."""
+        if link.url is None and link.malformed is None:
+            return None
+        problem = link.malformed
+        if link.url is not None:
+            try:
+                target = url.join(URL(link.url))
+            except ValueError:
+                problem = f"is not a URL: {link.url[:_MAX_ERROR_TEXT]!r}"
+            else:
+                shown = redact_url(str(target.with_query(None)))[:_MAX_ERROR_TEXT]
+                if target.user is not None or target.password is not None:
+                    problem = f"carries a user or password ({shown})"
+                elif _origin(str(target)) != _origin(self.settings.url):
+                    problem = f"is at another origin ({shown})"
+                else:
+                    return str(target)
+        self.refuse_input(
+            "invalid_link",
+            f"{self._where(url)}: the next-page link {problem}: not followed (credentials go "
+            "only where url says); the walk ends at this page",
+        )
+        return None
 
     def _cursor_of(self, item: Any) -> Any:
         """The item's cursor value, or None when it has none usable."""
@@ -338,8 +374,8 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
         """The position after ``page`` (the walk's next page, or the end of the walk), and
         whether the API has more now."""
         s = self.settings
-        if page.next is not None:
-            link = self.follow(page.next, url)
+        link = self.follow(page.next, url)
+        if link is not None:
             return replace(at, next=link, high=high, high_ids=high_ids), True
         if s.page_param is not None and page.items:
             number = at.page if at.page is not None else s.first_page

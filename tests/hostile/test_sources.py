@@ -1,4 +1,4 @@
-"""Hostile input at each source's own edge: webhooks, MQTT, dropped files, JSON lines, SQL rows.
+"""Hostile input at each source's own edge: webhooks, MQTT, files, JSON lines, SQL rows, REST.
 
 Every input ends exactly once: published to the events exchange (and then decodable by
 every consumer under the default limits, so what a source accepts no consumer parks), or
@@ -45,6 +45,15 @@ from tests.support.hostile import (
     stop_process,
     summarise,
     verdict,
+)
+from tests.support.hostile_api import (
+    EVENT_TYPE,
+    TOKEN,
+    Origins,
+    PollCase,
+    ScriptedApi,
+    link_refusals,
+    poll_recipes,
 )
 from tests.support.hostile_cases import BodyRecipe, body_recipes, collect, wide_chars, worst
 from tests.support.processes import EsbProcess
@@ -966,5 +975,156 @@ async def test_sql_source_publishes_or_counts_every_row_refused(bus: Bus, tmp_pa
         ledger.refused_count = max(refused_total(process), 0)
         bus.record_into(ledger)
         await finish("sql", ledger, process, watcher, started, seed)
+    finally:
+        process.kill()
+
+
+# --- a polled REST API ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def apis() -> AsyncIterator[tuple[ScriptedApi, ScriptedApi]]:
+    """The API the source polls and another origin its links and redirects point at."""
+    api, other = ScriptedApi(), ScriptedApi()
+    await api.start()
+    await other.start()
+    yield api, other
+    await api.close()
+    await other.close()
+
+
+def retry_after_faults(api: ScriptedApi, cases: list[PollCase], cap: float) -> list[str]:
+    """After a failed answer the source asks again: within ``cap`` (the longest Retry-After
+    honoured) and its backoff, and not before a Retry-After of at least ``cap`` in seconds."""
+    answers = [answer for case in cases for answer in case.answers]
+    faults = []
+    for asked, then in zip(api.requests, api.requests[1:], strict=False):
+        if asked.answer is None:
+            break
+        answer = answers[asked.answer]
+        if answer.status < 300 and not answer.stall:
+            continue
+        gap = then.at - asked.at
+        if gap > cap + POLL_TIMEOUT + 3.0:
+            faults.append(f"asked again {gap:.1f} s after {answer.describe()}")
+        honoured = answer.status in (429, 503) and (answer.retry_after or "").strip().isdigit()
+        if honoured and float(answer.retry_after or 0) >= cap and gap < cap * 0.9:
+            faults.append(f"asked again after {gap:.2f} s, before {answer.describe()}")
+    return faults[:5]
+
+
+POLL_TIMEOUT = 1.0
+
+
+@pytest.mark.parametrize("link_header", [False, True], ids=["next_field", "link_header"])
+async def test_http_poll_source_publishes_or_counts_every_page_and_item_refused(
+    bus: Bus, apis: tuple[ScriptedApi, ScriptedApi], tmp_path: Path, link_header: bool
+) -> None:
+    """1,000 generated answers per pagination style (2,000 in all): each page published once
+    or refused and counted, each failed answer survived and asked again after, each next link
+    and redirect to another origin or with credentials not followed."""
+    seed = run_seed()
+    api, other = apis
+    max_page_bytes, cap = 3_000_000, 0.2
+    at = Origins(api.base, other.base, link_header, max_page_bytes)
+    built = [
+        recipe.build(bus.marker.tag(number), number, at)
+        for number, recipe in enumerate(collect(poll_recipes(link_header), CASES // 2, seed))
+    ]
+    api.script = [answer for case in built for answer in case.answers]
+    cases = {
+        number: Case(
+            number,
+            case.label,
+            case.expect,
+            case.answers[-1].body[:2000],
+            extra={"before": [a.describe() for a in case.answers[:-1]], "next": case.link_text},
+        )
+        for number, case in enumerate(built)
+    }
+    pagination = {"ESB_ADAPTER__LINK_HEADER": "true"} if link_header else {}
+    if not link_header:
+        pagination["ESB_ADAPTER__NEXT_FIELD"] = "links.next"
+    process = EsbProcess(
+        ["run", "source", "http-poll"],
+        {
+            **bus.env("hostile-http-poll"),
+            "ESB_ADAPTER__URL": f"{api.base}/contacts",
+            "ESB_ADAPTER__AUTH": orjson.dumps({"kind": "bearer", "token": TOKEN}).decode(),
+            "ESB_ADAPTER__ITEMS_FIELD": "data",
+            "ESB_ADAPTER__SINCE_PARAM": "since",
+            "ESB_ADAPTER__CURSOR_FIELD": "seq",
+            "ESB_ADAPTER__EVENT_TYPE": EVENT_TYPE,
+            "ESB_ADAPTER__CURSOR_FILE": str(tmp_path / "cursor.json"),
+            "ESB_ADAPTER__POLL_SECONDS": "0.02",
+            "ESB_ADAPTER__BACKOFF_SECONDS": "0.01",
+            "ESB_ADAPTER__BACKOFF_MAX_SECONDS": "0.05",
+            "ESB_ADAPTER__RETRY_AFTER_MAX_SECONDS": str(cap),
+            "ESB_ADAPTER__TIMEOUT": str(POLL_TIMEOUT),
+            "ESB_ADAPTER__MAX_PAGE_BYTES": str(max_page_bytes),
+            **pagination,
+        },
+        tmp_path / "http-poll.log",
+    )
+    try:
+        await until_started(process)
+        started = time.monotonic()
+        ledger = Ledger("http-poll source", cases, counts_refusals=True)
+        # Off the event loop, which serves the API: a blocked loop would time the source out.
+        watcher = await asyncio.to_thread(Watcher, {"http-poll": process}, tmp_path / "watch.json")
+
+        async def scrape() -> str:
+            try:
+                return await asyncio.to_thread(process.metrics)
+            except OSError:
+                return ""
+
+        def page_refusals(text: str) -> int:
+            """Refused pages and items: every refusal but of next links."""
+            total = metric_total(text, "esb_source_refused_total")
+            links = metric_total(text, "esb_source_refused_total", reason="invalid_link")
+            return int(total - links)
+
+        async def settled() -> int:
+            if api.served() < len(api.script):
+                return api.served() // 2  # moving, never done before the script is
+            return len({p.number for p in bus.seen}) + page_refusals(await scrape())
+
+        await settle(settled, len(cases), lambda: process.popen.poll() is None)
+        metrics = await scrape()
+        ledger.refused_count = page_refusals(metrics)
+        bus.record_into(ledger)
+        if api.served() < len(api.script):
+            ledger.process_faults.append(
+                f"stopped asking after {api.served()} of {len(api.script)} answers"
+            )
+        links = metric_total(metrics, "esb_source_refused_total", reason="invalid_link")
+        must, may = link_refusals(built)
+        if not must <= links <= may:
+            ledger.process_faults.append(
+                f"{links:.0f} next links refused; between {must} and {may} must be"
+            )
+        failed = metric_total(
+            metrics, "esb_adapter_operations_total", operation="poll", result="failed"
+        )
+        failures = sum(len(case.answers) - 1 for case in built)
+        if failed != failures:
+            ledger.process_faults.append(f"{failed:.0f} failed polls for {failures} failed answers")
+        ledger.process_faults.extend(retry_after_faults(api, built, cap))
+        if other.requests:
+            first = other.requests[0]
+            ledger.process_faults.append(
+                f"another origin was asked {len(other.requests)} times, e.g. "
+                f"{first.path[:80]} with Authorization {first.authorization!r}"
+            )
+        wrong = [r for r in api.requests if r.authorization != f"Bearer {TOKEN}"]
+        if wrong:
+            ledger.process_faults.append(
+                f"{len(wrong)} requests without the configured credentials, e.g. "
+                f"{wrong[0].path[:80]}: {wrong[0].authorization!r}"
+            )
+        if b"Traceback" in process.log.read_bytes():
+            ledger.process_faults.append(f"a traceback in the log:\n{process.tail()[-1500:]}")
+        await finish("http-poll", ledger, process, watcher, started, seed)
     finally:
         process.kill()

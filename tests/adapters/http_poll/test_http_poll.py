@@ -334,22 +334,60 @@ async def test_malformed_pages_and_items_are_refused_counted_and_not_fatal(
     assert "item 0: id: is absent or not text or a number" in caplog.text
 
 
-async def test_a_next_link_to_another_origin_is_not_followed(
-    start: Start, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("style", "link", "why"),
+    [
+        ("next_field", "http://198.51.100.7/steal", "is at another origin (http://198.51.100.7/"),
+        (
+            "next_field",
+            "http://user:pw@API/contacts",
+            "carries a user or password (http://user:***@",
+        ),
+        ("next_field", "http://[::1/contacts", "is not a URL: 'http://[::1/contacts'"),
+        ("link_header", '<http://[::1>; rel="next"', "the Link header holds no valid URL"),
+        ("link_header", '<http://a:b@API/x>; rel="next"', "carries a user or password"),
+    ],
+)
+async def test_a_next_link_that_could_send_credentials_elsewhere_is_refused_and_the_walk_ends(
+    start: Start, caplog: pytest.LogCaptureFixture, style: str, link: str, why: str
 ) -> None:
+    """The page's items are published, the link is refused (counted) and never asked for; the
+    next walk starts at the cursor after them, so nothing is lost or published twice."""
+    h = await start(style)
+    h.api.add(1, T1)
+    h.api.add(2, T2)
+    link = link.replace("API", h.api.base.removeprefix("http://"))
+    body: dict[str, Any] = {"data": [h.api.items[0]]}
+    headers = {"Link": link} if style == "link_header" else {}
+    if style == "next_field":
+        body["links"] = {"next": link}
+    h.api.script.append((200, headers, orjson.dumps(body)))
+    source = h.source()
+    assert numbers(await h.run_until_events(source, 2)) == [1, 2]
+    assert source.refused == {"invalid_link": 1}
+    assert f"the next-page link {why}" in caplog.text
+    assert "pw" not in caplog.text
+    assert all(auth == f"Bearer {TOKEN}" for _, _, auth in h.api.requests[1:])
+    assert h.api.requests[1][1]["updated_since"] == T1  # a new walk, from the page's cursor
+
+
+async def test_an_interim_status_as_the_answer_is_a_failed_poll_not_a_page(start: Start) -> None:
     h = await start()
     h.api.add(1, T1)
-    h.api.script.append(
-        (200, {}, orjson.dumps({"data": [], "links": {"next": "http://198.51.100.7/steal"}}))
-    )
+    h.api.script.append((101, {}, b""))
     source = h.source()
+    assert numbers(await h.run_until_events(source, 1)) == [1]
+    assert (source.counted["poll", "failed"], source.refused) == (1, {})
 
-    async def failed() -> bool:
-        return source.counted["poll", "failed"] >= 1
 
-    await h.run_until(source, failed)
-    assert "the next page is at another origin (http://198.51.100.7/steal)" in caplog.text
-    assert len(h.api.requests) >= 2  # asked its own API again, never the other host
+async def test_a_retry_after_beyond_its_cap_waits_only_the_cap(start: Start) -> None:
+    h = await start()
+    h.api.add(1, T1)
+    h.api.script.append((503, {"Retry-After": "99999999"}, b"later"))
+    source = h.source(retry_after_max_seconds=0.5)
+    assert numbers(await h.run_until_events(source, 1)) == [1]
+    asked, next_one = h.api.requests[0][0], h.api.requests[1][0]
+    assert 0.45 <= next_one - asked < 3
 
 
 def test_settings_need_one_cursor_and_at_most_one_pagination() -> None:
