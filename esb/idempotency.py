@@ -177,8 +177,11 @@ class PostgresStore(IdempotencyStore):
         return cursor.rowcount
 
 
-def build_store(settings: IdempotencySettings, service: str) -> IdempotencyStore | None:
-    """The store the settings ask for, or None for backend ``none``."""
+def build_store(
+    settings: IdempotencySettings, service: str, data_dir: Path
+) -> IdempotencyStore | None:
+    """The store the settings ask for (SQLite: in ``data_dir`` unless a path is given), or None
+    for backend ``none``."""
     ttl = settings.ttl_hours * 3600
     if settings.backend == "none":
         return None
@@ -188,4 +191,4 @@ def build_store(settings: IdempotencySettings, service: str) -> IdempotencyStore
                 "idempotency.backend postgres needs idempotency.dsn (ESB_IDEMPOTENCY__DSN)"
             )
         return PostgresStore(settings.dsn.get_secret_value(), service, ttl)
-    return SqliteStore(settings.path or Path(f"{service}.idempotency.sqlite3"), ttl)
+    return SqliteStore(settings.path or data_dir / f"{service}.idempotency.sqlite3", ttl)
