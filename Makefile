@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install broker postgres prometheus mosquitto demo docs test unit lint bench clean
+.PHONY: install broker postgres prometheus mosquitto demo docs lock test unit lint bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,14 @@ demo: install broker
 # docs/settings-reference.md from the settings models of esb and every installed adapter.
 docs: install
 	PYTHONPATH=. $(BIN)/python scripts/settings_reference.py
+
+# deploy/requirements.lock: what the image installs (esb's dependencies, the built-in adapters'
+# extras, the build backend), every file's hash pinned; for Python 3.11 on any platform.
+lock: install
+	$(BIN)/uv pip compile pyproject.toml deploy/requirements.in \
+		--extra postgres --extra email --extra mqtt \
+		--universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" --quiet -o deploy/requirements.lock
 
 postgres:
 	scripts/ensure-postgres.sh
@@ -44,6 +52,7 @@ lint: install
 	$(BIN)/ruff format --check esb adapters demo tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
+	$(BIN)/hadolint --no-color deploy/Dockerfile
 
 # `make bench QUICK=1` for a short smoke run; PIPELINE_ARGS passes options to bench/pipeline.py.
 bench: install broker postgres mosquitto

@@ -50,7 +50,13 @@ class Service:
             "--config",
             str(config),
             cwd=out / "state",
-            env={**os.environ, **env, "ESB_SERVICE__HEALTH_PORT": str(self.health_port)},
+            env={
+                **os.environ,
+                **env,
+                "ESB_SERVICE__HEALTH_PORT": str(self.health_port),
+                # Its stores stay in the demo's output, also in the image, which sets /data.
+                "ESB_SERVICE__DATA_DIR": str(out / "state"),
+            },
             stdout=log,
             stderr=log,
             start_new_session=True,  # Ctrl-C reaches the demo, which stops each in turn

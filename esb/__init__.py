@@ -11,6 +11,7 @@ from esb.amqp_binding import (
     to_message,
 )
 from esb.broker import Broker
+from esb.data_dir import StorePath
 from esb.dsn import describe_dsn, dsn_backend, scrub_dsn
 from esb.envelope import CloudEvent, check_size, event_from_dict, loads_json, parse_structured
 from esb.errors import (
@@ -74,6 +75,7 @@ __all__ = [
     "Source",
     "SqlDatabase",
     "SqlStatements",
+    "StorePath",
     "Template",
     "TransientError",
     "UnroutableError",

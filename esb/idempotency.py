@@ -111,6 +111,7 @@ class SqliteStore(IdempotencyStore):
 
     def __init__(self, path: Path, ttl: float, scope: str = "") -> None:
         super().__init__(SqliteDatabase(path, f"idempotency store {path}"), scope, ttl)
+        self.path = path
 
 
 class PostgresStore(IdempotencyStore):
@@ -120,8 +121,11 @@ class PostgresStore(IdempotencyStore):
         super().__init__(PostgresDatabase(dsn, "idempotency store"), scope, ttl)
 
 
-def build_store(settings: IdempotencySettings, service: str) -> IdempotencyStore | None:
-    """The store the settings ask for, or None for backend ``none``."""
+def build_store(
+    settings: IdempotencySettings, service: str, data_dir: Path
+) -> IdempotencyStore | None:
+    """The store the settings ask for (SQLite: in ``data_dir`` unless a path is given), or None
+    for backend ``none``."""
     ttl = settings.ttl_hours * 3600
     if settings.backend == "none":
         return None
@@ -131,4 +135,4 @@ def build_store(settings: IdempotencySettings, service: str) -> IdempotencyStore
                 "idempotency.backend postgres needs idempotency.dsn (ESB_IDEMPOTENCY__DSN)"
             )
         return PostgresStore(settings.dsn.get_secret_value(), service, ttl)
-    return SqliteStore(settings.path or Path(f"{service}.idempotency.sqlite3"), ttl)
+    return SqliteStore(settings.path or data_dir / f"{service}.idempotency.sqlite3", ttl)

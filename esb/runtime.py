@@ -339,7 +339,9 @@ async def run_sink(
         single_active_consumer=settings.consume.ordered,
     )
     store = (
-        None if sink.naturally_idempotent else build_store(settings.idempotency, process.service)
+        None
+        if sink.naturally_idempotent
+        else build_store(settings.idempotency, process.service, settings.service.data_dir)
     )
     consumer = Consumer(
         process.broker,

@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from esb.data_dir import StorePath, place_in
 from esb.errors import ConfigError
 from esb.event_paths import FieldPath
 
@@ -165,10 +166,18 @@ class ServiceSettings(BaseModel):
         "collide (logged at start and written to discovery_dir).",
         examples=[8000],
     )
-    discovery_dir: Path | None = Field(
+    data_dir: Path = Field(
+        default=Path("."),
+        description="Directory of the files the process keeps (the SQLite idempotency store "
+        "and journal, polling cursors, discovery_dir): each relative store path is taken from "
+        "here; created if missing, and it must be writable at start.",
+        examples=["/data"],
+    )
+    discovery_dir: StorePath | None = Field(
         default=Path("esb-targets"),
         description="Where a process whose health port was picked for it writes its Prometheus "
-        "file_sd target (<service>-<pid>.json), removed on a clean stop; null writes none.",
+        "file_sd target (<service>-<pid>.json; relative: in data_dir), removed on a clean stop; "
+        "null writes none.",
         examples=["/var/lib/prometheus/esb-targets"],
     )
     shutdown_grace: float = Field(
@@ -316,10 +325,10 @@ class IdempotencySettings(PostgresStoreSettings):
         description="sqlite: a file beside the process; postgres: shared by replicas; "
         "none: the adapter's target de-duplicates by itself.",
     )
-    path: Path | None = Field(
+    path: StorePath | None = Field(
         examples=["/var/lib/esb/fulfilment.idempotency.sqlite3"],
         default=None,
-        description="SQLite file; default <service>.idempotency.sqlite3 here.",
+        description="SQLite file; default <service>.idempotency.sqlite3 in service.data_dir.",
     )
     ttl_hours: float = Field(
         examples=[72.0], default=168.0, gt=0, description="How long an id is remembered."
@@ -364,9 +373,9 @@ class JournalSettings(PostgresStoreSettings):
         default="sqlite",
         description="Where esb run journal stores records (esb trace reads).",
     )
-    path: Path = Field(
+    path: StorePath = Field(
         default=Path("esb-journal.sqlite3"),
-        description="SQLite file.",
+        description="SQLite file (relative: in service.data_dir).",
         examples=["/var/lib/esb/journal.sqlite3"],
     )
     retention_hours: float = Field(
@@ -456,6 +465,11 @@ class ProcessSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, InitSettingsSource(settings_cls, cls.file_values))
+
+    @model_validator(mode="after")
+    def _stores_in_data_dir(self) -> Self:
+        place_in(self, self.service.data_dir)
+        return self
 
 
 def load_settings(

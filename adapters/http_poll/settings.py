@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from adapters.http.settings import Auth
-from esb import DEFAULT_MAX_BODY_BYTES, FieldPath, PollingSettings
+from esb import DEFAULT_MAX_BODY_BYTES, FieldPath, PollingSettings, StorePath
 
 
 class HttpPollSettings(PollingSettings):
@@ -96,9 +96,10 @@ class HttpPollSettings(PollingSettings):
         description="Source attribute.",
         examples=["urn:crm:contacts"],
     )
-    cursor_file: Path | None = Field(
+    cursor_file: StorePath | None = Field(
         default=None,
-        description="Where the cursor is kept between runs; default <event_type>.cursor.json here.",
+        description="Where the cursor is kept between runs; default <event_type>.cursor.json "
+        "in service.data_dir.",
         examples=["/var/lib/esb/contacts.cursor.json"],
     )
     timeout: float = Field(
@@ -136,4 +137,11 @@ class HttpPollSettings(PollingSettings):
         styles = [self.next_field is not None, self.link_header, self.page_param is not None]
         if sum(styles) > 1:
             raise ValueError("choose at most one pagination: next_field, link_header or page_param")
+        return self
+
+    @model_validator(mode="after")
+    def _cursor_file_by_event_type(self) -> HttpPollSettings:
+        """Set here, not in the source, so the process settings place it in the data dir."""
+        if self.cursor_file is None:
+            self.cursor_file = Path(f"{self.event_type}.cursor.json")
         return self

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
@@ -156,8 +155,10 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
     settings_model: ClassVar[type[AdapterSettings]] = HttpPollSettings
 
     def __init__(self, settings: HttpPollSettings, emitter: Emitter) -> None:
-        path = settings.cursor_file or Path(f"{settings.event_type}.cursor.json")
-        super().__init__(settings, emitter, CursorFile(path, Position.to_json, Position.from_json))
+        cursor = None
+        if settings.cursor_file is not None:  # always: the settings default it
+            cursor = CursorFile(settings.cursor_file, Position.to_json, Position.from_json)
+        super().__init__(settings, emitter, cursor)
         self.max_body_bytes = bus_max_body_bytes(emitter)
         self.credentials = Credentials(settings.auth)
         self.paths = Paths(settings)

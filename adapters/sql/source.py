@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters.edge import bus_max_body_bytes, check_publishable
@@ -157,9 +156,8 @@ class SqlSource(PollingSource[SqlSourceSettings, tuple[Any, Any]]):
 
     def __init__(self, settings: SqlSourceSettings, emitter: Emitter) -> None:
         cursor = None
-        if settings.mode == "cursor":
-            path = settings.cursor_file or Path(f"{settings.table}.cursor.json")
-            cursor = CursorFile(path, encode_position, decode_position)
+        if settings.mode == "cursor" and settings.cursor_file is not None:
+            cursor = CursorFile(settings.cursor_file, encode_position, decode_position)
         super().__init__(settings, emitter, cursor)
         #: What every consumer accepts; an event over it is refused here, at the edge.
         self.max_body_bytes = bus_max_body_bytes(emitter)

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from adapters.sql.settings import IDENTIFIER
-from esb import PollingSettings
+from esb import PollingSettings, StorePath
 
 
 class SqlSourceSettings(PollingSettings):
@@ -34,10 +34,11 @@ class SqlSourceSettings(PollingSettings):
         pattern=IDENTIFIER,
         description="An increasing column (an id or updated_at); rows are read in its order.",
     )
-    cursor_file: Path | None = Field(
+    cursor_file: StorePath | None = Field(
         examples=["/var/lib/esb/deals.cursor"],
         default=None,
-        description="Where the cursor is kept between runs; default <table>.cursor.json here.",
+        description="Where the cursor is kept between runs (mode cursor); default "
+        "<table>.cursor.json in service.data_dir.",
     )
     where: str | None = Field(
         examples=["stage = 'won'"],
@@ -77,4 +78,11 @@ class SqlSourceSettings(PollingSettings):
             raise ValueError("delay_seconds applies to mode cursor only")
         if self.mode == "outbox" and self.outbox_done == "mark" and self.mark_column is None:
             raise ValueError("outbox_done mark needs mark_column")
+        return self
+
+    @model_validator(mode="after")
+    def _cursor_file_by_table(self) -> SqlSourceSettings:
+        """Set here, not in the source, so the process settings place it in the data dir."""
+        if self.mode == "cursor" and self.cursor_file is None:
+            self.cursor_file = Path(f"{self.table}.cursor.json")
         return self

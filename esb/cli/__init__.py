@@ -7,7 +7,19 @@ import logging
 import click
 
 from esb import __version__
-from esb.cli import adapters, catalog, dlq, new, publish, routes, run, status, topology, trace
+from esb.cli import (
+    adapters,
+    catalog,
+    dlq,
+    health,
+    new,
+    publish,
+    routes,
+    run,
+    status,
+    topology,
+    trace,
+)
 from esb.cli.common import EsbGroup
 
 __all__ = ["main"]
@@ -19,6 +31,7 @@ __all__ = ["main"]
         adapters.adapters,
         catalog.catalog,
         dlq.dlq,
+        health.health,
         new.new,
         publish.publish,
         routes.routes,

@@ -11,6 +11,7 @@ from esb import logs
 from esb.adapter import Adapter
 from esb.cli.common import EsbGroup
 from esb.cli.options import CONFIG_OPTION, ROUTES_REQUIRED
+from esb.data_dir import check_writable
 from esb.journal_service import run_journal
 from esb.registry import load_adapter
 from esb.runtime import run_router, run_sink, run_source, run_transformers
@@ -32,6 +33,7 @@ def run() -> None:
 def _settings(model: type[AdapterSettings] | None, config_file: Path | None) -> ProcessSettings:
     settings = load_settings(model, config_file)
     logs.configure(settings.service.log_level, settings.service.mask_patterns)
+    check_writable(settings.service.data_dir)
     return settings
 
 
