@@ -253,6 +253,17 @@ class RobustChannel(aio_pika.RobustChannel):
                 with contextlib.suppress(*REOPEN_FAILURES):
                     await super().restore()
 
+    async def _on_close(self, closing: asyncio.Future[Any]) -> BaseException | None:
+        """As aio-pika's, without the ERROR its reopening logs when the connection is going
+        too: the connection restores its channels once it is back."""
+        try:
+            return await super()._on_close(closing)
+        except Exception:
+            transport = self._connection.transport
+            if transport is not None and not transport.connection.is_closed:
+                raise
+            return None
+
     async def _on_open(self) -> None:
         if self.body_limit is not None:
             channel = cast(aiormq.Channel, await self.get_underlay_channel())

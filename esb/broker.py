@@ -231,11 +231,12 @@ class Broker:
         """The publishing channel closed: publishing pauses until it is open again. A lost
         connection says so itself; a channel closed on its own says it here, once."""
         self.publishing.clear()
-        if self._paused_at is not None:
-            return
-        self._paused_at = time.monotonic()
         connection = self._connection
-        if connection is not None and connection.connected.is_set() and not self._closing:
+        if self._paused_at is not None or connection is None or self._closing:
+            return
+        transport = connection.transport
+        if transport is not None and not transport.connection.is_closed:
+            self._paused_at = time.monotonic()
             log.warning(
                 "publishing channel to %s closed (%s); consumers hold their deliveries until "
                 "it reopens",
