@@ -278,6 +278,8 @@ class Broker:
         if self.ready and isinstance(connection, aio_pika.RobustConnection):
             node = connection.url  # the one failover chose, maybe
             return f"broker: connected to {node.host}:{node.port}"
+        if self._connected and self._channel is not None:
+            return "broker: connected, publishing channel closed (reopening; consumers hold)"
         return "broker: not connected"
 
     async def publish(
