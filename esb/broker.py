@@ -206,7 +206,15 @@ class Broker:
         self._connected = True
         self.metrics.broker_connected.labels(self.service).set(1)
         self.metrics.broker_reconnects.labels(self.service).inc()
-        log.warning("reconnected to %s", self._node())
+        if self.publishing.is_set() or self._paused_at is not None:
+            log.warning("reconnected to %s", self._node())
+            return
+        self._paused_at = time.monotonic()
+        log.warning(
+            "reconnected to %s, but not its publishing channel yet; consumers hold their "
+            "deliveries until it reopens",
+            self._node(),
+        )
 
     def _on_close(self, _: Any, exc: BaseException | None = None) -> None:
         """The one line a lost connection logs (aiormq's and aio-pika's are held back,

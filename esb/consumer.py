@@ -91,8 +91,10 @@ class Consumer:
     ``handler`` gets the decoded event and the delivery (for its headers).
     Every outcome is settled only after its effect is safe: a retry or a
     parked copy is confirmed by the broker before the original is acked. If
-    the copy cannot be published, the original is requeued. Acks that cannot
-    reach the broker (the channel died) are dropped: the broker redelivers.
+    the copy cannot be published, the original is requeued; while the
+    publishing channel is down, deliveries wait for it instead (nothing is
+    requeued, retried or parked for it). Acks that cannot reach the broker
+    (the channel died) are dropped: the broker redelivers.
     """
 
     def __init__(

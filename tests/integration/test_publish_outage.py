@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
-import orjson
 import pytest
 
 from esb import Broker, CloudEvent
@@ -39,9 +37,11 @@ from esb.metrics import CONSUME_OUTCOMES
 from esb.retry import retry_queue
 from esb.topology import QueueNames, dlq_name
 from tests.support.processes import (
+    LEDGER_ROUTES,
     EsbProcess,
     connected_broker,
     esb_cli,
+    ledger,
     line_count,
     routes_dir,
     wait_for,
@@ -55,14 +55,6 @@ RATE = 150  # events a second into the router's queue
 N = 45 * RATE
 OUTAGE = 30.0
 PREFETCH = 32
-ROUTES = """\
-sinks: {ledger: {}}
-routes:
-  - name: ledger
-    from: ledger.#
-    steps: [{map: {fields: {seq: data.seq}}}]
-    to: ledger
-"""
 
 #: Raise a channel error (404, as for any passive declare of a missing exchange) in the
 #: publishing channel of the connection named ~s: the one channel of it with no consumer.
@@ -102,10 +94,6 @@ def close_connection(rabbit: PrivateRabbit, connection_name: str) -> None:
 def close_publishing_channel(rabbit: PrivateRabbit, connection_name: str) -> None:
     closed = rabbit.ctl("eval", CLOSE_PUBLISHING_CHANNEL.replace("~s", connection_name)).strip()
     assert closed == "1", f"{connection_name}: {closed} publishing channels closed"
-
-
-def ledger(out: Path) -> Counter[int]:
-    return Counter(orjson.loads(line)["data"]["seq"] for line in out.read_bytes().splitlines())
 
 
 async def _feed(broker: Broker, queue: str, count: int) -> None:
@@ -200,7 +188,7 @@ async def flow(private_rabbit: PrivateRabbit, tmp_path: Path) -> AsyncIterator[F
         "ESB_BROKER__PREFIX": prefix,
     }
     env = {**admin, "ESB_BROKER__DECLARE": "false", "ESB_BROKER__PREFETCH": str(PREFETCH)}
-    routes = routes_dir(tmp_path, ROUTES)
+    routes = routes_dir(tmp_path, LEDGER_ROUTES)
     out = tmp_path / "ledger.jsonl"
     declare_topology(admin, routes)
 
