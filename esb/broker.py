@@ -237,10 +237,13 @@ class Broker:
 
     def _pause(self, exc: BaseException | None) -> None:
         """The publishing channel closed: publishing pauses until it is open again. A lost
-        connection says so itself; a channel closed on its own says it here, once."""
+        connection says so itself, and so does a refused publish (its error names the
+        permission); a channel closed otherwise says it here, once."""
         self.publishing.clear()
         connection = self._connection
         if self._paused_at is not None or connection is None or self._closing:
+            return
+        if isinstance(exc, aiormq.exceptions.ChannelAccessRefused):
             return
         transport = connection.transport
         if transport is not None and not transport.connection.is_closed:
