@@ -18,7 +18,9 @@ The ledger is the sequence number in every event, the oracle the sink's
 file (each number exactly once); the consumers' outcome counters say that
 every delivery was handled once (none requeued, retried, parked or
 redelivered), the parking lots and delay queues are empty, and no process
-logged an ERROR line.
+logged an ERROR line. A second test closes the two processes' connections
+from the broker's side mid-stream: each logs one WARNING for the loss and
+one for the recovery, and only the deliveries in flight come again, once.
 """
 
 from __future__ import annotations
