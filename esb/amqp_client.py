@@ -13,6 +13,9 @@ reconnection restores them as before.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Literal, cast, overload
@@ -37,6 +40,8 @@ from pamqp.header import ContentHeader
 from yarl import URL
 
 from esb.socket_writes import JoinedWrites
+
+log = logging.getLogger(__name__)
 
 _set = object.__setattr__
 _NOT_PERSISTENT = DeliveryMode.NOT_PERSISTENT
@@ -192,11 +197,23 @@ def _withhold_large_bodies(channel: aiormq.Channel, limit: int) -> None:
     setattr(channel, "_read_content", read)  # noqa: B010 - an instance's own reader
 
 
+#: Channel failures a channel that reopens alone outlives: the broker refused to reopen it
+#: (an exchange it checks is missing, say) or closed it while reopening. A lost connection is
+#: not one of them: the connection restores its channels once it is back.
+REOPEN_FAILURES: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPChannelError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    TimeoutError,
+)
+
+
 class RobustChannel(aio_pika.RobustChannel):
     """aio-pika's robust channel with esb's queues, and bodies bounded once asked."""
 
     QUEUE_CLASS = DeliveryQueue
     body_limit: int | None = None
+    reopen_interval: float | None = None
+    _reopening: asyncio.Task[None] | None = None
 
     async def bound_bodies(self, limit: int) -> None:
         """Withhold bodies over ``limit`` bytes from deliveries from now on, reconnections too.
@@ -206,6 +223,46 @@ class RobustChannel(aio_pika.RobustChannel):
         """
         self.body_limit = limit
         _withhold_large_bodies(cast(aiormq.Channel, await self.get_underlay_channel()), limit)
+
+    def reopen_alone(self, interval: float) -> None:
+        """From now on, when this channel cannot be reopened, try again every ``interval``
+        seconds, the connection and its other channels left as they are.
+
+        aio-pika gives up on a channel the broker closed whose reopening fails, and a
+        connection whose channel cannot be restored closes itself, consumers and all, and
+        tries again: a publishing channel down would take the consumers down with it.
+        """
+        self.reopen_interval = interval
+
+    async def restore(self, channel: Any = None) -> None:
+        if self.reopen_interval is None:
+            await super().restore()
+            return
+        try:
+            await super().restore()
+        except REOPEN_FAILURES as exc:
+            log.debug("channel %s did not reopen: %s; trying again", self, exc)
+            if self._reopening is None or self._reopening.done():
+                self._reopening = asyncio.create_task(self._reopen_later(self.reopen_interval))
+
+    async def _reopen_later(self, interval: float) -> None:
+        connection = self._connection
+        while not self._close_called and not connection.is_closed and self.is_closed:
+            await asyncio.sleep(interval)
+            if connection.connected.is_set():  # else the connection restores it when back
+                with contextlib.suppress(*REOPEN_FAILURES):
+                    await super().restore()
+
+    async def _on_close(self, closing: asyncio.Future[Any]) -> BaseException | None:
+        """As aio-pika's, without the ERROR its reopening logs when the connection is going
+        too: the connection restores its channels once it is back."""
+        try:
+            return await super()._on_close(closing)
+        except Exception:
+            transport = self._connection.transport
+            if transport is not None and not transport.connection.is_closed:
+                raise
+            return None
 
     async def _on_open(self) -> None:
         if self.body_limit is not None:

@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from yarl import URL
 
 from esb.amqp_binding import encode_data, to_properties
-from esb.amqp_client import RobustConnection
+from esb.amqp_client import RobustChannel, RobustConnection
 from esb.amqp_frames import Outgoing
 from esb.amqp_publish import Window, encode_frames, settled, write_batch
 from esb.amqp_tables import install_table_codecs
@@ -27,6 +27,7 @@ from esb.errors import (
     ConfigError,
     EnvelopeError,
     EsbError,
+    PublishingDown,
     UnroutableError,
 )
 from esb.metrics import Metrics
@@ -114,6 +115,12 @@ class Broker:
         self._publish_seconds = metrics.publish_seconds.labels(service)
         self._published_ok = metrics.published.labels(service, "ok")
         self._window = Window(PUBLISH_WINDOW)
+        #: Set while the publishing channel is open: consumers hold their deliveries while
+        #: it is not, instead of failing them (:class:`PublishingDown`).
+        self.publishing = asyncio.Event()
+        self._paused_at: float | None = None
+        self._connected = False
+        self._closing = False
 
     async def connect(self) -> None:
         """Open the connection (the first node that answers) and the publishing channel.
@@ -139,8 +146,17 @@ class Broker:
             self._failover = asyncio.create_task(self._fail_over())
         connection.reconnect_callbacks.add(self._on_reconnect)
         connection.close_callbacks.add(self._on_close)
-        self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        await declare_exchange(self._channel, self.settings.exchange, declare=self.settings.declare)
+        channel = connection.channel(publisher_confirms=True, on_return_raises=True)
+        if not isinstance(channel, RobustChannel):
+            raise TypeError(f"the broker needs esb's channels, not {type(channel).__name__}")
+        await channel
+        channel.reopen_alone(self.settings.reconnect_interval)
+        channel.close_callbacks.add(self._publishing_lost)
+        channel.reopen_callbacks.add(self._publishing_back)
+        self._channel = channel
+        await declare_exchange(channel, self.settings.exchange, declare=self.settings.declare)
+        self.publishing.set()
+        self._connected = True
         self.metrics.broker_connected.labels(self.service).set(1)
         log.info("connected to %s", redact_url(str(connection.url)))
 
@@ -187,12 +203,63 @@ class Broker:
                 log.warning("broker unreachable; next attempt goes to %s", redact_url(url))
 
     def _on_reconnect(self, *_: Any) -> None:
+        self._connected = True
         self.metrics.broker_connected.labels(self.service).set(1)
         self.metrics.broker_reconnects.labels(self.service).inc()
-        log.warning("reconnected to %s", self.settings.redacted_url())
+        if self.publishing.is_set() or self._paused_at is not None:
+            log.warning("reconnected to %s", self._node())
+            return
+        self._paused_at = time.monotonic()
+        log.warning(
+            "reconnected to %s, but not its publishing channel yet; consumers hold their "
+            "deliveries until it reopens",
+            self._node(),
+        )
 
-    def _on_close(self, *_: Any) -> None:
+    def _on_close(self, _: Any, exc: BaseException | None = None) -> None:
+        """The one line a lost connection logs (aiormq's and aio-pika's are held back,
+        :mod:`esb.logs`); attempts that fail while it is down log nothing more."""
+        if self._connected and self._connection is not None and not self._closing:
+            reason = "closed" if exc is None else exc or type(exc).__name__
+            log.warning("connection to %s lost (%s); reconnecting", self._node(), reason)
+        self._connected = False
         self.metrics.broker_connected.labels(self.service).set(0)
+
+    def _node(self) -> str:
+        """The broker this connection is on (failover may have moved it), for log lines."""
+        connection = self._connection
+        if isinstance(connection, aio_pika.RobustConnection):
+            return redact_url(str(connection.url.with_query(None)))
+        return self.settings.redacted_url()
+
+    def _publishing_lost(self, _: Any, exc: BaseException | None = None) -> None:
+        self._pause(exc)
+
+    def _pause(self, exc: BaseException | None) -> None:
+        """The publishing channel closed: publishing pauses until it is open again. A lost
+        connection says so itself, and so does a refused publish (its error names the
+        permission); a channel closed otherwise says it here, once."""
+        self.publishing.clear()
+        connection = self._connection
+        if self._paused_at is not None or connection is None or self._closing:
+            return
+        if isinstance(exc, aiormq.exceptions.ChannelAccessRefused):
+            return
+        transport = connection.transport
+        if transport is not None and not transport.connection.is_closed:
+            self._paused_at = time.monotonic()
+            log.warning(
+                "publishing channel to %s closed (%s); consumers hold their deliveries until "
+                "it reopens",
+                self._node(),
+                exc or type(exc).__name__,
+            )
+
+    def _publishing_back(self, *_: Any) -> None:
+        self.publishing.set()
+        if self._paused_at is not None:
+            paused, self._paused_at = time.monotonic() - self._paused_at, None
+            log.warning("publishing to %s again after %.1f s", self._node(), paused)
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -222,6 +289,8 @@ class Broker:
         if self.ready and isinstance(connection, aio_pika.RobustConnection):
             node = connection.url  # the one failover chose, maybe
             return f"broker: connected to {node.host}:{node.port}"
+        if self._connected and self._channel is not None:
+            return "broker: connected, publishing channel closed (reopening; consumers hold)"
         return "broker: not connected"
 
     async def publish(
@@ -288,7 +357,12 @@ class Broker:
         one write (:mod:`esb.socket_writes`). At most :data:`PUBLISH_WINDOW` await their
         confirms at once.
         """
-        channel = cast(aiormq.Channel, await self.channel.get_underlay_channel())
+        try:
+            if not self.publishing.is_set():
+                raise aiormq.exceptions.ChannelInvalidStateError("the channel is not open")
+            channel = cast(aiormq.Channel, await self.channel.get_underlay_channel())
+        except CONNECTION_ERRORS as exc:
+            return [self._unconfirmed(message.exchange, exc) for message in messages]
         outcomes: list[EsbError | None] = [None] * len(messages)
         frames: list[bytes] = []
         sent: list[int] = []
@@ -313,6 +387,8 @@ class Broker:
             results = await settled(confirms, deadline)
         except CONNECTION_ERRORS as exc:
             results = [exc] * len(sent)
+            if self.channel.is_closed:  # before its close callbacks say so: publish no more
+                self._pause(exc)
         finally:
             if held:
                 self._window.give(held)
@@ -344,11 +420,13 @@ class Broker:
 
     def _unconfirmed(self, exchange: str, error: BaseException) -> BrokerUnavailable:
         """A publish whose fate is unknown (connection lost, channel closed, no confirm in
-        time): the caller retries with the same message id."""
+        time): the caller retries with the same message id; :class:`PublishingDown` when the
+        channel or connection is down, as the caller may wait for :attr:`publishing`."""
         self.metrics.published.labels(self.service, "unconfirmed").inc()
-        return BrokerUnavailable(
-            f"publish to {exchange!r} not confirmed: {error or type(error).__name__}"
-        )
+        text = f"publish to {exchange!r} not confirmed: {error or type(error).__name__}"
+        if isinstance(error, TimeoutError):
+            return BrokerUnavailable(text)
+        return PublishingDown(text)
 
     async def _places(self, count: int) -> None:
         """Places in the window of publishes; waiting for them counts as waiting for a
@@ -360,6 +438,7 @@ class Broker:
 
     async def close(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""
+        self._closing = True
         if self._failover is not None:
             self._failover.cancel()
         if self._connection is not None and not self._connection.is_closed:

@@ -29,7 +29,7 @@ from esb.amqp_client import RobustChannel
 from esb.broker import CONNECTION_ERRORS, SENT_HEADER, Broker, sent_now
 from esb.circuit import CircuitBreaker, State
 from esb.envelope import CloudEvent
-from esb.errors import EnvelopeError, ProcessingError
+from esb.errors import EnvelopeError, ProcessingError, PublishingDown
 from esb.failures import Verdict, classify, retry_after
 from esb.journal import HopNote, Journal, Outcome, note, start_note
 from esb.limits import INLINE_BODY_BYTES
@@ -91,8 +91,10 @@ class Consumer:
     ``handler`` gets the decoded event and the delivery (for its headers).
     Every outcome is settled only after its effect is safe: a retry or a
     parked copy is confirmed by the broker before the original is acked. If
-    the copy cannot be published, the original is requeued. Acks that cannot
-    reach the broker (the channel died) are dropped: the broker redelivers.
+    the copy cannot be published, the original is requeued; while the
+    publishing channel is down, deliveries wait for it instead (nothing is
+    requeued, retried or parked for it). Acks that cannot reach the broker
+    (the channel died) are dropped: the broker redelivers.
     """
 
     def __init__(
@@ -248,6 +250,8 @@ class Consumer:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         """Every delivery ends acked (applied, retried or parked) or, should esb itself fail
         on it, rejected: the broker then dead-letters it to the parking lot."""
+        if not await self._publishing(message):
+            return
         try:
             if len(message.body) <= INLINE_BODY_BYTES:
                 await self._process(message)
@@ -295,6 +299,9 @@ class Consumer:
         was_open = self.circuit.state == State.OPEN
         try:
             await self.handler(event, message)
+        except PublishingDown:
+            if await self._publishing(message):  # same ids again: the next hop de-duplicates
+                await self._apply(message, event, attempts)
         except Exception as exc:
             await self._failed(message, event, exc, attempts, was_open)
         else:
@@ -454,6 +461,10 @@ class Consumer:
         """Put ``copy`` in ``queue`` (confirmed), then ack the original; else requeue it."""
         try:
             await self.broker.publish_message(copy, queue, exchange="")
+        except PublishingDown:
+            if await self._publishing(message):
+                await self._republish(message, copy, queue, outcome)
+            return
         except ProcessingError as publish_error:
             log.error(
                 "could not move the message to %s, requeueing it: %s",
@@ -464,6 +475,37 @@ class Consumer:
             await self._settle(message, "requeued", requeue=True)
             return
         await self._settle(message, outcome)
+
+    async def _publishing(self, message: AbstractIncomingMessage) -> bool:
+        """Hold ``message`` while the broker cannot publish (:attr:`Broker.publishing`): True
+        once it can; False, the delivery left unsettled, when its own channel closed first
+        (the broker delivers it again) or the consumer is stopping past its grace.
+
+        A consumer whose publishing channel is down takes no more deliveries than its
+        prefetch: holding them costs no requeue (each would count toward the queue's
+        delivery limit), no retry attempt and no parking.
+        """
+        publishing = self.broker.publishing
+        if publishing.is_set():
+            return True
+        try:
+            closing = message.channel.closing
+        except aiormq.exceptions.ChannelInvalidStateError:
+            closing = None
+        if closing is not None and not closing.done():
+            resumed = asyncio.ensure_future(publishing.wait())
+            try:
+                await asyncio.wait((resumed, closing), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                resumed.cancel()
+            if publishing.is_set() and not closing.done():
+                return True
+        log.info(
+            "channel gone while publishing was down; the broker will redeliver",
+            extra={"message_id": message.message_id},
+        )
+        self._outcomes["unsettled"].inc()
+        return False
 
     async def _settle(
         self,

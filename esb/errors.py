@@ -8,6 +8,7 @@
     └── ProcessingError        runtime failures while moving a message
         ├── TransientError     worth retrying: timeouts, refused connections, 5xx
         │   └── BrokerUnavailable   the broker cannot take or confirm a publish now
+        │       └── PublishingDown  the publishing channel is closed: not the message's fault
         └── PermanentError     retrying cannot help: validation, 4xx, undecodable input
             └── UnroutableError     the broker had no queue for a mandatory publish
 
@@ -68,6 +69,13 @@ class PermanentError(ProcessingError):
 
 class BrokerUnavailable(TransientError):
     """The broker could not take or confirm a publish (connection lost, nack, timeout)."""
+
+
+class PublishingDown(BrokerUnavailable):
+    """The publish never reached the broker, or its confirm was lost with the channel: the
+    publishing channel or the connection is down. Nothing is wrong with the message, so a
+    consumer spends no retry on it: it waits for ``Broker.publishing`` and publishes it again
+    with the same id."""
 
 
 class UnroutableError(PermanentError):

@@ -7,28 +7,20 @@ file, which must hold each number exactly once.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from pathlib import Path
-
-import orjson
 
 from esb import CloudEvent
 from esb.runtime import BrokerEmitter
-from tests.support.processes import EsbProcess, connected_broker, line_count, wait_for
+from tests.support.processes import (
+    LEDGER_ROUTES,
+    EsbProcess,
+    connected_broker,
+    ledger,
+    line_count,
+    wait_for,
+)
 
 N = 5_000
-ROUTES = """\
-sinks: {ledger: {}}
-routes:
-  - name: ledger
-    from: ledger.#
-    steps: [{map: {fields: {seq: data.seq, kind: {const: entry}}}}]
-    to: ledger
-"""
-
-
-def ledger(out: Path) -> Counter[int]:
-    return Counter(orjson.loads(line)["data"]["seq"] for line in out.read_bytes().splitlines())
 
 
 async def test_kills_of_every_hop_mid_stream_lose_and_duplicate_nothing(
@@ -37,7 +29,7 @@ async def test_kills_of_every_hop_mid_stream_lose_and_duplicate_nothing(
     env = routed_env
     routes = tmp_path / "routes"
     routes.mkdir()
-    (routes / "r.yaml").write_text(ROUTES)
+    (routes / "r.yaml").write_text(LEDGER_ROUTES)
     out = tmp_path / "ledger.jsonl"
     sink_env = {**env, "ESB_SERVICE__NAME": "ledger", "ESB_ADAPTER__PATH": str(out)}
 

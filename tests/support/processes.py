@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,6 +154,23 @@ async def connected_broker(env: dict[str, str], service: str = "test") -> Broker
     broker = Broker(settings, service, Metrics())
     await broker.connect()
     return broker
+
+
+#: One route through a transformer hop to the sink ``ledger``, for ledger tests: every event
+#: carries its sequence number, and the sink's file must hold each exactly once.
+LEDGER_ROUTES = """\
+sinks: {ledger: {}}
+routes:
+  - name: ledger
+    from: ledger.#
+    steps: [{map: {fields: {seq: data.seq, kind: {const: entry}}}}]
+    to: ledger
+"""
+
+
+def ledger(out: Path) -> Counter[int]:
+    """How many times each sequence number is in a ledger sink's file."""
+    return Counter(orjson.loads(line)["data"]["seq"] for line in out.read_bytes().splitlines())
 
 
 def routes_dir(tmp_path: Path, text: str) -> Path:
