@@ -54,7 +54,10 @@ class RabbitCluster:
     def broker_env(self, first: int = 0) -> dict[str, str]:
         """``ESB_BROKER__URL`` and ``ESB_BROKER__FAILOVER_URLS`` naming all the nodes."""
         url, *failover = self.urls(first)
-        return {"ESB_BROKER__URL": url, "ESB_BROKER__FAILOVER_URLS": orjson.dumps(failover).decode()}
+        return {
+            "ESB_BROKER__URL": url,
+            "ESB_BROKER__FAILOVER_URLS": orjson.dumps(failover).decode(),
+        }
 
     def running(self) -> PrivateRabbit:
         """A node that is up, to ask the cluster about itself."""
@@ -63,7 +66,16 @@ class RabbitCluster:
     def queues(self) -> list[dict[str, object]]:
         """Every queue with its type, leader and members, as ``rabbitmqctl`` reports them."""
         out = self.running().ctl(
-            "list_queues", "name", "type", "leader", "members", "messages", "--formatter", "json"
+            "list_queues",
+            "name",
+            "type",
+            "leader",
+            "members",
+            "messages_ready",
+            "messages_unacknowledged",
+            "consumers",
+            "--formatter",
+            "json",
         )
         rows: list[dict[str, object]] = orjson.loads(out)
         return rows
@@ -85,4 +97,3 @@ class RabbitCluster:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.kill()
-
