@@ -2,7 +2,9 @@
 survives the loss of the node leading its queue and a rolling restart of every node.
 
 The ledger is the sequence number in every event; the oracle is the sink's file,
-which must hold each number exactly once, with nothing parked.
+which must hold each number exactly once, with nothing parked. Parking is the one
+failure expected today (:class:`ParkedWhileReconnecting`); a lost or doubled number
+fails the test whatever the cause.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aio_pika
 import orjson
 import pytest
 
@@ -202,16 +205,43 @@ def errors_by_kind(*logs: Path) -> Counter[str]:
     return found
 
 
-def holding(cluster: RabbitCluster) -> list[dict[str, object]]:
-    """The queues of the test that hold a message, ready or unacknowledged."""
+def at_work(cluster: RabbitCluster) -> list[dict[str, object]]:
+    """The test's queues, parking lots aside, that hold a message, ready or unacknowledged."""
     return [
         row
         for row in cluster.queues()
         if str(row["name"]).startswith(PREFIX)
+        and not str(row["name"]).endswith(".dlq")
         and (row["messages_ready"] or row["messages_unacknowledged"])
     ]
 
 
+async def parked_ids(cluster: RabbitCluster) -> set[str]:
+    """The ids of the messages in the test's parking lots (read, then left there)."""
+    ids: set[str] = set()
+    connection = await aio_pika.connect(cluster.running().url)
+    async with connection:
+        channel = await connection.channel()
+        for row in cluster.queues():
+            name = str(row["name"])
+            if name.startswith(PREFIX) and name.endswith(".dlq") and row["messages_ready"]:
+                queue = await channel.declare_queue(name, passive=True)
+                while (message := await queue.get(fail=False)) is not None:
+                    ids.add(str(message.message_id))
+    return ids  # closing the channel returns every message it took
+
+
+class ParkedWhileReconnecting(AssertionError):
+    """Messages parked by the reconnection loop that follows the loss of the node holding
+    the classic delay queues (docs/scaling.md, "Known limits"), none of them lost."""
+
+
+@pytest.mark.xfail(
+    raises=ParkedWhileReconnecting,
+    strict=False,
+    reason="a lost node holding classic delay queues makes every reconnection fail after "
+    "taking deliveries; a long enough outage spends their delivery limit (issue #11)",
+)
 async def test_leader_loss_and_a_rolling_restart_lose_and_duplicate_nothing(
     rabbit_cluster: RabbitCluster, tmp_path: Path
 ) -> None:
@@ -270,11 +300,11 @@ async def test_leader_loss_and_a_rolling_restart_lose_and_duplicate_nothing(
 
             stream.done.set()
             await publishing
-            await asyncio.to_thread(
-                wait_for, lambda: line_count(out) >= stream.published, 300, sink.tail
-            )
         await asyncio.to_thread(
-            wait_for, lambda: holding(cluster) == [], 120, lambda: f"left: {holding(cluster)}"
+            wait_for,
+            lambda: at_work(cluster) == [],
+            300,
+            lambda: f"still at work: {at_work(cluster)}\n{sink.tail()}",
         )
         await asyncio.sleep(2.0)  # anything applied twice would show up now
     finally:
@@ -291,6 +321,12 @@ async def test_leader_loss_and_a_rolling_restart_lose_and_duplicate_nothing(
         print(f"  {count:5d}  {line}")
 
     seqs = Counter(orjson.loads(line)["data"]["seq"] for line in out.read_bytes().splitlines())
-    assert sorted(seqs) == list(range(stream.published))
     assert [seq for seq, seen in seqs.items() if seen > 1] == []
-    assert holding(cluster) == [], "parked or left behind"
+    assert set(seqs) <= set(range(stream.published))
+    missing = {f"entry-{seq}" for seq in range(stream.published) if seq not in seqs}
+    parked = await parked_ids(cluster)
+    assert missing <= parked, f"lost, and in no parking lot: {sorted(missing - parked)[:20]}"
+    if parked:
+        raise ParkedWhileReconnecting(
+            f"{len(parked)} messages parked, {len(parked & missing)} of them not applied"
+        )
