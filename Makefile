@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install broker postgres prometheus mosquitto demo docs lock test unit lint bench clean
+.PHONY: install broker cluster cluster-stop postgres prometheus mosquitto demo docs lock test unit lint bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,15 @@ $(STAMP): pyproject.toml
 
 broker:
 	scripts/ensure-broker.sh
+
+# Three RabbitMQ nodes clustered on this machine (AMQP 5681-5683), data in CLUSTER_DIR.
+CLUSTER_DIR ?= .cluster
+
+cluster:
+	scripts/cluster.sh start $(CLUSTER_DIR)
+
+cluster-stop:
+	scripts/cluster.sh stop $(CLUSTER_DIR)
 
 demo: install broker
 	$(BIN)/python -m demo $(if $(KEEP),--keep)

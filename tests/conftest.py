@@ -15,7 +15,8 @@ import pytest
 from bench.cleanup import leftovers
 from esb.retry import retry_queue
 from esb.teardown import MAX_RETRY_QUEUES, delete_deployment
-from tests.support.rabbit import HOW_TO_START, LOCAL_URL, PrivateRabbit, port_open
+from tests.support.cluster import RabbitCluster
+from tests.support.rabbit import HOW_TO_START, LOCAL_URL, PrivateRabbit, port_open, rabbit_bin
 
 #: The prefix of every name a test declares on the shared broker (the bench checks its own).
 TEST_PREFIX = "esbt-"
@@ -132,6 +133,22 @@ def private_rabbit(tmp_path: Path) -> Iterator[PrivateRabbit]:
     finally:
         with contextlib.suppress(Exception):
             node.kill()
+
+
+@pytest.fixture
+def rabbit_cluster(tmp_path: Path) -> Iterator[RabbitCluster]:
+    """A three-node RabbitMQ cluster of this test's own; fails (never skips) when
+    rabbitmq-server is not installed."""
+    try:
+        rabbit_bin("rabbitmq-server")
+    except RuntimeError as missing:
+        pytest.fail(f"{missing}: the cluster tests start three private nodes with it")
+    cluster = RabbitCluster(tmp_path / "cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.kill()
 
 
 #: Sinks the routed tests declare; their queues are deleted after each test.

@@ -41,7 +41,7 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _rabbit_bin(name: str) -> str:
+def rabbit_bin(name: str) -> str:
     """Debian's /usr/sbin wrappers switch to the rabbitmq user; the real scripts do not."""
     direct = Path("/usr/lib/rabbitmq/bin") / name
     if direct.exists():
@@ -53,10 +53,15 @@ def _rabbit_bin(name: str) -> str:
 
 
 class PrivateRabbit:
-    """A RabbitMQ node of our own: own name, ports and data dir; never the shared one."""
+    """A RabbitMQ node of our own: own name, ports and data dir; never the shared one.
 
-    def __init__(self, base: Path, extra_config: str = "") -> None:
+    Nodes that are to form a cluster share ``home``, where the Erlang cookie lives: the
+    nodes and the CLI tools that drive them authenticate to each other with it.
+    """
+
+    def __init__(self, base: Path, extra_config: str = "", *, home: Path | None = None) -> None:
         self.base = base
+        self.home = base if home is None else home
         self.node = f"esbtest{os.getpid()}x{free_port()}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
@@ -70,7 +75,7 @@ class PrivateRabbit:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
-            HOME=str(self.base),
+            HOME=str(self.home),
             RABBITMQ_NODENAME=self.node,
             RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
             RABBITMQ_NODE_PORT=str(self.port),
@@ -85,22 +90,24 @@ class PrivateRabbit:
         )
         return env
 
-    def ctl(self, *args: str, timeout: float = 60) -> str:
+    def ctl(self, *args: str, timeout: float = 60, tool: str = "rabbitmqctl") -> str:
+        """Run a RabbitMQ CLI ``tool`` (rabbitmqctl, rabbitmq-queues, rabbitmq-upgrade, ...)
+        against this node and return its output."""
         result = subprocess.run(
-            [_rabbit_bin("rabbitmqctl"), "-n", self.node, *args],
+            [rabbit_bin(tool), "-n", self.node, *args],
             env=self._env(),
             capture_output=True,
             timeout=timeout,
             check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr.decode()[-2000:]}")
+            raise RuntimeError(f"{tool} {' '.join(args)}: {result.stderr.decode()[-2000:]}")
         return result.stdout.decode()
 
     def start(self, timeout: float = 60) -> None:
         with (self.base / "server.out").open("ab") as log:
             self.process = subprocess.Popen(
-                [_rabbit_bin("rabbitmq-server")],
+                [rabbit_bin("rabbitmq-server")],
                 env=self._env(),
                 stdout=log,
                 stderr=log,
