@@ -1225,11 +1225,11 @@ def parse_args() -> argparse.Namespace:
         "--logs", type=Path, default=None, help="keep the processes' logs in this directory"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a short smoke run: 1 round, 1,000 orders, 2 s rates"
+        "--quick", action="store_true", help="a short smoke run: 1 round, 600 orders, 1 s rates"
     )
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.count, args.seconds, args.warmup = 1, 1000, 2.0, 100
+        args.rounds, args.count, args.seconds, args.warmup = 1, 600, 1.0, 100
     return args
 
 

@@ -90,6 +90,17 @@ await_node() {
     waited=$((waited + 1))
   done
   ctl "$n" -q await_startup --timeout "$timeout"
+  # await_startup can return while the rabbit app is still booting on a loaded machine
+  # (cluster_status then fails with rabbit_is_not_running): wait until it says it runs.
+  until as_node "$n" "$(bin rabbitmq-diagnostics)" -n "$(node_name "$n")" -q check_running \
+    >/dev/null 2>&1; do
+    if [ "$waited" -ge "$timeout" ]; then
+      echo "$(node_name "$n") did not finish booting in ${timeout}s; see $dir/node$n/server.out" >&2
+      exit 1
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
 }
 
 running_nodes() {

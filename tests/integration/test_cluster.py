@@ -274,7 +274,7 @@ async def test_leader_loss_and_a_rolling_restart_lose_and_duplicate_nothing(
         stream = Stream(cluster.urls(2))
         with sampling(out) as arrivals:
             publishing = asyncio.create_task(stream.run())
-            await flowing(400)
+            await flowing(100)
 
             leader = cluster.leader_of(f"{PREFIX}.router")
             began = time.monotonic()
@@ -283,7 +283,7 @@ async def test_leader_loss_and_a_rolling_restart_lose_and_duplicate_nothing(
             back = time.monotonic()
             await asyncio.to_thread(leader.start, 180)
             await asyncio.to_thread(cluster.await_all_running)
-            await flowing(200)
+            await flowing(100)
             while_down = [at for at in arrivals.times(began + 2) if at < back]
             report.append(
                 f"SIGKILL of {leader.node}, the router queue's leader, down 10 s: "
@@ -294,7 +294,7 @@ async def test_leader_loss_and_a_rolling_restart_lose_and_duplicate_nothing(
             for node in cluster.nodes:
                 began = time.monotonic()
                 await asyncio.to_thread(cluster.restart, node)
-                await flowing(200)
+                await flowing(100)
                 gap = arrivals.longest_gap(began, time.monotonic())
                 report.append(f"rolling restart of {node.node}: {gap:.1f} s")
 
