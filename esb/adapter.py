@@ -165,7 +165,18 @@ class Source(Counting, ABC, Generic[S]):
             finally:
                 slots.release()
 
-        iterator = aiter(events) if isinstance(events, AsyncIterable) else _aiter(events)
+        if isinstance(events, AsyncIterable):
+            iterator = aiter(events)
+
+            async def following() -> CloudEvent | None:
+                return await _next_unless(iterator, halt)
+
+        else:  # a list needs no race against ``halt``: no task and no wait per event
+            listed = iter(events)
+
+            async def following() -> CloudEvent | None:
+                return next(listed, None)
+
         watch = asyncio.create_task(self.stopping.wait())
         watch.add_done_callback(lambda _: end())
         count = 0
@@ -174,7 +185,7 @@ class Source(Counting, ABC, Generic[S]):
                 await slots.acquire()
                 if halt.done() or self.stopping.is_set():
                     break
-                event = await _next_unless(iterator, halt)
+                event = await following()
                 if event is None or halt.done() or self.stopping.is_set():
                     break
                 task = asyncio.create_task(emit_one(event))
@@ -207,11 +218,6 @@ async def _next_unless(
     with contextlib.suppress(asyncio.CancelledError):
         await step
     return None
-
-
-async def _aiter(events: Iterable[CloudEvent]) -> AsyncIterator[CloudEvent]:
-    for event in events:
-        yield event
 
 
 class Sink(Counting, ABC, Generic[S]):
