@@ -112,6 +112,15 @@ class HttpPollSettings(PollingSettings):
         "page asked for again at the next poll.",
         examples=[1_048_576],
     )
+    max_walk_pages: int = Field(
+        default=1000,
+        ge=1,
+        description="Most pages asked for at once, one after another (a walk of next links or "
+        "page numbers, or cursor tokens that keep changing); then the walk ends (refused as "
+        "walk_too_long) and the next poll starts again from the cursor: an API whose links "
+        "go round in a circle, or that ignores the page number, is not asked for ever.",
+        examples=[100],
+    )
 
     @field_validator("url")
     @classmethod

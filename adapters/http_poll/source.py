@@ -25,7 +25,9 @@ moves past it. A next-page link to another origin, one carrying a user or
 password, or one that is not a URL (a malformed ``Link`` header) is never
 followed: credentials only go where ``url`` says. The link is refused
 (``invalid_link``), the page's items are published and the walk ends there;
-an updated-since cursor resumes after them at the next walk.
+an updated-since cursor resumes after them at the next walk. So does a link
+back to the same page, and any walk of ``max_walk_pages`` pages
+(``walk_too_long``): an API going round in a circle is not asked for ever.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class Position:
     page: int | None = None
     high: Any = None
     high_ids: list[str] = field(default_factory=list)
+    walked: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -297,6 +300,8 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
                     problem = f"carries a user or password ({shown})"
                 elif _origin(str(target)) != _origin(self.settings.url):
                     problem = f"is at another origin ({shown})"
+                elif target == url:
+                    problem = f"points back to the page it is on ({shown})"
                 else:
                     return str(target)
         self.refuse_input(
@@ -365,8 +370,10 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
                 events.append(event)
         after, more = self._after(at, page, url, high, high_ids)
         # Ask again at once only when the cursor moved: items of one cursor value beyond
-        # MAX_SEEN come back every poll (as duplicates, which sinks skip), never in a loop.
-        more = more or (since_mode and bool(events) and after.since != at.since)
+        # MAX_SEEN come back every poll (as duplicates, which sinks skip), never in a loop;
+        # and never after a walk of max_walk_pages (cut short, or as long as allowed).
+        moved = since_mode and bool(events) and after.since != at.since
+        more = more or (moved and at.walked + 1 < self.settings.max_walk_pages)
         return Batch(events, after, more=more, read=len(page.items))
 
     def _after(
@@ -376,11 +383,16 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
         whether the API has more now."""
         s = self.settings
         link = self.follow(page.next, url)
-        if link is not None:
-            return replace(at, next=link, high=high, high_ids=high_ids), True
-        if s.page_param is not None and page.items:
+        walked = at.walked + 1
+        going_on = link is not None or (s.page_param is not None and bool(page.items))
+        if going_on and walked >= s.max_walk_pages:
+            self._walk_too_long(url, walked)
+        elif link is not None:
+            return replace(at, next=link, high=high, high_ids=high_ids, walked=walked), True
+        elif going_on:
             number = at.page if at.page is not None else s.first_page
-            return replace(at, next=None, page=number + 1, high=high, high_ids=high_ids), True
+            after = replace(at, next=None, page=number + 1, high=high, high_ids=high_ids)
+            return replace(after, walked=walked), True
         since, seen = at.since, at.seen
         if high is not None:
             if high == at.since and len(seen) + len(high_ids) > MAX_SEEN:
@@ -394,4 +406,14 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
             since = high
         token = page.token or at.token
         more = s.token_param is not None and token != at.token and bool(page.items)
-        return Position(since=since, seen=seen, token=token), more
+        if more and walked >= s.max_walk_pages:
+            self._walk_too_long(url, walked)
+            more = False
+        return Position(since=since, seen=seen, token=token, walked=walked if more else 0), more
+
+    def _walk_too_long(self, url: URL, walked: int) -> None:
+        self.refuse_input(
+            "walk_too_long",
+            f"{self._where(url)}: {walked} pages asked for one after another "
+            f"(max_walk_pages): the walk ends at this page, the next poll starts from the cursor",
+        )

@@ -346,6 +346,8 @@ async def test_malformed_pages_and_items_are_refused_counted_and_not_fatal(
         ("next_field", "http://[::1/contacts", "is not a URL: 'http://[::1/contacts'"),
         ("link_header", '<http://[::1>; rel="next"', "the Link header holds no valid URL"),
         ("link_header", '<http://a:b@API/x>; rel="next"', "carries a user or password"),
+        ("next_field", "http://API/contacts", "points back to the page it is on"),
+        ("link_header", '<http://API/contacts>; rel="next"', "points back to the page it is on"),
     ],
 )
 async def test_a_next_link_that_could_send_credentials_elsewhere_is_refused_and_the_walk_ends(
@@ -430,3 +432,30 @@ async def test_more_items_of_one_cursor_value_than_it_remembers_never_poll_in_a_
     # The first walk (two pages), then one more at once as the cursor moved to T1; no third.
     assert len(harness.api.requests) == 4, harness.api.requests
     assert "over 2 items share the cursor value" in caplog.text
+
+
+@pytest.mark.parametrize("style", ["next_field", "page_param", "token"])
+async def test_an_api_that_never_ends_a_walk_is_asked_max_walk_pages_then_waits_a_poll(
+    start: Start, caplog: pytest.LogCaptureFixture, style: str
+) -> None:
+    """Links that go round in a circle, a page number the API ignores, a token that changes
+    forever: each walk stops after ``max_walk_pages`` pages, refused as ``walk_too_long``,
+    and the next one waits ``poll_seconds``."""
+    h = await start(style)
+    h.api.add(1, T1)
+    for number in range(20):
+        body: dict[str, Any] = {"data": [h.api.items[0]]}
+        if style == "next_field":  # two pages linking to each other
+            body["links"] = {"next": f"/contacts?offset={3 * (number % 2)}"}
+        if style == "token":
+            body["meta"] = {"next_cursor": f"t{number}"}
+        h.api.script.append((200, {}, orjson.dumps(body)))
+    began = time.monotonic()
+    source = h.source(max_walk_pages=4, poll_seconds=30)
+    await h.run_until(source, lambda: asyncio.sleep(0, time.monotonic() - began > 1.5))
+    assert len(h.api.requests) == 4, h.api.requests
+    assert source.refused == {"walk_too_long": 1}
+    assert "4 pages asked for one after another (max_walk_pages)" in caplog.text
+    # The same item on every page, under one id (sinks skip the copies).
+    expected = "crm.contact.changed:1" + ("" if style == "token" else f":{T1}")
+    assert {e.id for e in await h.take()} == {expected}
