@@ -36,7 +36,7 @@ from esb.limits import INLINE_BODY_BYTES
 from esb.masking import Masker
 from esb.metrics import CONSUME_OUTCOMES, Metrics
 from esb.parking import copy_message, encodable, parked_copy
-from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
+from esb.retry import attempts_so_far, backoff, declare_delay_queues, delay_queue, retry_copy
 from esb.settings import CircuitSettings, FailureSettings, RetrySettings
 from esb.slip import retry_override, route_named, slip_position
 from esb.topology import QueueSpec, access_refused, declare_queue, dlq_name
@@ -175,8 +175,8 @@ class Consumer:
         await channel.set_qos(prefetch_count=self.broker.settings.prefetch)
         self._channel = channel
         self._queue = await declare_queue(self._channel, self.spec, self.broker.settings)
-        await declare_retry_queues(
-            self._channel, self.spec.name, self._retry_levels, declare=self.broker.settings.declare
+        await declare_delay_queues(
+            self._channel, self.spec.name, self._retry_levels, self.broker.settings
         )
         await self._consume()
 
@@ -425,7 +425,7 @@ class Consumer:
         copy = retry_copy(
             message, attempt=attempt, delay=delay, error=exc, service=self.service, error_text=text
         )
-        await self._republish(message, copy, retry_queue(self.spec.name, level), "retried")
+        await self._republish(message, copy, delay_queue(self.spec.name, level), "retried")
 
     async def _return(self, message: AbstractIncomingMessage) -> None:
         copy = copy_message(message, encodable(message.headers or {}))

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import aio_pika
 
 from esb.pools import ROUTER, TRANSFORMER
-from esb.retry import retry_queue
+from esb.retry import delay_queue
 from esb.topology import QueueNames, dlq_name
 
 #: The most delay queues a queue can have: one per retry, and ``retry.max_retries`` is at most 30.
@@ -33,7 +33,7 @@ async def delete_deployment(
         for queue in queues:
             related = [
                 dlq_name(queue),
-                *(retry_queue(queue, n) for n in range(1, MAX_RETRY_QUEUES + 1)),
+                *(delay_queue(queue, n) for n in range(1, MAX_RETRY_QUEUES + 1)),
             ]
             for name in (queue, *related):
                 try:
