@@ -19,7 +19,7 @@ from pamqp.header import ContentHeader
 
 from esb.amqp_incoming import ChunkedFrames, unmarshal
 from esb.amqp_tables import install_table_codecs
-from tests.support.hostile_cases import field_values, wide_chars
+from tests.support.hostile_cases import field_values, mutated, wide_chars
 
 SHORT = st.text(max_size=20) | st.text(wide_chars, min_size=40, max_size=63)
 NAMES = SHORT | st.sampled_from(["", "esb.events", "bad\n", "x y", "@#,/+", "é" * 127])
@@ -104,22 +104,7 @@ WIRE = st.builds(
 ) | st.just(b"AMQP\x00\x00\x09\x01")
 
 
-def mutate(data: bytes, position: int, byte: int, how: str) -> bytes:
-    at = position % (len(data) + 1)
-    if how == "flip" and at < len(data):
-        return data[:at] + bytes([byte]) + data[at + 1 :]
-    if how == "cut":
-        return data[:at]
-    return data[:at] + bytes([byte]) + data[at:]
-
-
-MUTATED = st.builds(
-    mutate,
-    WIRE,
-    st.integers(0, 10_000),
-    st.integers(0, 255),
-    st.sampled_from(["flip", "cut", "add"]),
-)
+MUTATED = mutated(WIRE)
 
 
 def described(value: Any) -> Any:
