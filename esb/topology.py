@@ -137,13 +137,27 @@ def not_declared(kind: str, name: str, work_queue: str | None = None) -> ConfigE
 
 
 async def declare_exchange(
-    channel: AbstractChannel, name: str, *, declare: bool = True
+    channel: AbstractChannel,
+    name: str,
+    *,
+    declare: bool = True,
+    kind: str = aio_pika.ExchangeType.TOPIC.value,
+    arguments: dict[str, Any] | None = None,
 ) -> AbstractExchange:
-    """Declare the durable topic exchange events are published to; or check it exists."""
+    """Declare a durable exchange (by default the topic exchange events are published to); or
+    check it exists. A type the broker lacks closes the connection: that becomes one line
+    naming the plugin to enable."""
     try:
         if not declare:
             return await channel.declare_exchange(name, passive=True)
-        return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+        return await channel.declare_exchange(name, kind, durable=True, arguments=arguments)
+    except aiormq.exceptions.ConnectionCommandInvalid as exc:
+        plugin = (
+            f"; enable it: rabbitmq-plugins enable {HASH_PLUGIN}" if kind == HASH_EXCHANGE else ""
+        )
+        raise ConfigError(
+            f"exchange {name!r}: the broker has no {kind} exchange type ({exc.args[0]}){plugin}"
+        ) from None
     except aiormq.exceptions.ChannelNotFoundEntity:
         raise not_declared("exchange", name) from None
     except aiormq.exceptions.ChannelAccessRefused as exc:
@@ -164,7 +178,13 @@ async def declare_queue(
     exchange = await declare_exchange(channel, settings.exchange, declare=settings.declare)
     feeder = None
     if spec.partition_of is not None:
-        feeder = await declare_hash_exchange(channel, spec.partition_of, declare=settings.declare)
+        feeder = await declare_exchange(
+            channel,
+            spec.partition_of,
+            declare=settings.declare,
+            kind=HASH_EXCHANGE,
+            arguments={"hash-header": PARTITION_KEY_HEADER},
+        )
     if not settings.declare:
         if spec.partition_of is not None:
             await check_queue(channel, replicas_queue(spec.partition_of), spec.name)
@@ -193,31 +213,6 @@ async def declare_queue(
     if feeder is not None:
         await queue.bind(feeder, routing_key="1")  # every partition the same weight
     return queue
-
-
-async def declare_hash_exchange(
-    channel: AbstractChannel, name: str, *, declare: bool = True
-) -> AbstractExchange:
-    """Declare a partitioned sink's consistent-hash exchange (hashing
-    :data:`PARTITION_KEY_HEADER`); or check it exists. A broker without the plugin closes
-    the connection: that becomes one line naming the command that enables it."""
-    try:
-        if not declare:
-            return await channel.declare_exchange(name, passive=True)
-        return await channel.declare_exchange(
-            name, HASH_EXCHANGE, durable=True, arguments={"hash-header": PARTITION_KEY_HEADER}
-        )
-    except aiormq.exceptions.ConnectionCommandInvalid as exc:
-        raise ConfigError(
-            f"exchange {name!r}: the broker has no {HASH_EXCHANGE} exchange type "
-            f"({exc.args[0]}); enable it: rabbitmq-plugins enable {HASH_PLUGIN}"
-        ) from None
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        raise not_declared("exchange", name) from None
-    except aiormq.exceptions.ChannelAccessRefused as exc:
-        raise access_refused(exc, "configure", f"declaring exchange {name!r}") from None
-    except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        raise ConfigError(f"exchange {name!r} exists with other settings: {exc}") from None
 
 
 async def check_queue(channel: AbstractChannel, name: str, work_queue: str) -> AbstractQueue:

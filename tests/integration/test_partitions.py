@@ -67,6 +67,8 @@ async def test_replicas_share_partitions_and_keep_each_key_in_order_through_a_ki
                 "ESB_ADAPTER__DSN": f"{dsn}?options=-c%20synchronous_commit%3Doff",
                 "ESB_ADAPTER__TABLE": table,
                 "ESB_ADAPTER__MODE": "insert",
+                "ESB_ADAPTER__TRANSACTION": "batch",  # a replica's partitions commit together
+                "ESB_ADAPTER__BATCH_WAIT": "0.005",
                 "ESB_ADAPTER__COLUMNS": '{"k": "data.key", "seq": "data.seq"}',
             },
             tmp_path / f"sink{n}.log",
