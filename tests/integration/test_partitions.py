@@ -19,11 +19,13 @@ from pathlib import Path
 
 import aio_pika
 
-from esb import CloudEvent
+from esb import Broker, CloudEvent
 from esb.runtime import BrokerEmitter
 from esb.teardown import delete_deployment
+from esb.topology import queue_counts
 from tests.support.postgres import pg, require_postgres
-from tests.support.processes import EsbProcess, connected_broker, routes_dir, wait_for
+from tests.support.processes import EsbProcess, connected_broker, esb_cli, routes_dir, wait_for
+from tests.support.rabbit import PrivateRabbit
 
 KEYS = 200
 PER_KEY = 50
@@ -214,3 +216,80 @@ async def _handover(
     await asyncio.wait_for(done.wait(), 30)
     await channels[1].close()
     return got
+
+
+def test_a_broker_without_the_plugin_stops_the_router_with_the_command_that_enables_it(
+    private_rabbit: PrivateRabbit, tmp_path: Path
+) -> None:
+    """A private node has no plugins: the router's first declaration fails in one line."""
+    env = {
+        "ESB_BROKER__URL": private_rabbit.url,
+        "ESB_BROKER__EXCHANGE": "noplugin.events",
+        "ESB_BROKER__PREFIX": "noplugin",
+    }
+    routes = routes_dir(tmp_path, ROUTES)
+    result = esb_cli(env, "topology", "declare", "--routes", str(routes))
+    assert result.returncode != 0
+    assert (
+        "exchange 'noplugin.sink.ledger': the broker has no x-consistent-hash exchange type"
+        in result.stderr
+    ), result.stderr
+    assert "enable it: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_an_event_without_its_partition_key_is_parked_by_the_router_with_the_reason(
+    routed_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = routed_env
+    prefix = env["ESB_BROKER__PREFIX"]
+    routes = routes_dir(tmp_path, ROUTES)
+    router = EsbProcess(["run", "router", "--routes", str(routes)], env, tmp_path / "router.log")
+    try:
+        router.wait_ready()
+        broker = await connected_broker(env, "ledger-source")
+        emitter = BrokerEmitter(broker, asyncio.Event())
+        await emitter.emit(CloudEvent.new("ledger.entry", "urn:test", {"seq": 0}, id="no-key"))
+        await emitter.emit(CloudEvent.new("ledger.entry", "urn:test", {"key": "k", "seq": 0}))
+        parked = await _one_message(env["ESB_BROKER__URL"], f"{prefix}.router.dlq")
+        routed = await _ready(broker, [f"{prefix}.sink.ledger.p{i}" for i in range(PARTITIONS)])
+        await broker.close()
+    finally:
+        router.stop()
+        await delete_deployment(
+            env["ESB_BROKER__URL"], prefix, env["ESB_BROKER__EXCHANGE"], (), (), {"ledger": 4}
+        )
+    assert parked is not None, router.tail()
+    assert parked.message_id == "no-key"
+    assert parked.headers["x-esb-reason"] == "permanent"
+    assert parked.headers["x-esb-error"] == (
+        "sink ledger: partition_key: the event has no data.key"
+    )
+    assert routed == 1
+    assert "Traceback" not in router.tail()
+
+
+async def _ready(broker: Broker, queues: list[str]) -> int:
+    """Messages ready in ``queues`` once any is (within 10 s): counted, as a queue with a
+    single active consumer refuses ``basic.get``."""
+    deadline = time.monotonic() + 10
+    total = 0
+    while total == 0 and time.monotonic() < deadline:
+        counts = [await queue_counts(broker.connection, queue) for queue in queues]
+        total = sum(c[0] for c in counts if c is not None)
+        await asyncio.sleep(0.2)
+    return total
+
+
+async def _one_message(url: str, queue: str) -> aio_pika.abc.AbstractIncomingMessage | None:
+    """A message of ``queue``, taken from it; None when none came within 30 s."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            message = await (await channel.get_queue(queue)).get(fail=False, no_ack=True)
+            if message is not None:
+                return message
+            await asyncio.sleep(0.2)
+    return None
