@@ -40,7 +40,7 @@ from esb.rebalance import rebalance
 from esb.reloading import reloading
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService, TransformerService
-from esb.settings import ProcessSettings
+from esb.settings import CircuitSettings, ProcessSettings
 from esb.slip import route_named
 from esb.topology import QueueNames, QueueSpec, queue_counts, replicas_queue
 from esb.tracing import Tracer, tracer_for
@@ -346,7 +346,7 @@ async def run_sink(
         sink, store, SinkRecords(process.metrics, process.service, consume.age_objective)
     )
 
-    def consumer(spec: QueueSpec, ordered: bool) -> Consumer:
+    def consumer(spec: QueueSpec, ordered: bool, circuit: CircuitSettings | None) -> Consumer:
         return Consumer(
             process.broker,
             handler,
@@ -355,7 +355,7 @@ async def run_sink(
             metrics=process.metrics,
             retry=settings.retry,
             failures=settings.failures,
-            circuit=settings.circuit,
+            circuit=circuit,
             masker=masker(settings),
             ordered=ordered,
             journal=process.journal,
@@ -363,7 +363,8 @@ async def run_sink(
         )
 
     if consume.partitions is None:
-        consumers = [consumer(QueueSpec(queue, consume.bindings, consume.ordered), consume.ordered)]
+        spec = QueueSpec(queue, consume.bindings, consume.ordered)
+        consumers = [consumer(spec, consume.ordered, settings.circuit)]
         on_connect = alongside = None
     else:
         if consume.bindings:
@@ -372,7 +373,9 @@ async def run_sink(
                 "routes through its hash exchange, not bound to the events exchange"
             )
         count = consume.partitions
-        consumers = [consumer(spec, True) for spec in partition_specs(queue, count)]
+        # No circuit: opening one cancels the subscription, which hands the partition on with
+        # deliveries still out, and its probe's basic.get is refused on these queues.
+        consumers = [consumer(spec, True, None) for spec in partition_specs(queue, count)]
 
         async def on_connect() -> None:
             await check_count(process.broker.connection, queue, count)
