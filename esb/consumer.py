@@ -222,21 +222,19 @@ class Consumer:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
-    async def hand_over(self, grace: float) -> None:
+    async def hand_over(self) -> None:
         """Give this queue's single active consumer to the next replica without breaking its
         order; :meth:`start` subscribes again, last in line.
 
         Deliveries stop being handled (those waiting their turn stay unsettled), the
-        one in flight finishes and every ack is written; then the channel closes,
+        one in flight finishes (however long it takes: closing under it would let the
+        next replica apply later events first) and every ack is written; then the channel closes,
         which puts the unsettled deliveries back at the head of the queue, in order,
         and moves the consumer on in one step. A ``basic.cancel`` would not: the next
         consumer starts while they are still out, and they come back behind its first.
         """
         self._stopping = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout=grace)
-        except TimeoutError:
-            log.warning("handing over %s with a delivery in flight", self.spec.name)
+        await self._idle.wait()
         await self._acks.flush()
         self._tag, self.active_since = None, None
         if self._channel is not None and not self._channel.is_closed:

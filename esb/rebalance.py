@@ -57,7 +57,7 @@ def to_hand_over(
 
 
 async def rebalance(
-    consumers: list[Consumer], count: Count, hold: float, grace: float, stop: asyncio.Event
+    consumers: list[Consumer], count: Count, hold: float, stop: asyncio.Event
 ) -> None:
     """Hand on one partition at a time, whenever this replica holds more than its share,
     until ``stop``."""
@@ -84,7 +84,7 @@ async def rebalance(
                 replicas,
                 extra={"queue": chosen.spec.name},
             )
-            await chosen.hand_over(grace)
+            await chosen.hand_over()
             handed = await _subscribe_again([*handed, chosen])
 
 

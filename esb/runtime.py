@@ -389,8 +389,7 @@ async def run_sink(
                 counts = await queue_counts(process.broker.connection, replicas.name)
                 return None if counts is None else counts[1]
 
-            grace = settings.service.shutdown_grace
-            await rebalance(consumers, replica_count, consume.hold_surplus, grace, process.stop)
+            await rebalance(consumers, replica_count, consume.hold_surplus, process.stop)
 
     parts = [] if store is None else [("idempotency store", store.open)]
     parts.append((f"{adapter.name} sink", sink.open))
