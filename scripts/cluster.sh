@@ -4,7 +4,8 @@
 #   scripts/cluster.sh start|stop|status [DIR]      (make cluster, make cluster-stop)
 #
 # Nodes esb-1@localhost .. esb-3@localhost listen for AMQP on 127.0.0.1:5681-5683 and
-# talk to each other on 25681-25683; plugins are off (no management or Prometheus ports).
+# talk to each other on 25681-25683; plugins are off (no management or Prometheus ports);
+# scripts/cluster.conf is their rabbitmq.conf (partition handling).
 # They share one Erlang cookie and keep their data and logs under DIR (default .cluster/),
 # so a stopped cluster starts again with its queues and messages. `start` is idempotent: it
 # starts only the nodes that are down and joins only the nodes not yet clustered.
@@ -19,6 +20,7 @@ port=${CLUSTER_PORT:-5681}
 dist_port=${CLUSTER_DIST_PORT:-25681}
 nodes=(1 2 3)
 timeout=180
+here=$(cd "$(dirname "$0")" && pwd)
 
 # Debian's /usr/sbin wrappers switch to the rabbitmq user; the scripts behind them do not.
 bin() {
@@ -73,7 +75,7 @@ start_node() {
   local n=$1 base="$dir/node$1"
   mkdir -p "$base"
   echo "[]." >"$base/enabled_plugins"
-  : >"$base/rabbitmq.conf"
+  cp "$here/cluster.conf" "$base/rabbitmq.conf"
   : >"$base/rabbitmq-env.conf"
   as_node "$n" setsid "$(bin rabbitmq-server)" >>"$base/server.out" 2>&1 </dev/null &
 }

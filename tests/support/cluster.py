@@ -2,13 +2,16 @@
 
 Each node is a :class:`~tests.support.rabbit.PrivateRabbit` (own name, ports and data
 directory); they share one Erlang cookie and join the first node's cluster, as
-``scripts/cluster.sh`` does for people trying esb on a cluster.
+``scripts/cluster.sh`` does for people trying esb on a cluster, with the same
+``scripts/cluster.conf`` (partition handling).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from tests.support.rabbit import PrivateRabbit
 
 #: How long a node may take to start, join or stop on a loaded machine.
 NODE_TIMEOUT = 180.0
+#: The nodes' rabbitmq.conf, shared with scripts/cluster.sh.
+CONFIG = Path(__file__).parents[2] / "scripts" / "cluster.conf"
 
 
 class RabbitCluster:
@@ -28,7 +33,10 @@ class RabbitCluster:
         cookie = base / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(20))
         cookie.chmod(0o400)
-        self.nodes = [PrivateRabbit(base / f"node{n}", home=base) for n in range(1, size + 1)]
+        config = CONFIG.read_text()
+        self.nodes = [
+            PrivateRabbit(base / f"node{n}", config, home=base) for n in range(1, size + 1)
+        ]
 
     def start(self) -> None:
         """Start every node at once, then join the others to the first."""
@@ -92,6 +100,24 @@ class RabbitCluster:
         node.stop()
         node.start(NODE_TIMEOUT)
         self.await_all_running()
+
+    def pause(self, node: PrivateRabbit) -> None:
+        """SIGSTOP ``node``'s Erlang VM: it answers nobody, neither the other nodes nor its
+        clients, while its sockets stay open, as behind a cut network link."""
+        os.kill(node.vm_pid(), signal.SIGSTOP)
+
+    def resume(self, node: PrivateRabbit) -> None:
+        """SIGCONT a paused node: the link is back and the partition heals."""
+        os.kill(node.vm_pid(), signal.SIGCONT)
+
+    def partitions(self) -> list[str]:
+        """The partitions the nodes report, as ``rabbitmqctl cluster_status`` does: none when
+        every node sees the others."""
+        found: list[str] = []
+        for node in self.nodes:
+            status = orjson.loads(node.ctl("cluster_status", "--formatter", "json"))
+            found += [f"{node.node}: {p}" for p in status.get("partitions", {}).items()]
+        return found
 
     def kill(self) -> None:
         for node in self.nodes:

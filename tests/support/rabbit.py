@@ -125,6 +125,10 @@ class PrivateRabbit:
             f"private RabbitMQ {self.node} did not open port {self.port} in {timeout}s"
         )
 
+    def vm_pid(self) -> int:
+        """The OS process id of the node's Erlang VM, which the node writes to its pid file."""
+        return int((self.base / "pid").read_text().strip())
+
     def stop(self) -> None:
         """A clean stop of the whole node."""
         if self.process is None:
