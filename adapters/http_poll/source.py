@@ -384,15 +384,14 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
         s = self.settings
         link = self.follow(page.next, url)
         walked = at.walked + 1
+        cut = walked >= s.max_walk_pages
         going_on = link is not None or (s.page_param is not None and bool(page.items))
-        if going_on and walked >= s.max_walk_pages:
-            self._walk_too_long(url, walked)
-        elif link is not None:
-            return replace(at, next=link, high=high, high_ids=high_ids, walked=walked), True
-        elif going_on:
+        if going_on and not cut:
             number = at.page if at.page is not None else s.first_page
-            after = replace(at, next=None, page=number + 1, high=high, high_ids=high_ids)
-            return replace(after, walked=walked), True
+            page_after = number + 1 if link is None else at.page
+            return replace(
+                at, next=link, page=page_after, high=high, high_ids=high_ids, walked=walked
+            ), True
         since, seen = at.since, at.seen
         if high is not None:
             if high == at.since and len(seen) + len(high_ids) > MAX_SEEN:
@@ -406,7 +405,7 @@ class HttpPollSource(PollingSource[HttpPollSettings, Position]):
             since = high
         token = page.token or at.token
         more = s.token_param is not None and token != at.token and bool(page.items)
-        if more and walked >= s.max_walk_pages:
+        if cut and (going_on or more):
             self._walk_too_long(url, walked)
             more = False
         return Position(since=since, seen=seen, token=token, walked=walked if more else 0), more
