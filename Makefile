@@ -72,6 +72,7 @@ bench: install broker postgres mosquitto
 	$(BIN)/python bench/routing.py $(if $(QUICK),--repeat 200 --count 500,--count 1000)
 	$(BIN)/python bench/sql_sink.py $(if $(QUICK),--count 1000 --rounds 1)
 	$(BIN)/python bench/mqtt_source.py $(if $(QUICK),--rounds 1,--rounds 2)
+	$(BIN)/python bench/partitions.py $(if $(QUICK),--count 1000)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -1,10 +1,11 @@
 """Delete what a bench run declared on the broker: every queue and exchange under its prefix.
 
 The esb processes declare more than a bench knows by name (delay queues
-``<queue>.retry.N``, parking lots ``<queue>.dlq``, the unrouted queue, a
-queue per sink of the route file), so the broker's own list is asked for
-every name that starts with the run's prefix; the names the caller knows are
-deleted too, for a broker whose list cannot be read (no rabbitmqctl here).
+``<queue>.delay.N``, ``<queue>.retry.N`` in older versions, parking lots
+``<queue>.dlq``, the unrouted queue, a queue per sink of the route file), so
+the broker's own list is asked for every name that starts with the run's
+prefix; the names the caller knows are deleted too, for a broker whose list
+cannot be read (no rabbitmqctl here).
 """
 
 from __future__ import annotations

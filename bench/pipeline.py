@@ -837,7 +837,7 @@ def guesses(prefix: str) -> list[str]:
     sinks = yaml.safe_load((ROUTES_DIR / "orders.yaml").read_text())["sinks"]
     hops = ["router", "unrouted", "transform", "transform.router", "sink", "journal"]
     work = [f"{prefix}.{hop}" for hop in hops] + [f"{prefix}.sink.{sink}" for sink in sinks]
-    suffixes = ["", ".dlq", *(f".retry.{n}" for n in range(1, 31))]
+    suffixes = ["", ".dlq", *(f".delay.{n}" for n in range(1, 31))]
     return [queue + suffix for queue in work for suffix in suffixes]
 
 

@@ -19,7 +19,7 @@ import orjson
 
 from esb import Broker, BrokerSettings, CloudEvent, Metrics
 from esb.consumer import MIN_RETRY_LEVELS, Consumer
-from esb.retry import retry_queue
+from esb.retry import delay_queue
 from esb.routing.engine import match
 from esb.routing.lineage import derive
 from esb.routing.loader import RouteTable, load_routes
@@ -229,7 +229,7 @@ async def pipeline(count: int) -> None:
                 *consumed,
                 f"{prefix}.plain-publisher",
                 *(dlq_name(q) for q in consumed),
-                *(retry_queue(q, n) for q in consumed for n in range(1, MIN_RETRY_LEVELS + 1)),
+                *(delay_queue(q, n) for q in consumed for n in range(1, MIN_RETRY_LEVELS + 1)),
             ],
             [settings.exchange],
         )

@@ -31,7 +31,7 @@ from esb import (
     to_message,
 )
 from esb.consumer import MIN_RETRY_LEVELS, Consumer
-from esb.retry import retry_queue
+from esb.retry import delay_queue
 from esb.runtime import BrokerEmitter, write_to
 from esb.topology import QueueSpec, declare_queue, dlq_name
 
@@ -212,7 +212,7 @@ async def main(count: int, rounds: int) -> None:
             [
                 *known,
                 *(dlq_name(q) for q in known),
-                *(retry_queue(q, n) for q in known for n in range(1, MIN_RETRY_LEVELS + 1)),
+                *(delay_queue(q, n) for q in known for n in range(1, MIN_RETRY_LEVELS + 1)),
             ],
             [settings.exchange],
         )

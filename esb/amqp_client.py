@@ -197,6 +197,11 @@ def _withhold_large_bodies(channel: aiormq.Channel, limit: int) -> None:
     setattr(channel, "_read_content", read)  # noqa: B010 - an instance's own reader
 
 
+#: Frames a channel may hold for its reader. aiormq allows 10: a connection reading a
+#: chunk of deliveries (:mod:`esb.amqp_incoming`) waited for the channel every three. At
+#: most this many frames of a withheld body are held at once (8 MiB at RabbitMQ's frame_max).
+CHANNEL_FRAMES = 64
+
 #: Channel failures a channel that reopens alone outlives: the broker refused to reopen it
 #: (an exchange it checks is missing, say) or closed it while reopening. A lost connection is
 #: not one of them: the connection restores its channels once it is back.
@@ -265,8 +270,11 @@ class RobustChannel(aio_pika.RobustChannel):
             return None
 
     async def _on_open(self) -> None:
+        channel = cast(aiormq.Channel, await self.get_underlay_channel())
+        # aiormq reads the bound from its constructor's default, which aio-pika gives no way
+        # to choose: the channel's own queue is widened.
+        channel.frames._maxsize = CHANNEL_FRAMES  # type: ignore[attr-defined]
         if self.body_limit is not None:
-            channel = cast(aiormq.Channel, await self.get_underlay_channel())
             _withhold_large_bodies(channel, self.body_limit)
         await super()._on_open()
 

@@ -19,6 +19,7 @@ from yarl import URL
 from esb.amqp_binding import encode_data, to_properties
 from esb.amqp_client import RobustChannel, RobustConnection
 from esb.amqp_frames import Outgoing
+from esb.amqp_incoming import install_frame_reader
 from esb.amqp_publish import Window, encode_frames, settled, write_batch
 from esb.amqp_tables import install_table_codecs
 from esb.envelope import CloudEvent
@@ -127,8 +128,10 @@ class Broker:
 
         Header tables are read and written by :mod:`esb.amqp_tables` first, behind the
         nesting guard: no header a publisher nests can hold or break the connection's reader.
+        Frames are read by :mod:`esb.amqp_incoming`.
         """
         install_table_codecs()
+        install_frame_reader()
         urls = self.settings.all_urls()
         connection: aio_pika.RobustConnection | None = None
         position = 0

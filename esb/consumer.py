@@ -36,7 +36,7 @@ from esb.limits import INLINE_BODY_BYTES
 from esb.masking import Masker
 from esb.metrics import CONSUME_OUTCOMES, Metrics
 from esb.parking import copy_message, encodable, parked_copy
-from esb.retry import attempts_so_far, backoff, declare_retry_queues, retry_copy, retry_queue
+from esb.retry import attempts_so_far, backoff, declare_delay_queues, delay_queue, retry_copy
 from esb.settings import CircuitSettings, FailureSettings, RetrySettings
 from esb.slip import retry_override, route_named, slip_position
 from esb.topology import QueueSpec, access_refused, declare_queue, dlq_name
@@ -135,6 +135,9 @@ class Consumer:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._stopping = False
+        #: When the current subscription got its first delivery: with a single active
+        #: consumer, proof that it is the active one until it ends.
+        self.active_since: float | None = None
         self._probe: asyncio.Task[None] | None = None
         self._in_order = asyncio.Lock() if ordered else None
         self._large = asyncio.Semaphore(LARGE_AT_ONCE)
@@ -175,8 +178,8 @@ class Consumer:
         await channel.set_qos(prefetch_count=self.broker.settings.prefetch)
         self._channel = channel
         self._queue = await declare_queue(self._channel, self.spec, self.broker.settings)
-        await declare_retry_queues(
-            self._channel, self.spec.name, self._retry_levels, declare=self.broker.settings.declare
+        await declare_delay_queues(
+            self._channel, self.spec.name, self._retry_levels, self.broker.settings
         )
         await self._consume()
 
@@ -219,9 +222,30 @@ class Consumer:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
+    async def hand_over(self) -> None:
+        """Give this queue's single active consumer to the next replica without breaking its
+        order; :meth:`start` subscribes again, last in line.
+
+        Deliveries stop being handled (those waiting their turn stay unsettled), the
+        one in flight finishes (however long it takes: closing under it would let the
+        next replica apply later events first) and every ack is written; then the channel closes,
+        which puts the unsettled deliveries back at the head of the queue, in order,
+        and moves the consumer on in one step. A ``basic.cancel`` would not: the next
+        consumer starts while they are still out, and they come back behind its first.
+        """
+        self._stopping = True
+        await self._idle.wait()
+        await self._acks.flush()
+        self._tag, self.active_since = None, None
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+        self._stopping = False
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:
             return
+        if self.active_since is None:
+            self.active_since = time.monotonic()
         self._acks.received(message)
         self._in_flight += 1
         self._idle.clear()
@@ -239,7 +263,8 @@ class Consumer:
                 await self._handle(message)
             else:
                 async with self._in_order:
-                    await self._handle(message)
+                    if not self._stopping:  # else left unsettled: the broker redelivers it
+                        await self._handle(message)
         finally:
             self._handle_seconds.observe(time.perf_counter() - started)
             self._in_flight_gauge.dec()
@@ -425,7 +450,7 @@ class Consumer:
         copy = retry_copy(
             message, attempt=attempt, delay=delay, error=exc, service=self.service, error_text=text
         )
-        await self._republish(message, copy, retry_queue(self.spec.name, level), "retried")
+        await self._republish(message, copy, delay_queue(self.spec.name, level), "retried")
 
     async def _return(self, message: AbstractIncomingMessage) -> None:
         copy = copy_message(message, encodable(message.headers or {}))

@@ -34,13 +34,15 @@ from esb.journal import Journal, note_outcome
 from esb.masking import Masker
 from esb.metrics import Bound, FewValues, Metrics
 from esb.opening import Opening
+from esb.partitions import check_count, partition_specs
 from esb.pools import ROUTER, TRANSFORMER
+from esb.rebalance import rebalance
 from esb.reloading import reloading
 from esb.routing.loader import load_routes
 from esb.routing.services import RouterService, TransformerService
-from esb.settings import ProcessSettings
+from esb.settings import CircuitSettings, ProcessSettings
 from esb.slip import route_named
-from esb.topology import QueueNames, QueueSpec
+from esb.topology import QueueNames, QueueSpec, queue_counts, replicas_queue
 from esb.tracing import Tracer, tracer_for
 
 log = logging.getLogger(__name__)
@@ -333,43 +335,75 @@ async def run_sink(
     )
     sink: Sink[Any] = adapter.sink(settings.adapter)
     report_counts(sink, process, adapter.name)
-    spec = QueueSpec(
-        settings.consume.queue or QueueNames(settings.broker.prefix).sink(process.service),
-        settings.consume.bindings,
-        single_active_consumer=settings.consume.ordered,
-    )
+    consume = settings.consume
+    queue = consume.queue or QueueNames(settings.broker.prefix).sink(process.service)
     store = (
         None
         if sink.naturally_idempotent
         else build_store(settings.idempotency, process.service, settings.service.data_dir)
     )
-    consumer = Consumer(
-        process.broker,
-        write_to(
-            sink,
-            store,
-            SinkRecords(process.metrics, process.service, settings.consume.age_objective),
-        ),
-        spec,
-        adapter=adapter.name,
-        metrics=process.metrics,
-        retry=settings.retry,
-        failures=settings.failures,
-        circuit=settings.circuit,
-        masker=masker(settings),
-        ordered=settings.consume.ordered,
-        journal=process.journal,
-        tracer=process.tracer,
+    handler = write_to(
+        sink, store, SinkRecords(process.metrics, process.service, consume.age_objective)
     )
+
+    def consumer(spec: QueueSpec, ordered: bool, circuit: CircuitSettings | None) -> Consumer:
+        return Consumer(
+            process.broker,
+            handler,
+            spec,
+            adapter=adapter.name,
+            metrics=process.metrics,
+            retry=settings.retry,
+            failures=settings.failures,
+            circuit=circuit,
+            masker=masker(settings),
+            ordered=ordered,
+            journal=process.journal,
+            tracer=process.tracer,
+        )
+
+    if consume.partitions is None:
+        spec = QueueSpec(queue, consume.bindings, consume.ordered)
+        consumers = [consumer(spec, consume.ordered, settings.circuit)]
+        on_connect = alongside = None
+    else:
+        if consume.bindings:
+            raise ConfigError(
+                "consume.bindings and consume.partitions: a partitioned sink is fed by its "
+                "routes through its hash exchange, not bound to the events exchange"
+            )
+        count = consume.partitions
+        # No circuit: opening one cancels the subscription, which hands the partition on with
+        # deliveries still out, and its probe's basic.get is refused on these queues.
+        consumers = [consumer(spec, True, None) for spec in partition_specs(queue, count)]
+
+        async def on_connect() -> None:
+            await check_count(process.broker.connection, queue, count)
+
+        async def alongside() -> None:
+            presence = await process.broker.connection.channel()
+            replicas = await presence.get_queue(replicas_queue(queue))
+            await replicas.consume(_never_called)
+
+            async def replica_count() -> int | None:
+                counts = await queue_counts(process.broker.connection, replicas.name)
+                return None if counts is None else counts[1]
+
+            await rebalance(consumers, replica_count, consume.hold_surplus, process.stop)
+
     parts = [] if store is None else [("idempotency store", store.open)]
     parts.append((f"{adapter.name} sink", sink.open))
     opening = Opening("sink", parts, process.stop, settings.service.open_backoff_max)
     try:
-        await serve(process, [consumer], opening=opening)
+        await serve(process, consumers, on_connect, opening, alongside)
     finally:
         await sink.close()
         if store is not None:
             await store.close()
+
+
+async def _never_called(message: AbstractIncomingMessage) -> None:
+    """A replicas queue's consumer: the queue holds nothing, the subscription is the point."""
 
 
 #: Net new container objects between young-generation collections in a consumer process
@@ -393,9 +427,11 @@ async def serve(
     consumers: list[Consumer],
     on_connect: Callable[[], Awaitable[None]] | None = None,
     opening: Opening | None = None,
+    alongside: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Connect, open what ``opening`` holds (waiting while its target is down), start
-    ``consumers`` and run until stopped; then drain them within the grace."""
+    ``consumers`` and run until stopped, with ``alongside`` (which returns once stopped);
+    then drain them within the grace."""
 
     def readiness() -> Readiness:
         states = [c.readiness() for c in consumers]
@@ -416,7 +452,10 @@ async def serve(
         for consumer in consumers:
             await consumer.start()
             log.info("consuming %s", consumer.spec.name, extra={"queue": consumer.spec.name})
-        await process.stop.wait()
+        if alongside is None:
+            await process.stop.wait()
+        else:
+            await alongside()
         await asyncio.gather(*(c.stop(process.settings.service.shutdown_grace) for c in consumers))
 
 

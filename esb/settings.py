@@ -411,6 +411,22 @@ class ConsumeSettings(BaseModel):
         description="Per-key ordering: one active consumer among the replicas (RabbitMQ's "
         "single active consumer) handling one delivery at a time, in queue order.",
     )
+    partitions: int | None = Field(
+        examples=[4],
+        default=None,
+        ge=1,
+        le=64,
+        description="The sink's partitions, as its route-file declaration says (sinks: NAME: "
+        "partitions): consume every partition queue <queue>.p0.. in order, sharing them with "
+        "the other replicas.",
+    )
+    hold_surplus: float = Field(
+        examples=[10.0],
+        default=30.0,
+        gt=0,
+        description="Seconds a replica keeps a partition beyond its even share (partitions "
+        "over replicas, rounded down) before handing it on, so that every replica gets work.",
+    )
     age_objective: float = Field(
         examples=[60.0],
         default=300.0,

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from esb.broker import SENT_HEADER
 from esb.circuit import State
-from esb.retry import retry_queue
+from esb.retry import delay_queue
 from esb.topology import dlq_name, queue_counts
 
 #: Seconds a process's /metrics may take to answer.
@@ -68,7 +68,7 @@ async def queue_figures(
         return QueueFigures(queue, None)
     figures = QueueFigures(queue, depth[0], depth[1])
     for level in range(1, retry_levels + 1):
-        delayed = await queue_counts(connection, retry_queue(queue, level))
+        delayed = await queue_counts(connection, delay_queue(queue, level))
         if delayed is None:
             break
         figures.delayed += delayed[0]

@@ -25,6 +25,12 @@ from esb.settings import BrokerSettings
 
 DLQ_SUFFIX = ".dlq"
 
+#: The header a partitioned sink's copies carry their key in, which its exchange hashes.
+PARTITION_KEY_HEADER = "esb-partition-key"
+#: The exchange type of partitioned sinks, and the RabbitMQ plugin that brings it.
+HASH_EXCHANGE = "x-consistent-hash"
+HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
+
 
 @dataclass(frozen=True)
 class QueueNames:
@@ -57,6 +63,17 @@ class QueueNames:
         return f"{self.prefix}.journal"
 
 
+def replicas_queue(sink_queue: str) -> str:
+    """The queue every replica of a partitioned sink subscribes to, so that its consumer count
+    is the number of replicas (a partition's is not: with a single active consumer, RabbitMQ
+    counts only the active one). Nothing is published to it."""
+    return sink_queue + ".replicas"
+
+
+#: A replicas queue holds nothing: a message published to it by mistake is dropped.
+REPLICAS_ARGUMENTS: dict[str, Any] = {"x-queue-type": "classic", "x-max-length": 0}
+
+
 def dlq_name(queue: str) -> str:
     """The parking lot of a work queue."""
     return queue + DLQ_SUFFIX
@@ -69,6 +86,8 @@ class QueueSpec:
     name: str
     bindings: list[str] = field(default_factory=lambda: ["#"])
     single_active_consumer: bool = False
+    #: The consistent-hash exchange that feeds this queue, when it is a sink's partition.
+    partition_of: str | None = None
 
     def arguments(self, settings: BrokerSettings) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -118,13 +137,27 @@ def not_declared(kind: str, name: str, work_queue: str | None = None) -> ConfigE
 
 
 async def declare_exchange(
-    channel: AbstractChannel, name: str, *, declare: bool = True
+    channel: AbstractChannel,
+    name: str,
+    *,
+    declare: bool = True,
+    kind: str = aio_pika.ExchangeType.TOPIC.value,
+    arguments: dict[str, Any] | None = None,
 ) -> AbstractExchange:
-    """Declare the durable topic exchange events are published to; or check it exists."""
+    """Declare a durable exchange (by default the topic exchange events are published to); or
+    check it exists. A type the broker lacks closes the connection: that becomes one line
+    naming the plugin to enable."""
     try:
         if not declare:
             return await channel.declare_exchange(name, passive=True)
-        return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+        return await channel.declare_exchange(name, kind, durable=True, arguments=arguments)
+    except aiormq.exceptions.ConnectionCommandInvalid as exc:
+        plugin = (
+            f"; enable it: rabbitmq-plugins enable {HASH_PLUGIN}" if kind == HASH_EXCHANGE else ""
+        )
+        raise ConfigError(
+            f"exchange {name!r}: the broker has no {kind} exchange type ({exc.args[0]}){plugin}"
+        ) from None
     except aiormq.exceptions.ChannelNotFoundEntity:
         raise not_declared("exchange", name) from None
     except aiormq.exceptions.ChannelAccessRefused as exc:
@@ -143,7 +176,18 @@ async def declare_queue(
     ``esb topology declare``.
     """
     exchange = await declare_exchange(channel, settings.exchange, declare=settings.declare)
+    feeder = None
+    if spec.partition_of is not None:
+        feeder = await declare_exchange(
+            channel,
+            spec.partition_of,
+            declare=settings.declare,
+            kind=HASH_EXCHANGE,
+            arguments={"hash-header": PARTITION_KEY_HEADER},
+        )
     if not settings.declare:
+        if spec.partition_of is not None:
+            await check_queue(channel, replicas_queue(spec.partition_of), spec.name)
         await check_queue(channel, dlq_name(spec.name), spec.name)
         return await check_queue(channel, spec.name, spec.name)
     try:
@@ -153,6 +197,10 @@ async def declare_queue(
         queue = await channel.declare_queue(
             spec.name, durable=True, arguments=spec.arguments(settings)
         )
+        if spec.partition_of is not None:
+            await channel.declare_queue(
+                replicas_queue(spec.partition_of), durable=True, arguments=REPLICAS_ARGUMENTS
+            )
     except aiormq.exceptions.ChannelAccessRefused as exc:
         raise access_refused(exc, "configure", f"declaring queue {spec.name!r}") from None
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -162,6 +210,8 @@ async def declare_queue(
         ) from None
     for pattern in spec.bindings:
         await queue.bind(exchange, routing_key=pattern)
+    if feeder is not None:
+        await queue.bind(feeder, routing_key="1")  # every partition the same weight
     return queue
 
 

@@ -4,7 +4,8 @@
 #   scripts/cluster.sh start|stop|status [DIR]      (make cluster, make cluster-stop)
 #
 # Nodes esb-1@localhost .. esb-3@localhost listen for AMQP on 127.0.0.1:5681-5683 and
-# talk to each other on 25681-25683; plugins are off (no management or Prometheus ports).
+# talk to each other on 25681-25683; of the plugins only the consistent-hash exchange is on
+# (partitioned sinks; no management or Prometheus ports).
 # They share one Erlang cookie and keep their data and logs under DIR (default .cluster/),
 # so a stopped cluster starts again with its queues and messages. `start` is idempotent: it
 # starts only the nodes that are down and joins only the nodes not yet clustered.
@@ -72,7 +73,7 @@ urls() {
 start_node() {
   local n=$1 base="$dir/node$1"
   mkdir -p "$base"
-  echo "[]." >"$base/enabled_plugins"
+  echo "[rabbitmq_consistent_hash_exchange]." >"$base/enabled_plugins"
   : >"$base/rabbitmq.conf"
   : >"$base/rabbitmq-env.conf"
   as_node "$n" setsid "$(bin rabbitmq-server)" >>"$base/server.out" 2>&1 </dev/null &

@@ -13,7 +13,7 @@ import aio_pika
 import pytest
 
 from bench.cleanup import leftovers
-from esb.retry import retry_queue
+from esb.retry import delay_queue
 from esb.teardown import MAX_RETRY_QUEUES, delete_deployment
 from tests.support.cluster import RabbitCluster
 from tests.support.rabbit import HOW_TO_START, LOCAL_URL, PrivateRabbit, port_open, rabbit_bin
@@ -102,7 +102,7 @@ async def names(amqp_url: str) -> AsyncIterator[Names]:
     yield names
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        delay_queues = (retry_queue(names.queue, n) for n in range(1, MAX_RETRY_QUEUES + 1))
+        delay_queues = (delay_queue(names.queue, n) for n in range(1, MAX_RETRY_QUEUES + 1))
         for queue in (names.queue, names.queue + ".dlq", *delay_queues):
             channel = await connection.channel()
             with contextlib.suppress(Exception):

@@ -18,10 +18,17 @@ from esb.cli.options import (
 )
 from esb.consumer import MIN_RETRY_LEVELS
 from esb.permissions import definitions, load_users, vhost_of, write_definitions
-from esb.retry import declare_retry_queues, retry_queue
+from esb.retry import declare_delay_queues, delay_queue
 from esb.routing.loader import load_routes
 from esb.settings import load_settings
-from esb.topology import QueueNames, declare_exchange, declare_queue, dlq_name, queue_counts
+from esb.topology import (
+    HASH_EXCHANGE,
+    QueueNames,
+    declare_exchange,
+    declare_queue,
+    dlq_name,
+    queue_counts,
+)
 
 
 @click.group(cls=EsbGroup)
@@ -81,9 +88,11 @@ def topology_declare(
         for spec in specs:
             await declare_queue(channel, spec, broker_settings)
             retries = 0 if spec.name == names.unrouted else delays
-            await declare_retry_queues(channel, spec.name, retries)
+            await declare_delay_queues(channel, spec.name, retries, broker_settings)
             bound = f"bound to {', '.join(spec.bindings)}" if spec.bindings else "not bound"
-            extra = f", {retry_queue(spec.name, 1)}..{retries}" if retries else ""
+            if spec.partition_of is not None:
+                bound = f"a partition of {spec.partition_of} ({HASH_EXCHANGE})"
+            extra = f", {delay_queue(spec.name, 1)}..{retries}" if retries else ""
             click.echo(f"queue {spec.name} (+ {dlq_name(spec.name)}{extra}) {bound}")
 
     run_connected(settings, "esb-topology", go)

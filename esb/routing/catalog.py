@@ -143,7 +143,12 @@ def catalog(table: RouteTable, broker: BrokerSettings, version: str) -> dict[str
         operations[f"sink.{_key(sink_name)}.receive"] = {
             "action": "receive",
             "channel": {"$ref": f"#/channels/{key}"},
-            "summary": f"sink {sink_name} ({sink.adapter or 'any adapter'}) writes to its target",
+            "summary": f"sink {sink_name} ({sink.adapter or 'any adapter'}) writes to its target"
+            + (
+                f", in {sink.partitions} partitions by {sink.partition_key}"
+                if sink.partitions is not None
+                else ""
+            ),
         }
     channels["unrouted"] = _queue_channel(
         names.unrouted, "Events no route matched, kept for inspection.", vhost

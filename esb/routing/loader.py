@@ -22,6 +22,7 @@ from pydantic_core import ErrorDetails
 
 from esb.errors import ConfigError
 from esb.expressions import Expression, ExpressionError, Reads
+from esb.partitions import Partitioning
 from esb.pools import ROUTER
 from esb.routing.model import (
     STEP_KINDS,
@@ -82,6 +83,8 @@ class CompiledRoute:
     line: int
     retry: RetrySettings | None = None
     compiled: list[CompiledStep] = field(default_factory=list)
+    #: The sinks of ``to`` that are partitioned, and how.
+    partitioned: dict[str, Partitioning] = field(default_factory=dict)
 
     def matches_type(self, event_type: str) -> bool:
         return topic_matches(self.pattern, event_type)
@@ -400,6 +403,11 @@ def _compile_route(
         _line_of(p.node, ("routes", index)),
         route.retry,
         compiled,
+        {
+            sink: partitioning
+            for sink in route.to
+            if (partitioning := sinks[sink].partitioning(sink)) is not None
+        },
     )
 
 

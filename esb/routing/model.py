@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from esb.event_paths import FieldPath
+from esb.event_paths import EventRef, FieldPath
+from esb.partitions import MAX_PARTITIONS, Partitioning
 from esb.pools import POOL, RESERVED_POOLS
 from esb.settings import RetrySettings
 
@@ -38,6 +39,40 @@ class SinkDecl(Strict):
         default=None, description="Adapter that runs it, for graphs and the catalog."
     )
     description: str = Field(default="", description="What the target system is.")
+    partitions: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PARTITIONS,
+        description="Spread the sink's events over this many queues by partition_key, each "
+        "with one active consumer: replicas share the partitions and each key stays in order "
+        "(run the sink with consume.partitions set to the same number).",
+        examples=[4],
+    )
+    partition_key: str | None = Field(
+        default=None,
+        description="What keeps events together and in order: subject, or a data path "
+        "(data.order_id) of the event as this sink receives it.",
+        examples=["data.order_id"],
+    )
+
+    @field_validator("partition_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None:
+            EventRef.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _both(self) -> SinkDecl:
+        if (self.partitions is None) != (self.partition_key is None):
+            raise ValueError("partitions and partition_key go together: give both or neither")
+        return self
+
+    def partitioning(self, name: str) -> Partitioning | None:
+        """How this sink's events are spread, or None for a sink with one queue."""
+        if self.partitions is None or self.partition_key is None:
+            return None
+        return Partitioning(name, self.partitions, EventRef.parse(self.partition_key))
 
 
 class SourceDecl(Strict):

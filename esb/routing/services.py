@@ -22,6 +22,7 @@ from esb.errors import ConfigError, EsbError, PermanentError, TransientError
 from esb.journal import note, note_outputs, sent
 from esb.metrics import Bound, Metrics
 from esb.parking import unrouted_headers
+from esb.partitions import partition_specs
 from esb.pools import ROUTER, TRANSFORMER, is_pool_name
 from esb.routing.engine import StepFailed, match, route_copy, run_hop
 from esb.routing.loader import CompiledRoute, RoutesInvalid, RouteTable, load_routes
@@ -31,12 +32,32 @@ from esb.topology import QueueNames, QueueSpec, declare_queue
 log = logging.getLogger(__name__)
 
 
-def next_queues(route: CompiledRoute, position: int, names: QueueNames) -> list[str]:
-    """Where a message at step ``position`` of ``route`` goes: the queue of the pool that runs
-    that step, or every sink once the steps are done."""
+def next_hop(
+    route: CompiledRoute,
+    position: int,
+    event: CloudEvent,
+    headers: dict[str, str],
+    names: QueueNames,
+) -> list[Addressed]:
+    """Where ``event`` at step ``position`` of ``route`` goes: the queue of the pool that runs
+    that step, or every sink once the steps are done; a partitioned sink's copy goes to its
+    hash exchange with its key (PermanentError for a copy without one, before any is sent)."""
     if position <= len(route.steps):
-        return [names.steps(route.steps[position - 1].runs_in)]
-    return [names.sink(sink) for sink in route.to]
+        return [Addressed(event, names.steps(route.steps[position - 1].runs_in), "", headers)]
+    copies = []
+    for sink in route.to:
+        partitioning = route.partitioned.get(sink)
+        if partitioning is None:
+            copies.append(Addressed(event, names.sink(sink), "", headers))
+        else:
+            keyed = {**headers, **partitioning.headers(event)}
+            copies.append(Addressed(event, "", names.sink(sink), keyed))
+    return copies
+
+
+def destination(copy: Addressed) -> str:
+    """The queue, or a partitioned sink's exchange, a copy was sent to: for hop records."""
+    return copy.routing_key or copy.exchange
 
 
 def _raise_first(failures: Sequence[EsbError | None]) -> None:
@@ -64,8 +85,16 @@ def routing_queues(table: RouteTable, names: QueueNames) -> list[QueueSpec]:
         QueueSpec(names.router, ["#"]),
         QueueSpec(names.unrouted, []),
         *(QueueSpec(names.steps(pool), []) for pool in pools),
-        *(QueueSpec(names.sink(sink), []) for sink in sorted(table.sinks)),
+        *(spec for sink in sorted(table.sinks) for spec in sink_queues(table, sink, names)),
     ]
+
+
+def sink_queues(table: RouteTable, sink: str, names: QueueNames) -> list[QueueSpec]:
+    """The work queue of ``sink``, or the queues of its partitions."""
+    partitioning = table.sinks[sink].partitioning(sink)
+    if partitioning is None:
+        return [QueueSpec(names.sink(sink), [])]
+    return partition_specs(names.sink(sink), partitioning.count)
 
 
 class LiveRoutes:
@@ -170,7 +199,7 @@ class RouterService:
         _raise_first(failures)
         if note() is not None:
             outputs = [
-                sent(c.event.id, c.routing_key, send.route) for send in sends for c in send.copies
+                sent(c.event.id, destination(c), send.route) for send in sends for c in send.copies
             ]
             note_outputs("routed", outputs)
 
@@ -192,8 +221,7 @@ class RouterService:
             except StepFailed as failed:
                 return _RouteSend(route.name, [self._hand_off(route, failed)], counts=False)
         headers = _slip(Slip(route.name, route.version, position, retry=route.retry))
-        queues = next_queues(route, position, self.names)
-        return _RouteSend(route.name, [Addressed(copy, q, "", headers) for q in queues], True)
+        return _RouteSend(route.name, next_hop(route, position, copy, headers, self.names), True)
 
     def _hand_off(self, route: CompiledRoute, failed: StepFailed) -> Addressed:
         log.warning(
@@ -330,11 +358,12 @@ class TransformerService:
             self._steps(spec.kind, "ok").inc()
         following = Slip(route.name, route.version, end, slip.retry)
         headers = _slip(following)
-        queues = next_queues(route, end, self.names)
-        copies = [Addressed(output, queue, "", headers) for queue in queues]
+        copies = next_hop(route, end, output, headers, self.names)
         _raise_first(await self.broker.publish_each(copies))
         if note() is not None:
-            note_outputs("transformed", [sent(output.id, q, route.name) for q in queues])
+            note_outputs(
+                "transformed", [sent(output.id, destination(c), route.name) for c in copies]
+            )
 
     async def _hand_off(self, route: CompiledRoute, slip: Slip, failed: StepFailed) -> None:
         queue = self.names.steps(route.steps[failed.position - 1].runs_in)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from esb import Broker, BrokerSettings, CloudEvent, Metrics, Sink
 from esb.consumer import MIN_RETRY_LEVELS, Consumer
 from esb.parking import REASON
-from esb.retry import retry_queue
+from esb.retry import delay_queue
 from esb.runtime import write_to
 from esb.settings import RetrySettings
 from esb.testing import MemoryBus
@@ -86,7 +86,7 @@ class OnRabbitMQ:
         """Messages in ``name`` and in its delay queues."""
         total = 0
         channel = await self.broker.connection.channel()
-        for queue in (name, *(retry_queue(name, n) for n in range(1, MIN_RETRY_LEVELS + 1))):
+        for queue in (name, *(delay_queue(name, n) for n in range(1, MIN_RETRY_LEVELS + 1))):
             declared = await channel.declare_queue(queue, passive=True)
             total += int(declared.declaration_result.message_count or 0)
         await channel.close()
@@ -128,7 +128,7 @@ class OnRabbitMQ:
 
     async def close(self) -> None:
         for name in self.queues:
-            delay_queues = [retry_queue(name, n) for n in range(1, MIN_RETRY_LEVELS + 1)]
+            delay_queues = [delay_queue(name, n) for n in range(1, MIN_RETRY_LEVELS + 1)]
             for queue in (name, dlq_name(name), *delay_queues):
                 with contextlib.suppress(Exception):
                     channel = await self.broker.connection.channel()

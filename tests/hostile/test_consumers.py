@@ -27,7 +27,7 @@ from esb.amqp_binding import from_message
 from esb.errors import EnvelopeError
 from esb.limits import DEFAULT_MAX_BODY_BYTES
 from esb.parking import REASON, UNROUTED_HEADER
-from esb.retry import retry_queue
+from esb.retry import delay_queue
 from esb.slip import HEADER as SLIP
 from esb.teardown import delete_deployment
 from esb.topology import QueueNames, dlq_name
@@ -352,7 +352,7 @@ class Observer:
         async with connection:
             channel = await connection.channel()
             for work in self.deployment.work_queues():
-                for name in (work, *(retry_queue(work, n) for n in range(1, 6))):
+                for name in (work, *(delay_queue(work, n) for n in range(1, 6))):
                     try:
                         queue = await channel.declare_queue(name, passive=True)
                     except aio_pika.exceptions.ChannelNotFoundEntity:

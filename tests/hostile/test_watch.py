@@ -89,6 +89,9 @@ def watched(tmp_path: Path) -> Iterator[dict[str, dict[str, Any]]]:
         watcher = subprocess.Popen(
             [sys.executable, "-m", "tests.support.hostile_watch", str(out), *specs]
         )
+        started = time.monotonic() + 30  # its start waits for a core beside the hogs
+        while not out.with_suffix(".started").exists() and time.monotonic() < started:
+            time.sleep(0.02)
         time.sleep(6)
         watcher.send_signal(signal.SIGTERM)
         watcher.wait(timeout=15)

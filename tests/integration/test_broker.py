@@ -24,7 +24,7 @@ from esb import (
     Metrics,
     UnroutableError,
 )
-from esb.amqp_client import Delivery, RobustChannel
+from esb.amqp_client import CHANNEL_FRAMES, Delivery, RobustChannel
 from esb.broker import PUBLISH_WINDOW, Addressed
 from esb.cli import main
 from esb.dlq import depth
@@ -116,6 +116,21 @@ async def test_publishes_started_together_are_all_queued_for_the_socket_in_one_t
             if attempt == "first connection":
                 await reconnected(broker)
         assert await queue_depth(amqp_url, names.queue) == 400
+
+
+async def test_channels_hold_a_chunk_of_frames_before_and_after_a_reconnection(
+    amqp_url: str, names: Names
+) -> None:
+    """aiormq's channels hold 10 frames: the connection's reader, taking what arrived at
+    once, waited for the channel's reader every three deliveries. Widened, reconnected too."""
+    async with connected(amqp_url, names, reconnect_interval=0.2) as broker:
+        consuming = await broker.connection.channel()
+        for attempt in ("first connection", "reconnected"):
+            for channel in (broker.channel, consuming):
+                underlay = await channel.get_underlay_channel()
+                assert underlay.frames.maxsize == CHANNEL_FRAMES, attempt
+            if attempt == "first connection":
+                await reconnected(broker, consuming)
 
 
 async def reconnected(broker: Broker, *channels: aio_pika.abc.AbstractChannel) -> None:

@@ -2,9 +2,7 @@
 survives the loss of the node leading its queue and a rolling restart of every node.
 
 The ledger is the sequence number in every event; the oracle is the sink's file,
-which must hold each number exactly once, with nothing parked. Parking is the one
-failure expected today (:class:`ParkedWhileReconnecting`); a lost or doubled number
-fails the test whatever the cause.
+which must hold each number exactly once, with nothing parked.
 """
 
 from __future__ import annotations
@@ -231,17 +229,6 @@ async def parked_ids(cluster: RabbitCluster) -> set[str]:
     return ids  # closing the channel returns every message it took
 
 
-class ParkedWhileReconnecting(AssertionError):
-    """Messages parked by the reconnection loop that follows the loss of the node holding
-    the classic delay queues (docs/scaling.md, "Known limits"), none of them lost."""
-
-
-@pytest.mark.xfail(
-    raises=ParkedWhileReconnecting,
-    strict=False,
-    reason="a lost node holding classic delay queues makes every reconnection fail after "
-    "taking deliveries; a long enough outage spends their delivery limit (issue #11)",
-)
 async def test_leader_loss_and_a_rolling_restart_lose_and_duplicate_nothing(
     rabbit_cluster: RabbitCluster, tmp_path: Path
 ) -> None:
@@ -325,8 +312,5 @@ async def test_leader_loss_and_a_rolling_restart_lose_and_duplicate_nothing(
     assert set(seqs) <= set(range(stream.published))
     missing = {f"entry-{seq}" for seq in range(stream.published) if seq not in seqs}
     parked = await parked_ids(cluster)
-    assert missing <= parked, f"lost, and in no parking lot: {sorted(missing - parked)[:20]}"
-    if parked:
-        raise ParkedWhileReconnecting(
-            f"{len(parked)} messages parked, {len(parked & missing)} of them not applied"
-        )
+    assert parked == set(), f"{len(parked)} parked, {len(parked & missing)} of them not applied"
+    assert missing == set(), f"lost: {sorted(missing)[:20]}"

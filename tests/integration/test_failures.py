@@ -21,7 +21,7 @@ from esb.circuit import State
 from esb.consumer import Consumer
 from esb.failures import http_error
 from esb.parking import REASON
-from esb.retry import retry_queue
+from esb.retry import delay_queue
 from esb.runtime import BrokerEmitter, write_to
 from esb.settings import CircuitSettings, RetrySettings
 from esb.slip import HEADER, Slip
@@ -46,7 +46,7 @@ async def broker(amqp_url: str) -> AsyncIterator[Broker]:
     await broker.connect()
     yield broker
     queue = f"{prefix}.sink"
-    names = [queue, dlq_name(queue), *(retry_queue(queue, n) for n in range(1, 11))]
+    names = [queue, dlq_name(queue), *(delay_queue(queue, n) for n in range(1, 11))]
     for name in names:
         channel = await broker.connection.channel()
         await channel.queue_delete(name)

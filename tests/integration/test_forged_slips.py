@@ -44,7 +44,7 @@ async def broker(amqp_url: str) -> AsyncIterator[Broker]:
     names = QueueNames(prefix)
     channel = await broker.connection.channel()
     for queue in (names.steps("transformer"), names.sink("crm")):
-        for name in (queue, dlq_name(queue), *(f"{queue}.retry.{n}" for n in range(1, 6))):
+        for name in (queue, dlq_name(queue), *(f"{queue}.delay.{n}" for n in range(1, 6))):
             await channel.queue_delete(name)
     await channel.exchange_delete(settings.exchange)
     await broker.close()

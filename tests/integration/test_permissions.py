@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from esb.errors import ConfigError
-from esb.retry import declare_retry_queues, retry_queue
+from esb.retry import declare_delay_queues, delay_queue
 from esb.routing.loader import load_routes
 from esb.routing.services import routing_queues
 from esb.settings import BrokerSettings
@@ -221,7 +221,7 @@ async def test_each_role_checks_its_topology_and_does_its_work_with_declare_fals
             for spec in own[role]:
                 await declare_queue(channels[role], spec, settings)
                 if spec.name != NAMES.unrouted:
-                    await declare_retry_queues(channels[role], spec.name, 5, declare=False)
+                    await declare_delay_queues(channels[role], spec.name, 5, settings)
 
         source = await connections["source"].channel(publisher_confirms=True)
         events = await source.get_exchange(EXCHANGE, ensure=False)
@@ -240,7 +240,7 @@ async def test_each_role_checks_its_topology_and_does_its_work_with_declare_fals
 
         sink = await connections["sink"].channel(publisher_confirms=True)
         await sink.default_exchange.publish(
-            aio_pika.Message(b"{}", message_id="e-1", expiration=0.1), retry_queue(CRM, 1)
+            aio_pika.Message(b"{}", message_id="e-1", expiration=0.1), delay_queue(CRM, 1)
         )
         await sink.default_exchange.publish(
             aio_pika.Message(b"{}", message_id="e-1"), dlq_name(CRM)

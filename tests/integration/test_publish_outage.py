@@ -36,7 +36,7 @@ import pytest
 
 from esb import Broker, CloudEvent
 from esb.metrics import CONSUME_OUTCOMES
-from esb.retry import retry_queue
+from esb.retry import delay_queue
 from esb.topology import QueueNames, dlq_name
 from tests.support.processes import (
     LEDGER_ROUTES,
@@ -173,7 +173,7 @@ class Flow:
         ):
             assert await queue_depth(self.rabbit.url, dlq_name(queue)) == 0
             for level in range(1, 6):
-                assert await queue_depth(self.rabbit.url, retry_queue(queue, level)) == 0
+                assert await queue_depth(self.rabbit.url, delay_queue(queue, level)) == 0
 
     def log_lines(self, process: EsbProcess, level: str) -> list[str]:
         return [

@@ -12,7 +12,7 @@ import orjson
 from pamqp.commands import Basic
 
 from esb import CloudEvent
-from esb.retry import retry_queue
+from esb.retry import delay_queue
 from esb.topology import QueueNames, dlq_name
 from tests.conftest import Names
 from tests.support.processes import EsbProcess, connected_broker, esb_cli, read_ids, wait_for
@@ -102,7 +102,7 @@ async def test_parked_at_once_then_replayed_exactly_once_after_the_fix(
             assert f'{line}service="transformer"}} {count}.0' in counted
         assert "x-esb-original-queue: " + names.steps("transformer") in shown.stdout
         channel_check = await _depth(
-            env["ESB_BROKER__URL"], retry_queue(names.steps("transformer"), 1)
+            env["ESB_BROKER__URL"], delay_queue(names.steps("transformer"), 1)
         )
         assert channel_check == 0, "a permanent failure must not be retried"
 

@@ -281,9 +281,12 @@ class Watcher:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "tests.support.hostile_watch", str(out), *specs]
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # a Python start on a loaded 2-core machine
         while not out.with_suffix(".started").exists():
-            assert time.monotonic() < deadline, "the health watcher did not start"
+            if time.monotonic() > deadline:
+                self.popen.terminate()  # not left running after the failed test
+                self.popen.wait(timeout=15)
+                raise AssertionError("the health watcher did not start")
             time.sleep(0.02)
 
     def stop(self) -> dict[str, dict[str, Any]]:

@@ -102,6 +102,26 @@ field_values = st.recursive(
 wide_chars = st.sampled_from(["a", "é", "€", "😀", "\u200b", "\x7f"])
 
 
+def _mutate(data: bytes, position: int, byte: int, how: str) -> bytes:
+    at = position % (len(data) + 1)
+    if how == "flip" and at < len(data):
+        return data[:at] + bytes([byte]) + data[at + 1 :]
+    if how == "cut":
+        return data[:at]
+    return data[:at] + bytes([byte]) + data[at:]
+
+
+def mutated(encoded: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    """``encoded`` bytes with one byte flipped or inserted, or the rest cut off."""
+    return st.builds(
+        _mutate,
+        encoded,
+        st.integers(0, 10_000),
+        st.integers(0, 255),
+        st.sampled_from(["flip", "cut", "insert"]),
+    )
+
+
 @dataclass(frozen=True)
 class Body:
     label: str

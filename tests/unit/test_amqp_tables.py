@@ -12,7 +12,7 @@ from pamqp.commands import Basic
 
 from esb.amqp_guard import REFUSED, guarded_table
 from esb.amqp_tables import decode_table, encode_table, install_table_codecs
-from tests.support.hostile_cases import field_values, wide_chars
+from tests.support.hostile_cases import field_values, mutated, wide_chars
 
 #: Keys past pamqp's 128 bytes (it truncates them), multi-byte characters at the cut.
 KEYS = st.text(max_size=8) | st.text(wide_chars, min_size=30, max_size=140)
@@ -43,24 +43,8 @@ def test_tables_are_encoded_byte_for_byte_as_pamqp_encodes_them(table: dict[str,
 
 def mutations() -> st.SearchStrategy[bytes]:
     """Encoded tables with bytes flipped, cut off or inserted; also plain random bytes."""
-
-    def mutate(data: bytes, position: int, byte: int, how: str) -> bytes:
-        at = position % (len(data) + 1)
-        if how == "flip" and at < len(data):
-            return data[:at] + bytes([byte]) + data[at + 1 :]
-        if how == "cut":
-            return data[:at]
-        return data[:at] + bytes([byte]) + data[at:]
-
     encoded = TABLES.map(encode.field_table)
-    mutated = st.builds(
-        mutate,
-        encoded,
-        st.integers(0, 10_000),
-        st.integers(0, 255),
-        st.sampled_from(["flip", "cut", "insert"]),
-    )
-    return encoded | mutated | st.binary(max_size=64)
+    return encoded | mutated(encoded) | st.binary(max_size=64)
 
 
 @settings(max_examples=1000)

@@ -187,9 +187,9 @@ def test_the_largest_event_a_source_accepts_still_fits_a_consumer_after_retries(
                 {
                     "count": 1,
                     "exchange": "",
-                    "queue": f"{'q' * 60}.retry.{n}",
+                    "queue": f"{'q' * 60}.delay.{n}",
                     "reason": "expired",
-                    "routing-keys": [f"{'q' * 60}.retry.{n}"],
+                    "routing-keys": [f"{'q' * 60}.delay.{n}"],
                     "time": 0,
                 }
                 for n in range(1, 31)

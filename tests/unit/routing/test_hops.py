@@ -14,7 +14,7 @@ from esb.routing import steps
 from esb.routing.catalog import catalog
 from esb.routing.engine import StepFailed, deliver, dry_run, run_hop
 from esb.routing.loader import RoutesInvalid, load_routes
-from esb.routing.services import next_queues, routing_queues
+from esb.routing.services import destination, next_hop, routing_queues
 from esb.topology import QueueNames
 
 SINKS = "sinks:\n  crm: {}\n"
@@ -60,9 +60,12 @@ def test_steps_of_one_pool_in_a_row_are_one_hop(tmp_path: Path) -> None:
     assert (route.hop_end(1), route.hop_end(3), route.hop_end(4)) == (3, 4, 5)
     assert route.pools == ["transformer", "heavy"]
     names = QueueNames("esb")
-    assert next_queues(route, 3, names) == ["esb.transform"]
-    assert next_queues(route, 4, names) == ["esb.transform.heavy"]
-    assert next_queues(route, 5, names) == ["esb.sink.crm"]
+    hops = {p: next_hop(route, p, order(), {}, names) for p in (3, 4, 5)}
+    assert {p: [destination(c) for c in copies] for p, copies in hops.items()} == {
+        3: ["esb.transform"],
+        4: ["esb.transform.heavy"],
+        5: ["esb.sink.crm"],
+    }
     declared = [spec.name for spec in routing_queues(load_routes(tmp_path), names)]
     assert declared == [
         "esb.router",
