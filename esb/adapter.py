@@ -7,11 +7,10 @@ metrics and signals, so an adapter only speaks to its own system.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -139,13 +138,17 @@ class Source(Counting, ABC, Generic[S]):
         reaches ``confirmed``.
         """
         slots = asyncio.Semaphore(window)
-        halt = asyncio.get_running_loop().create_future()
         failures: list[BaseException] = []
         tasks: set[asyncio.Task[None]] = set()
+        halted = False
+        waiting = False  # the taker is awaiting the next event of an async input
+        taker: asyncio.Task[int] | None = None
 
         def end() -> None:
-            if not halt.done():
-                halt.set_result(None)
+            nonlocal halted
+            halted = True
+            if waiting and taker is not None:
+                taker.cancel()  # a quiet input must not hold a stopping or failed run
 
         async def emit_one(event: CloudEvent) -> None:
             try:
@@ -169,30 +172,50 @@ class Source(Counting, ABC, Generic[S]):
             iterator = aiter(events)
 
             async def following() -> CloudEvent | None:
-                return await _next_unless(iterator, halt)
+                nonlocal waiting
+                waiting = True
+                try:
+                    return await anext(iterator, None)
+                except asyncio.CancelledError:
+                    if halted:
+                        return None
+                    raise
+                finally:
+                    waiting = False
 
-        else:  # a list needs no race against ``halt``: no task and no wait per event
+        else:
             listed = iter(events)
 
             async def following() -> CloudEvent | None:
                 return next(listed, None)
 
-        watch = asyncio.create_task(self.stopping.wait())
-        watch.add_done_callback(lambda _: end())
-        count = 0
-        try:
+        async def take() -> int:
+            """Start an emit per event while the window has room.
+
+            The next event is awaited in this task itself, not raced in a task of its
+            own: an input that has events ready gives a window of them in one turn of
+            the loop, so their publishes leave in one socket write.
+            """
+            count = 0
             while True:
                 await slots.acquire()
-                if halt.done() or self.stopping.is_set():
-                    break
+                if halted or self.stopping.is_set():
+                    return count
                 event = await following()
-                if event is None or halt.done() or self.stopping.is_set():
-                    break
+                if event is None or halted or self.stopping.is_set():
+                    return count
                 task = asyncio.create_task(emit_one(event))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 count += 1
+
+        watch = asyncio.create_task(self.stopping.wait())
+        watch.add_done_callback(lambda _: end())
+        taker = asyncio.create_task(take())
+        try:
+            count = await taker
         except asyncio.CancelledError:  # past the shutdown grace: what is unconfirmed stays so
+            taker.cancel()
             for task in tasks:
                 task.cancel()
             raise
@@ -202,22 +225,6 @@ class Source(Counting, ABC, Generic[S]):
         if failures:
             raise failures[0]
         return count
-
-
-async def _next_unless(
-    iterator: AsyncIterator[CloudEvent], halt: asyncio.Future[None]
-) -> CloudEvent | None:
-    """The next event; None at the end, or once ``halt`` is done while waiting for it (a quiet
-    input must not hold a stopping or failed run)."""
-    step = asyncio.ensure_future(anext(iterator, None))
-    either: list[asyncio.Future[Any]] = [step, halt]
-    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    if step.done():
-        return step.result()
-    step.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await step
-    return None
 
 
 class Sink(Counting, ABC, Generic[S]):

@@ -9,7 +9,8 @@ written as one entry of the connection's write queue under it, and the confirms 
 awaited under one deadline. The confirm futures are registered where aiormq's reader
 settles its own (by delivery tag, by message id for a returned message, all of them
 when the channel closes), so acks, nacks, returns and a lost connection reach them
-exactly as they reach a ``basic_publish``.
+exactly as they reach a ``basic_publish``. The publishes asked in one turn of the event
+loop, by one task or many, are gathered into one such batch (:class:`TurnBatch`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 import aiormq
 from aiormq.abc import ChannelFrame
 
 from esb.amqp_frames import Outgoing, publish_frames
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Window:
@@ -73,6 +78,70 @@ class Window:
             if not turn.done():
                 self.used += count
                 turn.set_result(None)
+
+
+class TurnBatch(Generic[T, R]):
+    """Runs the calls made in one turn of the event loop as one call of ``run``.
+
+    A source emitting a window of events, or a hop finishing several deliveries at
+    once, asks for many small publishes in the same turn; each would take the channel's
+    lock, arm a deadline and wait on its own. Gathered, they cost that once and leave in
+    one write. ``run`` gets the items of every call in order, at most ``limit`` of them
+    unless one call has more, and returns one result per item; each caller gets its own
+    items' results. A caller cancelled before its turn ends has its items left out.
+    """
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], limit: int) -> None:
+        self._run = run
+        self._limit = limit
+        self._gathering: list[tuple[Sequence[T], asyncio.Future[list[R]]]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, items: Sequence[T]) -> list[R]:
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[list[R]] = loop.create_future()
+        if not self._gathering:
+            loop.call_soon(self._start)
+        self._gathering.append((items, result))
+        return await result
+
+    def _start(self) -> None:
+        gathered, self._gathering = self._gathering, []
+        calls: list[tuple[Sequence[T], asyncio.Future[list[R]]]] = []
+        count = 0
+        for items, result in gathered:
+            if result.done():
+                continue
+            if calls and count + len(items) > self._limit:
+                self._run_soon(calls)
+                calls, count = [], 0
+            calls.append((items, result))
+            count += len(items)
+        if calls:
+            self._run_soon(calls)
+
+    def _run_soon(self, calls: list[tuple[Sequence[T], asyncio.Future[list[R]]]]) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_together(calls))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run_together(self, calls: list[tuple[Sequence[T], asyncio.Future[list[R]]]]) -> None:
+        try:
+            results = await self._run([item for items, _ in calls for item in items])
+        except asyncio.CancelledError:
+            for _, result in calls:
+                result.cancel()
+            raise
+        except Exception as exc:
+            for _, result in calls:
+                if not result.done():
+                    result.set_exception(exc)
+            return
+        start = 0
+        for items, result in calls:
+            if not result.done():
+                result.set_result(results[start : start + len(items)])
+            start += len(items)
 
 
 def encode_frames(message: Outgoing, channel_number: int, frame_max: int) -> bytes:

@@ -20,7 +20,7 @@ from esb.amqp_binding import encode_data, to_properties
 from esb.amqp_client import RobustChannel, RobustConnection
 from esb.amqp_frames import Outgoing
 from esb.amqp_incoming import install_frame_reader
-from esb.amqp_publish import Window, encode_frames, settled, write_batch
+from esb.amqp_publish import TurnBatch, Window, encode_frames, settled, write_batch
 from esb.amqp_tables import install_table_codecs
 from esb.envelope import CloudEvent
 from esb.errors import (
@@ -116,6 +116,7 @@ class Broker:
         self._publish_seconds = metrics.publish_seconds.labels(service)
         self._published_ok = metrics.published.labels(service, "ok")
         self._window = Window(PUBLISH_WINDOW)
+        self._publish = TurnBatch(self._publish_batch, PUBLISH_WINDOW)
         #: Set while the publishing channel is open: consumers hold their deliveries while
         #: it is not, instead of failing them (:class:`PublishingDown`).
         self.publishing = asyncio.Event()
@@ -351,9 +352,10 @@ class Broker:
         if failure is not None:
             raise failure
 
-    async def _publish(self, messages: Sequence[Outgoing]) -> list[EsbError | None]:
+    async def _publish_batch(self, messages: Sequence[Outgoing]) -> list[EsbError | None]:
         """Publish with confirm and mandatory routing (:mod:`esb.amqp_publish`); each
-        message's outcome.
+        message's outcome. Called through ``self._publish``, which gathers the publishes
+        asked in one turn of the event loop into one batch.
 
         The frames go to the connection's writer without waiting for the socket (the
         confirm is what counts), so the publishes of one turn of the event loop leave in

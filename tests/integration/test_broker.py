@@ -101,7 +101,9 @@ async def test_publishes_started_together_are_all_queued_for_the_socket_in_one_t
     amqp_url: str, names: Names
 ) -> None:
     """aiormq's own write queue holds 10 frames: the eleventh publish of a turn waited, and
-    the rest went out one per turn. Widened, before and after a reconnection."""
+    the rest went out one per turn. Widened, before and after a reconnection. The publishes
+    of a turn are gathered into one batch, written in the third turn: the callers' turn,
+    the one that starts the batch's task, and the task's."""
     async with connected(amqp_url, names, reconnect_interval=0.2) as broker:
         for attempt in ("first connection", "reconnected"):
             channel = await broker.channel.get_underlay_channel()
@@ -110,7 +112,8 @@ async def test_publishes_started_together_are_all_queued_for_the_socket_in_one_t
                 CloudEvent.new("shop.order.created", "urn:shop", {"n": n}) for n in range(200)
             ]
             publishes = [asyncio.create_task(broker.publish(event)) for event in events]
-            await asyncio.sleep(0)  # one turn: each publish runs until it waits for its confirm
+            for _ in range(3):
+                await asyncio.sleep(0)
             assert channel.delivery_tag - before == 200, attempt
             await asyncio.gather(*publishes)
             if attempt == "first connection":
@@ -191,7 +194,8 @@ async def test_no_more_publishes_than_the_window_await_their_confirms_at_once(
         before = channel.delivery_tag
         events = [CloudEvent.new("shop.order.created", "urn:shop", {"n": n}) for n in range(600)]
         publishes = [asyncio.create_task(broker.publish(event)) for event in events]
-        await asyncio.sleep(0)
+        for _ in range(3):  # gathered, then written a window at a time
+            await asyncio.sleep(0)
         assert channel.delivery_tag - before == PUBLISH_WINDOW
         await asyncio.gather(*publishes)
         assert channel.delivery_tag - before == 600
